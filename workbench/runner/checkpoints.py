@@ -1,0 +1,246 @@
+"""Checkpoint files: atomic writes, a DB row per file, and retention that never deletes the best.
+
+Order matters for crash safety:
+- save: temp file in the same folder -> fsync -> rename -> fsync the folder -> only then the row. A crash, kill or
+  full disk leaves at most a stray `*.tmp` file, never a listed half-written checkpoint.
+- delete: the file first, the row after (the reverse leaks files, Determined PR #7967); a file already gone is fine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from workbench.runner.context import RunBackend
+
+CheckpointKind = Literal["checkpoint", "best", "base", "delta", "batch", "inference"]
+
+
+@dataclass
+class CheckpointInfo:
+    path: str  # relative to the run dir
+    kind: str
+    step: int
+    epoch: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    size_bytes: int = 0
+    sha256: str | None = None
+    created: float = field(default_factory=time.time)
+    pass_id: int | None = None
+    day: str | None = None
+    id: int | None = None
+
+
+def is_better(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+def best_of(infos: list[CheckpointInfo], monitor: tuple[str, str]) -> CheckpointInfo | None:
+    """The checkpoint with the best monitored value at save time (ties: the earlier one)."""
+    key, mode = monitor
+    best: CheckpointInfo | None = None
+    for info in sorted(infos, key=lambda c: (c.step, c.created)):
+        value = info.metrics.get(key)
+        if value is None:
+            continue
+        if best is None or is_better(value, best.metrics[key], mode):
+            best = info
+    return best
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, target: Path) -> None:
+    import torch
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint the safe way (tensors and plain Python values only)."""
+    import torch
+
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
+
+
+def path_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+class CheckpointManager:
+    """`ctx.checkpoints`. Files live in `<run_dir>/checkpoints/`; rows go through the run's backend."""
+
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        backend: RunBackend,
+        monitor: tuple[str, str],
+        keep_last: int,
+        enabled: bool = True,
+        logger: logging.Logger | None = None,
+    ):
+        self.run_dir = run_dir
+        self.dir = run_dir / "checkpoints"
+        self._backend = backend
+        self.monitor = monitor
+        self.keep_last = keep_last
+        self.enabled = enabled
+        self._log = logger or logging.getLogger(__name__)
+
+    def save(
+        self,
+        state: dict[str, Any],
+        *,
+        step: int,
+        epoch: int | None = None,
+        metrics: dict[str, float] | None = None,
+        kind: CheckpointKind = "checkpoint",
+    ) -> CheckpointInfo | None:
+        """Write `state` (tensors and plain values only) atomically, record it, apply retention.
+
+        Returns None on ranks > 0 (only rank 0 saves).
+        """
+        if not self.enabled:
+            return None
+        metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        target = self.dir / f"{kind}-step{step:09d}.pt"
+        atomic_torch_save(state, target)
+        info = CheckpointInfo(
+            path=str(target.relative_to(self.run_dir)),
+            kind=kind,
+            step=step,
+            epoch=epoch,
+            metrics=metrics,
+            size_bytes=target.stat().st_size,
+            sha256=sha256_of(target),
+        )
+        # A re-save at the same step (e.g. cancel right after a periodic save) replaces the old row.
+        for old in self._backend.list_checkpoints():
+            if old.path == info.path and old.id is not None:
+                self._backend.delete_checkpoint(old.id)
+        info.id = self._backend.add_checkpoint(info)
+        self.apply_retention()
+        return info
+
+    def register(
+        self,
+        path: Path,
+        *,
+        kind: CheckpointKind,
+        step: int,
+        metrics: dict[str, float] | None = None,
+        pass_id: int | None = None,
+        day: str | None = None,
+        epoch: int | None = None,
+    ) -> CheckpointInfo | None:
+        """Record a file or folder the task wrote itself (e.g. a CTR base/delta model) as a downloadable output.
+
+        Write it completely (and atomically) before registering. Registered outputs are not subject to
+        `keep_ckpt` retention, except kind "checkpoint".
+        """
+        if not self.enabled:
+            return None
+        path = Path(path)
+        info = CheckpointInfo(
+            path=str(path.resolve().relative_to(self.run_dir.resolve())),
+            kind=kind,
+            step=step,
+            epoch=epoch,
+            metrics={k: float(v) for k, v in (metrics or {}).items()},
+            size_bytes=path_size(path),
+            sha256=sha256_of(path) if path.is_file() else None,
+            pass_id=pass_id,
+            day=day,
+        )
+        info.id = self._backend.add_checkpoint(info)
+        if kind == "checkpoint":
+            self.apply_retention()
+        return info
+
+    # -- queries --------------------------------------------------------------------------------------------
+    def list(self, kind: str = "checkpoint") -> list[CheckpointInfo]:
+        return sorted(
+            (c for c in self._backend.list_checkpoints() if c.kind == kind), key=lambda c: (c.step, c.created)
+        )
+
+    def latest_info(self) -> CheckpointInfo | None:
+        infos = [c for c in self.list() if (self.run_dir / c.path).exists()]
+        return infos[-1] if infos else None
+
+    def best_info(self) -> CheckpointInfo | None:
+        return best_of([c for c in self.list() if (self.run_dir / c.path).exists()], self.monitor)
+
+    def latest(self) -> dict[str, Any] | None:
+        info = self.latest_info()
+        return load_checkpoint_file(self.run_dir / info.path) if info else None
+
+    def best(self) -> dict[str, Any] | None:
+        """The state saved with the best monitored metric (falls back to the latest if none has the metric)."""
+        info = self.best_info() or self.latest_info()
+        return load_checkpoint_file(self.run_dir / info.path) if info else None
+
+    # -- retention ------------------------------------------------------------------------------------------
+    def apply_retention(self) -> list[CheckpointInfo]:
+        """Keep the last `keep_last` checkpoints and the best one; delete the rest (file first, then row)."""
+        infos = self.list()
+        keep = {id(c) for c in infos[-self.keep_last :]}
+        best = best_of(infos, self.monitor)
+        if best is not None:
+            keep.add(id(best))
+        deleted = []
+        for info in infos:
+            if id(info) in keep:
+                continue
+            remove_path(self.run_dir / info.path)
+            if info.id is not None:
+                self._backend.delete_checkpoint(info.id)
+            deleted.append(info)
+        return deleted
+
+
+def remove_path(path: Path) -> None:
+    """Delete a checkpoint file or folder; one that is already gone is not an error."""
+    try:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass

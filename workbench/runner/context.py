@@ -1,0 +1,251 @@
+"""RunContext: everything a task's `run(cfg, ctx)` gets from the platform.
+
+The task never knows where its metrics, checkpoints and progress end up: the context forwards them to a
+`RunBackend`, which is the SQLite store in a real run (runner/store_backend.py) and memory in tests and bare
+benchmarks (`MemoryBackend`, `RunContext.local`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from workbench.runner.checkpoints import CheckpointInfo, CheckpointManager
+
+
+class RunBackend(Protocol):
+    """Where a run's records go. Called from the training process (rank 0 only)."""
+
+    def write_metrics(self, points: list[tuple[str, int, float, float]]) -> None: ...  # (key, step, value, wall)
+    def set_progress(self, done: float, total: float | None, unit: str) -> None: ...
+    def set_phase(self, text: str | None) -> None: ...
+    def event(self, kind: str, message: str) -> None: ...
+    def add_checkpoint(self, info: CheckpointInfo) -> int: ...
+    def delete_checkpoint(self, checkpoint_id: int) -> None: ...
+    def list_checkpoints(self) -> list[CheckpointInfo]: ...
+
+
+@dataclass
+class MemoryBackend:
+    """In-memory backend for unit tests, bare benchmarks and dry runs."""
+
+    metrics: list[tuple[str, int, float, float]] = field(default_factory=list)
+    progress: tuple[float, float | None, str] | None = None
+    phase: str | None = None
+    events: list[tuple[str, str]] = field(default_factory=list)
+    checkpoints: list[CheckpointInfo] = field(default_factory=list)
+    _next_id: int = 1
+
+    def write_metrics(self, points: list[tuple[str, int, float, float]]) -> None:
+        self.metrics.extend(points)
+
+    def set_progress(self, done: float, total: float | None, unit: str) -> None:
+        self.progress = (done, total, unit)
+
+    def set_phase(self, text: str | None) -> None:
+        self.phase = text
+
+    def event(self, kind: str, message: str) -> None:
+        self.events.append((kind, message))
+
+    def add_checkpoint(self, info: CheckpointInfo) -> int:
+        info.id = self._next_id
+        self._next_id += 1
+        self.checkpoints.append(info)
+        return info.id
+
+    def delete_checkpoint(self, checkpoint_id: int) -> None:
+        self.checkpoints = [c for c in self.checkpoints if c.id != checkpoint_id]
+
+    def list_checkpoints(self) -> list[CheckpointInfo]:
+        return list(self.checkpoints)
+
+    def series(self, key: str) -> list[tuple[int, float]]:
+        """(step, value) pairs logged under `key`, in logging order (for tests)."""
+        return [(s, v) for k, s, v, _ in self.metrics if k == key]
+
+
+class _NullBackend(MemoryBackend):
+    """What ranks > 0 get in distributed runs: records go nowhere (only rank 0 writes to the store)."""
+
+    def write_metrics(self, points: list[tuple[str, int, float, float]]) -> None:
+        pass
+
+
+class MetricBuffer:
+    """Buffers `ctx.log` calls and flushes them to the backend at least every `interval` seconds.
+
+    A daemon thread does the flushing so a training step never waits on the database.
+    """
+
+    def __init__(self, backend: RunBackend, interval: float = 0.5):
+        self._backend = backend
+        self._interval = interval
+        self._points: list[tuple[str, int, float, float]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, metrics: Mapping[str, float], step: int) -> None:
+        now = time.time()
+        with self._lock:
+            for key, value in metrics.items():
+                self._points.append((key, int(step), float(value), now))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="metric-flush", daemon=True)
+            self._thread.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            points, self._points = self._points, []
+        if points:
+            self._backend.write_metrics(points)
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._interval)
+            try:
+                self.flush()
+            except Exception as exc:  # a locked DB must not kill training; the points stay for the next try
+                print(f"[workbench] metric flush failed, will retry: {exc}", file=sys.stderr)
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()
+
+
+class RunContext:
+    """What a task gets. See DESIGN.md "RunContext".
+
+    - `log(metrics, step)`: buffered, flushed at least every second and at exit.
+    - `progress(done, total, unit)` and `phase(text)` drive the dashboard's progress bar and status line
+      (e.g. "waiting for data: 20190720/0005").
+    - `checkpoints.save(...)`, `checkpoints.latest()`, `checkpoints.best()`, `checkpoints.register(...)`.
+    - `should_stop()`: True once a cancel was requested; finish the step, save a checkpoint, return.
+    - `resume_state`: the checkpoint dict to continue this same run from (None on a fresh start).
+    - `init_state`: weights to start from when the run is a fork of another run's checkpoint (None otherwise).
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        run_dir: Path,
+        backend: RunBackend,
+        monitor: tuple[str, Literal["max", "min"]],
+        keep_ckpt: int,
+        device: str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        local_rank: int = 0,
+        resume_state: dict[str, Any] | None = None,
+        init_state: dict[str, Any] | None = None,
+        logger: logging.Logger | None = None,
+        flush_interval: float = 0.5,
+    ):
+        self.run_id = run_id
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.rank = rank
+        self.world_size = world_size
+        self.local_rank = local_rank
+        self.device = device
+        self.resume_state = resume_state
+        self.init_state = init_state
+        self.monitor = monitor
+        self.is_main = rank == 0
+        self._backend: RunBackend = backend if self.is_main else _NullBackend()
+        self._buffer = MetricBuffer(self._backend, flush_interval)
+        self._stop = threading.Event()
+        self.logger = logger or _console_logger(run_id)
+        self.checkpoints = CheckpointManager(
+            run_dir=self.run_dir,
+            backend=self._backend,
+            monitor=monitor,
+            keep_last=keep_ckpt,
+            enabled=self.is_main,
+            logger=self.logger,
+        )
+
+    # -- metrics and progress -------------------------------------------------------------------------------
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.is_main:
+            self._buffer.add(metrics, step)
+
+    def progress(self, done: float, total: float | None, unit: str = "steps") -> None:
+        if self.is_main:
+            self._backend.set_progress(done, total, unit)
+
+    def phase(self, text: str | None) -> None:
+        """A short human status shown on the dashboard next to the progress bar; None clears it."""
+        if self.is_main:
+            self._backend.set_phase(text)
+
+    def event(self, kind: str, message: str) -> None:
+        if self.is_main:
+            self._backend.event(kind, message)
+
+    # -- cancellation ---------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def should_stop(self) -> bool:
+        return self._stop.is_set()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        self._buffer.flush()
+
+    def close(self) -> None:
+        self._buffer.close()
+
+    @classmethod
+    def local(
+        cls,
+        run_dir: str | Path,
+        *,
+        monitor: tuple[str, Literal["max", "min"]] = ("valid/loss", "min"),
+        keep_ckpt: int = 3,
+        device: str = "cpu",
+        resume_state: dict[str, Any] | None = None,
+        init_state: dict[str, Any] | None = None,
+        run_id: str = "local",
+    ) -> RunContext:
+        """A context with an in-memory backend (`ctx.backend`), for tests, benchmarks and bare runs."""
+        ctx = cls(
+            run_id=run_id,
+            run_dir=Path(run_dir),
+            backend=MemoryBackend(),
+            monitor=monitor,
+            keep_ckpt=keep_ckpt,
+            device=device,
+            resume_state=resume_state,
+            init_state=init_state,
+            flush_interval=0.2,
+        )
+        return ctx
+
+    @property
+    def backend(self) -> RunBackend:
+        return self._backend
+
+
+def _console_logger(name: str) -> logging.Logger:
+    logger = logging.getLogger(f"workbench.run.{name}")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
