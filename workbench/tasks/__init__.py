@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from workbench.tasks.spec import TaskSpec
 
 TASKS: dict[str, TaskSpec] = {}
@@ -22,6 +24,9 @@ def _register_builtin() -> None:
                 continue
             raise
         register(spec)
+    # plug-in tasks: WORKBENCH_TASK_MODULES="pkg.mod,other.mod", each module defining SPEC (inherited by workers)
+    for module in filter(None, os.environ.get("WORKBENCH_TASK_MODULES", "").split(",")):
+        register(importlib.import_module(module.strip()).SPEC)
 
 
 _register_builtin()

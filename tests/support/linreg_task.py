@@ -1,0 +1,78 @@
+"""A tiny but real task for platform tests: linear regression trained with SGD, honouring the RunContext.
+
+Registered in worker processes through WORKBENCH_TASK_MODULES=tests.support.linreg_task, so runner tests can
+exercise launch, cancel, kill, resume and retention in seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from workbench.config.common import CommonTrainingSettings
+from workbench.tasks.spec import TaskSpec
+
+
+class LinRegConfig(CommonTrainingSettings):
+    task: Literal["linreg"] = "linreg"
+    epochs: int = Field(5, ge=1, description="Epochs over the synthetic data.")
+    steps_per_epoch: int = Field(20, ge=1, description="Optimizer steps per epoch.")
+    step_sleep_s: float = Field(0.0, ge=0, description="Sleep per step (to make runs last long enough to cancel).")
+    fail_at_step: int | None = Field(None, description="Raise an error at this global step (failure tests).")
+    n_features: int = Field(4, ge=1, description="Input features.")
+
+
+def run(cfg: LinRegConfig, ctx) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    true_w = torch.arange(1, cfg.n_features + 1, dtype=torch.float32)
+    model = torch.nn.Linear(cfg.n_features, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate)
+    step, start_epoch = 0, 0
+    if ctx.resume_state is not None:
+        model.load_state_dict(ctx.resume_state["model"])
+        opt.load_state_dict(ctx.resume_state["optimizer"])
+        step, start_epoch = int(ctx.resume_state["step"]), int(ctx.resume_state["epoch"]) + 1
+    elif ctx.init_state is not None:
+        model.load_state_dict(ctx.init_state["model"])
+    total = cfg.epochs * cfg.steps_per_epoch
+
+    def state(epoch: int) -> dict:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch}
+
+    for epoch in range(start_epoch, cfg.epochs):
+        for _ in range(cfg.steps_per_epoch):
+            if cfg.fail_at_step is not None and step == cfg.fail_at_step:
+                raise ValueError(f"asked to fail at step {step}")
+            x = torch.randn(cfg.train_batch_size, cfg.n_features)
+            y = x @ true_w + 0.01 * torch.randn(cfg.train_batch_size)
+            loss = torch.nn.functional.mse_loss(model(x).squeeze(-1), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            ctx.log({"train/loss": loss.item(), "train/lr": cfg.learning_rate}, step)
+            ctx.progress(step, total, "steps")
+            if cfg.step_sleep_s:
+                time.sleep(cfg.step_sleep_s)
+            if ctx.should_stop():
+                ctx.checkpoints.save(state(epoch), step=step, epoch=epoch)
+                return
+        with torch.no_grad():
+            x = torch.randn(256, cfg.n_features)
+            valid = torch.nn.functional.mse_loss(model(x).squeeze(-1), x @ true_w).item()
+        ctx.log({"valid/loss": valid}, step)
+        ctx.checkpoints.save(state(epoch), step=step, epoch=epoch, metrics={"valid/loss": valid})
+
+
+SPEC = TaskSpec(
+    name="linreg",
+    title="Linear regression (test task)",
+    description="Platform test task.",
+    config_cls=LinRegConfig,
+    run_target="tests.support.linreg_task:run",
+    monitor=lambda cfg: ("valid/loss", "min"),
+)

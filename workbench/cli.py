@@ -1,0 +1,211 @@
+"""`workbench` command line: the same operations as the browser, through workbench.api."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from workbench import api
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train recommendation, streaming-CTR and Spleeter models.")
+data_app = typer.Typer(no_args_is_help=True, help="Data generators, importers and converters.")
+app.add_typer(data_app, name="data")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def _load(config: Path, overrides: list[str] | None):  # type: ignore[no-untyped-def]
+    try:
+        return api.validate_file(config, overrides)
+    except api.ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def validate(config: Path, set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override")] = None) -> None:
+    """Validate a config file; print every problem with its field path and line."""
+    cfg = _load(config, set_)
+    typer.echo(f"{config}: valid {cfg.task} config")  # type: ignore[attr-defined]
+
+
+@app.command("config")
+def config_cmd(task: str) -> None:
+    """Print a task's default config as YAML, each setting with its help text."""
+    if task not in api.tasks():
+        _fail(f"unknown task {task!r}; known: {', '.join(api.tasks())}")
+    typer.echo(api.default_config_yaml(task), nl=False)
+
+
+@app.command()
+def run(
+    config: Path,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override, e.g. --set epochs=5")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option(help="Tag (repeatable)")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--detach", help="Follow the run until it ends (exit 0 only if it completed)")] = False,
+) -> None:
+    """Launch a training run from a config file."""
+    cfg = _load(config, set_)
+    run_ = api.launch_run(cfg, name=name or config.stem, tags=tag)
+    typer.echo(f"run {run_.id} ({run_.task}) {run_.status}; folder {api.run_dir(run_.id)}")
+    if wait:
+        raise typer.Exit(_follow(run_.id))
+
+
+def _follow(run_id: str) -> int:
+    """Print progress and new log lines until the run ends. Exit code 0 only for `completed`."""
+    log_pos = 0
+    last_line = ""
+    try:
+        while True:
+            run_ = api.get_run(run_id)
+            log_path = api.run_dir(run_id) / "train.log"
+            if log_path.exists():
+                with open(log_path, "rb") as f:
+                    f.seek(log_pos)
+                    chunk = f.read()
+                    log_pos += len(chunk)
+                if chunk:
+                    sys.stdout.write(chunk.decode("utf-8", "replace"))
+            p = api.progress(run_)
+            line = f"[{run_.status}]"
+            if p.fraction is not None:
+                line += f" {p.fraction:6.1%} ({p.done:g}/{p.total:g} {p.unit})"
+            if p.eta_s is not None:
+                line += f" ETA {p.eta_s:.0f}s"
+            if run_.phase:
+                line += f" {run_.phase}"
+            if line != last_line:
+                typer.echo(line, err=True)
+                last_line = line
+            if run_.status in ("completed", "failed", "cancelled", "lost"):
+                if run_.error:
+                    typer.echo(f"error: {run_.error}", err=True)
+                best = f"; best {run_.monitor_key} = {run_.best_value:.4f}" if run_.best_value is not None else ""
+                typer.echo(f"run {run_.id} {run_.status}{best}")
+                return 0 if run_.status == "completed" else 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        typer.echo(f"\nstopped following; the run goes on. Cancel it with: workbench cancel {run_id}", err=True)
+        return 130
+
+
+@app.command("list")
+def list_cmd(
+    task: Annotated[Optional[str], typer.Option(help="Only this task")] = None,
+    status: Annotated[Optional[list[str]], typer.Option(help="Only these statuses (repeatable)")] = None,
+    search: Annotated[Optional[str], typer.Option(help="Text in id, name, notes or owner")] = None,
+    tag: Annotated[Optional[str], typer.Option(help="Only runs with this tag")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+) -> None:
+    """List runs, newest first."""
+    runs = api.list_runs(task=task, statuses=status, text=search, tag=tag)
+    if as_json:
+        typer.echo(json.dumps([_run_json(r) for r in runs], indent=2))
+        return
+    frame = api.runs_frame(runs)
+    typer.echo(frame.drop(columns=["progress"]).to_string(index=False) if len(frame) else "no runs yet")
+
+
+def _run_json(r: api.RunRead) -> dict:
+    d = r.model_dump(mode="json")
+    d["duration_s"] = r.duration_s
+    return d
+
+
+@app.command()
+def show(run_id: str, as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
+    """Show one run: status, config, metric summaries, checkpoints, events."""
+    try:
+        r = api.get_run(run_id)
+    except api.RunNotFound as exc:
+        _fail(str(exc))
+    summaries = api.metric_summaries([r.id])
+    ckpts = api.checkpoints(r.id)
+    if as_json:
+        out = _run_json(r)
+        out["metrics"] = {row["key"]: {k: row[k] for k in ("last", "last_step", "min", "max", "count")} for row in summaries.to_dict("records")}
+        out["checkpoints"] = [c.model_dump(mode="json") for c in ckpts]
+        out["events"] = [e.model_dump(mode="json") for e in api.events(r.id)]
+        out["run_dir"] = str(api.run_dir(r.id))
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"{r.id}  {r.name}  [{r.task}]  {r.status}  attempt {r.attempt}")
+    if r.error:
+        typer.echo(f"error: {r.error}")
+    if len(summaries):
+        typer.echo(summaries.drop(columns=["run_id"]).to_string(index=False))
+    for c in ckpts:
+        best = " (best)" if c.is_best else ""
+        typer.echo(f"  checkpoint #{c.id} {c.kind} step {c.step} {c.size_bytes / 1e6:.2f} MB {c.path}{best}")
+
+
+@app.command()
+def cancel(run_id: str) -> None:
+    """Cancel a run (it saves a checkpoint first)."""
+    typer.echo(f"{run_id}: {api.cancel_run(run_id)}")
+
+
+@app.command()
+def resume(run_id: str, wait: Annotated[bool, typer.Option("--wait/--detach")] = False) -> None:
+    """Resume a failed, cancelled or lost run from its latest checkpoint."""
+    try:
+        r = api.resume_run(run_id)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"run {r.id} {r.status} (attempt {r.attempt})")
+    if wait:
+        raise typer.Exit(_follow(r.id))
+
+
+@app.command()
+def delete(run_id: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False) -> None:
+    """Delete a run: its files, then its rows."""
+    if not yes and not typer.confirm(f"Delete run {run_id} and all its files?"):
+        raise typer.Exit(1)
+    api.delete_run(run_id)
+    typer.echo(f"deleted {run_id}")
+
+
+@app.command()
+def ui(port: int = 8501, address: str = "127.0.0.1") -> None:
+    """Serve the browser workbench (Streamlit) on ADDRESS:PORT."""
+    os.execvp(
+        sys.executable,
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true", "--server.address", address, "--server.port", str(port)],
+    )
+
+
+def _mount_data_commands() -> None:
+    from workbench.tasks.spec import load_target
+
+    for spec in api.tasks().values():
+        for name, target in spec.data_commands.items():
+            try:
+                func = load_target(target)
+            except (ImportError, AttributeError) as exc:
+                typer.echo(f"warning: data command {name} ({target}) unavailable: {exc}", err=True)
+                continue
+            data_app.command(name, help=(func.__doc__ or "").strip().split("\n")[0] or None)(func)
+
+
+def main() -> None:
+    # task data commands import their task's modules: only pay for that when a data command is asked for
+    if len(sys.argv) > 1 and sys.argv[1] == "data":
+        _mount_data_commands()
+    app()
+
+
+if __name__ == "__main__":
+    main()

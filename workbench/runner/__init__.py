@@ -1,0 +1,1 @@
+"""Launch, supervise, cancel and reconcile runs; the worker entry point; RunContext and checkpoints."""

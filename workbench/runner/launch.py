@@ -1,0 +1,204 @@
+"""Launch, queue, cancel, resume and reconcile runs. All process handling of the UI/CLI side lives here."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from workbench.config.io import config_to_dict, config_to_yaml
+from workbench.settings import get_settings
+from workbench.store import runs
+from workbench.store.events import add_event
+from workbench.store.models import RunRead
+from workbench.tasks import TASKS
+
+STARTING_TIMEOUT_S = 120.0  # a run claimed for start whose supervisor never reported is lost after this
+
+
+@contextmanager
+def _scheduler_lock() -> Iterator[None]:
+    """One scheduler at a time across processes (UI, CLI, supervisors), so slots are never over-filled."""
+    path = get_settings().home_dir / "scheduler.lock"
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_dir(run_id: str) -> Path:
+    return get_settings().runs_dir / run_id
+
+
+def create(
+    engine: Engine,
+    cfg: BaseModel,
+    *,
+    name: str | None = None,
+    owner: str | None = None,
+    tags: list[str] | None = None,
+    notes: str = "",
+    parent_run_id: str | None = None,
+    parent_checkpoint_id: int | None = None,
+) -> RunRead:
+    """Insert the run as `queued`, write its config.yaml, and let the scheduler start it when a slot is free."""
+    task = cfg.task  # type: ignore[attr-defined]
+    spec = TASKS[task]
+    run = runs.create_run(
+        engine,
+        task=task,
+        name=name or f"{task}",
+        config=config_to_dict(cfg),
+        monitor=spec.monitor(cfg),
+        owner=owner,
+        tags=tags,
+        notes=notes,
+        parent_run_id=parent_run_id,
+        parent_checkpoint_id=parent_checkpoint_id,
+    )
+    folder = run_dir(run.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(config_to_yaml(cfg))
+    schedule(engine)
+    return runs.get_run(engine, run.id)
+
+
+def _spawn_supervisor(run_id: str) -> None:
+    settings = get_settings()
+    folder = run_dir(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "WORKBENCH_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
+    if settings.db_url:
+        env["WORKBENCH_DB_URL"] = settings.db_url
+    with open(folder / "supervisor.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workbench.runner.supervisor", run_id],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own session and process group: survives the UI/CLI that started it
+            env=env,
+            cwd=os.getcwd(),
+        )
+    # reap it when it ends so a long-lived UI process does not collect zombies
+    threading.Thread(target=proc.wait, daemon=True).start()
+
+
+def schedule(engine: Engine) -> list[str]:
+    """Start queued runs, oldest first, while fewer than `max_concurrent_runs` are active. Returns started ids."""
+    started: list[str] = []
+    with _scheduler_lock():
+        active = len(runs.active_runs(engine))
+        for run in runs.queued_runs(engine):
+            if active >= get_settings().max_concurrent_runs:
+                break
+            if runs.transition(engine, run.id, "starting", expect=("queued",), message="slot free: starting"):
+                runs.update_run(engine, run.id, heartbeat_at=time.time())
+                _spawn_supervisor(run.id)
+                started.append(run.id)
+                active += 1
+    return started
+
+
+def _process_alive(pid: int | None, create_time: float | None) -> bool:
+    """The process exists, is not a zombie, and is the same process (start time matches: pids get reused)."""
+    if pid is None:
+        return False
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return create_time is None or abs(p.create_time() - create_time) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+
+
+def reconcile(engine: Engine) -> list[str]:
+    """Mark runs whose supervisor vanished without reporting as `lost`; then fill freed slots."""
+    settings = get_settings()
+    now = time.time()
+    lost: list[str] = []
+    for run in runs.active_runs(engine):
+        reason = None
+        if run.supervisor_pid is not None and not _process_alive(run.supervisor_pid, run.supervisor_start):
+            reason = f"supervisor process {run.supervisor_pid} is gone"
+        elif run.supervisor_pid is not None and run.heartbeat_at and now - run.heartbeat_at > settings.lost_after_s:
+            reason = f"no heartbeat for {now - run.heartbeat_at:.0f} s"
+        elif run.supervisor_pid is None and run.heartbeat_at and now - run.heartbeat_at > STARTING_TIMEOUT_S:
+            reason = "the supervisor never started"
+        if reason is None:
+            continue
+        # the supervisor may have finished the run between our read and now: compare-and-set on the status
+        if runs.transition(engine, run.id, "lost", expect=("starting", "running"), error=f"lost: {reason}", message=reason):
+            lost.append(run.id)
+    if lost:
+        schedule(engine)
+    return lost
+
+
+def cancel(engine: Engine, run_id: str) -> str:
+    """Cancel a run: a queued run at once; an active one cooperatively (checkpoint, then `cancelled`)."""
+    run = runs.get_run(engine, run_id)
+    if run.status == "queued":
+        runs.transition(engine, run.id, "cancelled", expect=("queued",), message="cancelled before it started")
+        return "cancelled"
+    if run.status not in ("starting", "running"):
+        return run.status
+    runs.update_run(engine, run.id, cancel_requested=True)
+    add_event(engine, run_id=run.id, kind="cancel requested", message="SIGTERM sent; the run saves a checkpoint and stops")
+    if _process_alive(run.supervisor_pid, run.supervisor_start):
+        try:
+            os.kill(run.supervisor_pid, signal.SIGTERM)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            pass
+    return "cancel requested"
+
+
+def resume(engine: Engine, run_id: str) -> RunRead:
+    """Continue a failed, cancelled or lost run from its latest checkpoint (attempt + 1, steps continue)."""
+    run = runs.get_run(engine, run_id)
+    if run.status not in ("failed", "cancelled", "lost"):
+        raise ValueError(f"run {run.id} is {run.status}; only failed, cancelled or lost runs can be resumed")
+    runs.transition(
+        engine,
+        run.id,
+        "queued",
+        message=f"resumed (attempt {run.attempt + 1})",
+        attempt=run.attempt + 1,
+        cancel_requested=False,
+        error=None,
+        traceback=None,
+        exit_code=None,
+        exit_signal=None,
+        ended_at=None,
+        supervisor_pid=None,
+        supervisor_start=None,
+        worker_pid=None,
+        phase=None,
+        progress_started_at=None,
+    )
+    schedule(engine)
+    return runs.get_run(engine, run.id)
+
+
+def delete(engine: Engine, run_id: str) -> None:
+    """Delete a run's files, then its rows (files first: rows without files are visible, files without rows leak)."""
+    run = runs.get_run(engine, run_id)
+    if run.status in ("starting", "running"):
+        raise ValueError(f"run {run.id} is {run.status}; cancel it before deleting it")
+    shutil.rmtree(run_dir(run.id), ignore_errors=True)
+    runs.delete_run_rows(engine, run.id)

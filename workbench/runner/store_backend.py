@@ -1,0 +1,64 @@
+"""RunBackend on the store: what a real run's context writes to."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from sqlalchemy import Engine
+
+from workbench.runner.checkpoints import CheckpointInfo
+from workbench.store import checkpoints as ckpt_store
+from workbench.store import events, metrics, runs
+
+
+class StoreBackend:
+    def __init__(self, engine: Engine, run_id: str):
+        self.engine = engine
+        self.run_id = run_id
+        self._progress_origin: tuple[float, float] | None = None
+
+    def write_metrics(self, points: list[tuple[str, int, float, float]]) -> None:
+        metrics.write_metrics(self.engine, run_id=self.run_id, points=points)
+
+    def set_progress(self, done: float, total: float | None, unit: str) -> None:
+        fields: dict[str, object] = {"progress_done": done, "progress_total": total, "progress_unit": unit}
+        if self._progress_origin is None:
+            # the ETA counts from this attempt's first report, so a resumed run's earlier work does not skew it
+            self._progress_origin = (time.time(), done)
+            fields["progress_started_at"], fields["progress_done_at_start"] = self._progress_origin
+        runs.update_run(self.engine, self.run_id, **fields)
+
+    def set_phase(self, text: str | None) -> None:
+        runs.update_run(self.engine, self.run_id, phase=text)
+
+    def event(self, kind: str, message: str) -> None:
+        events.add_event(self.engine, run_id=self.run_id, kind=kind, message=message)
+
+    def add_checkpoint(self, info: CheckpointInfo) -> int:
+        fields = asdict(info)
+        fields.pop("id")
+        fields["created_at"] = fields.pop("created")
+        return ckpt_store.add_checkpoint(self.engine, run_id=self.run_id, **fields)
+
+    def delete_checkpoint(self, checkpoint_id: int) -> None:
+        ckpt_store.delete_checkpoint(self.engine, checkpoint_id=checkpoint_id)
+
+    def list_checkpoints(self) -> list[CheckpointInfo]:
+        return [to_info(c) for c in ckpt_store.list_checkpoints(self.engine, run_id=self.run_id)]
+
+
+def to_info(c: ckpt_store.CheckpointRead) -> CheckpointInfo:
+    return CheckpointInfo(
+        path=c.path,
+        kind=c.kind,
+        step=c.step,
+        epoch=c.epoch,
+        metrics=dict(c.metrics),
+        size_bytes=c.size_bytes,
+        sha256=c.sha256,
+        created=c.created_at,
+        pass_id=c.pass_id,
+        day=c.day,
+        id=c.id,
+    )

@@ -1,0 +1,45 @@
+"""Process-wide settings, read from the environment (WORKBENCH_HOME, WORKBENCH_DB_URL, WORKBENCH_MAX_CONCURRENT_RUNS)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WORKBENCH_", extra="ignore")
+
+    home: Path = Field(Path(".workbench"), description="Folder holding workbench.db and runs/<run_id>/.")
+    db_url: str | None = Field(None, description="SQLAlchemy URL of the store; default: SQLite in `home`.")
+    max_concurrent_runs: int = Field(2, ge=1, description="Runs that may train at the same time; more wait queued.")
+    cancel_grace_s: float = Field(30.0, gt=0, description="Seconds a cancelled run gets to checkpoint before SIGKILL.")
+    heartbeat_s: float = Field(5.0, gt=0, description="Seconds between supervisor heartbeats.")
+    lost_after_s: float = Field(30.0, gt=0, description="A running run whose heartbeat is older than this is lost.")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home_dir / "runs"
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.home_dir / 'workbench.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    s = Settings()
+    s.home_dir.mkdir(parents=True, exist_ok=True)
+    s.runs_dir.mkdir(parents=True, exist_ok=True)
+    return s
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests point WORKBENCH_HOME at a fresh folder)."""
+    get_settings.cache_clear()

@@ -1,0 +1,49 @@
+"""The store's engine: one per process and URL. SQLite gets WAL, synchronous=NORMAL, busy_timeout and FKs."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import Engine, event
+from sqlmodel import Session, SQLModel, create_engine
+
+from workbench.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the training process's writes
+    cur.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; a power cut loses at most the last commits
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # wait instead of "database is locked"
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def get_engine(url: str) -> Engine:
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+            SQLModel.metadata.create_all(engine)
+            _engines[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def session(engine: Engine) -> Session:
+    return Session(engine, expire_on_commit=False)

@@ -1,0 +1,200 @@
+"""Runs: create, read, list, update, and the one status-changing function."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, func, or_, update
+from sqlmodel import select
+
+from workbench.store.engine import session
+from workbench.store.events import add_event
+from workbench.store.models import ACTIVE_STATUSES, MetricSummary, Run, RunRead
+
+# status -> statuses it may move to. Everything else is a bug and raises.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "queued": ("starting", "cancelled", "failed"),
+    "starting": ("running", "completed", "failed", "cancelled", "lost"),
+    "running": ("completed", "failed", "cancelled", "lost"),
+    "completed": (),
+    "failed": ("queued",),  # resume
+    "cancelled": ("queued",),
+    "lost": ("queued",),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+def new_run_id(task: str) -> str:
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def create_run(
+    engine: Engine,
+    *,
+    task: str,
+    name: str,
+    config: dict[str, Any],
+    monitor: tuple[str, str],
+    owner: str | None = None,
+    tags: list[str] | None = None,
+    notes: str = "",
+    parent_run_id: str | None = None,
+    parent_checkpoint_id: int | None = None,
+) -> RunRead:
+    run = Run(
+        id=new_run_id(task),
+        name=name,
+        task=task,
+        status="queued",
+        config=config,
+        created_at=time.time(),
+        owner=owner,
+        tags=tags or [],
+        notes=notes,
+        parent_run_id=parent_run_id,
+        parent_checkpoint_id=parent_checkpoint_id,
+        monitor_key=monitor[0],
+        monitor_mode=monitor[1],
+    )
+    with session(engine) as s:
+        s.add(run)
+        s.commit()
+        s.refresh(run)
+        out = RunRead.model_validate(run, from_attributes=True)
+    add_event(engine, run_id=out.id, kind="queued", message=f"{task} run created")
+    return out
+
+
+def get_run(engine: Engine, run_id: str) -> RunRead:
+    with session(engine) as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            # allow a unique prefix, as git does for commits
+            matches = s.exec(select(Run).where(Run.id.startswith(run_id))).all()  # type: ignore[attr-defined]
+            if len(matches) != 1:
+                raise RunNotFound(f"no run {run_id!r}" if not matches else f"{run_id!r} matches {len(matches)} runs")
+            run = matches[0]
+        read = RunRead.model_validate(run, from_attributes=True)
+        if read.monitor_key:
+            summary = s.get(MetricSummary, (read.id, read.monitor_key))
+            if summary is not None:
+                read.best_value = summary.max if read.monitor_mode == "max" else summary.min
+        return read
+
+
+def list_runs(
+    engine: Engine,
+    *,
+    task: str | None = None,
+    statuses: list[str] | None = None,
+    text: str | None = None,
+    tag: str | None = None,
+    since: float | None = None,
+    limit: int = 500,
+) -> list[RunRead]:
+    with session(engine) as s:
+        q = select(Run)
+        if task:
+            q = q.where(Run.task == task)
+        if statuses:
+            q = q.where(Run.status.in_(statuses))  # type: ignore[attr-defined]
+        if text:
+            like = f"%{text}%"
+            q = q.where(or_(Run.id.like(like), Run.name.like(like), Run.notes.like(like), Run.owner.like(like)))  # type: ignore[attr-defined,union-attr]
+        if since is not None:
+            q = q.where(Run.created_at >= since)
+        q = q.order_by(Run.created_at.desc()).limit(limit)  # type: ignore[attr-defined]
+        runs = [RunRead.model_validate(r, from_attributes=True) for r in s.exec(q).all()]
+        if tag:
+            runs = [r for r in runs if tag in r.tags]
+        if runs:
+            ids = [r.id for r in runs]
+            summaries = s.exec(select(MetricSummary).where(MetricSummary.run_id.in_(ids))).all()  # type: ignore[attr-defined]
+            by_key = {(m.run_id, m.key): m for m in summaries}
+            for r in runs:
+                m = by_key.get((r.id, r.monitor_key or ""))
+                if m is not None:
+                    r.best_value = m.max if r.monitor_mode == "max" else m.min
+        return runs
+
+
+def active_runs(engine: Engine) -> list[RunRead]:
+    return list_runs(engine, statuses=["starting", "running"], limit=10_000)
+
+
+def queued_runs(engine: Engine) -> list[RunRead]:
+    runs = list_runs(engine, statuses=["queued"], limit=10_000)
+    return sorted(runs, key=lambda r: r.created_at)
+
+
+def update_run(engine: Engine, run_id: str, **fields: Any) -> None:
+    """Set plain fields (progress, pids, heartbeat, tags, ...). Status changes go through `transition`."""
+    if "status" in fields:
+        raise ValueError("use transition() to change a run's status")
+    with engine.begin() as conn:
+        conn.execute(update(Run).where(Run.id == run_id).values(**fields))
+
+
+def transition(
+    engine: Engine,
+    run_id: str,
+    to: str,
+    *,
+    message: str = "",
+    expect: tuple[str, ...] | None = None,
+    **fields: Any,
+) -> bool:
+    """Move a run to status `to` and write an event, atomically (compare-and-set on the current status).
+
+    Returns False if another process moved the run first (the current status is no longer one that may go
+    to `to`, or not one of `expect`). Raises IllegalTransition if the move is never allowed from the status
+    the run has now.
+    """
+    allowed_from = tuple(s for s, tos in TRANSITIONS.items() if to in tos)
+    if expect is not None:
+        allowed_from = tuple(s for s in allowed_from if s in expect)
+    now = time.time()
+    values: dict[str, Any] = {"status": to, **fields}
+    if to in ("completed", "failed", "cancelled", "lost"):
+        values.setdefault("ended_at", now)
+    with engine.begin() as conn:
+        res = conn.execute(
+            update(Run).where(and_(Run.id == run_id, Run.status.in_(allowed_from))).values(**values)  # type: ignore[attr-defined]
+        )
+        changed = res.rowcount == 1
+    if not changed:
+        current = get_run(engine, run_id).status
+        if expect is None and current != to and to not in TRANSITIONS[current]:
+            raise IllegalTransition(f"run {run_id}: {current} -> {to} is not allowed")
+        return False
+    add_event(engine, run_id=run_id, kind=to, message=message)
+    return True
+
+
+def delete_run_rows(engine: Engine, run_id: str) -> None:
+    from workbench.store.models import Checkpoint, Event, Metric, MetricRollup
+
+    with engine.begin() as conn:
+        for table in (Metric, MetricRollup, MetricSummary, Checkpoint, Event):
+            conn.execute(delete(table).where(table.run_id == run_id))  # type: ignore[arg-type]
+        conn.execute(delete(Run).where(Run.id == run_id))
+
+
+def count_by_status(engine: Engine) -> dict[str, int]:
+    with session(engine) as s:
+        rows = s.exec(select(Run.status, func.count()).group_by(Run.status)).all()
+        return {status: n for status, n in rows}
+
+
+def is_active(status: str) -> bool:
+    return status in ACTIVE_STATUSES
