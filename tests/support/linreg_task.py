@@ -31,11 +31,11 @@ def run(cfg: LinRegConfig, ctx) -> None:  # type: ignore[no-untyped-def]
     true_w = torch.arange(1, cfg.n_features + 1, dtype=torch.float32)
     model = torch.nn.Linear(cfg.n_features, 1)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate)
-    step, start_epoch = 0, 0
+    step = 0
     if ctx.resume_state is not None:
         model.load_state_dict(ctx.resume_state["model"])
         opt.load_state_dict(ctx.resume_state["optimizer"])
-        step, start_epoch = int(ctx.resume_state["step"]), int(ctx.resume_state["epoch"]) + 1
+        step = int(ctx.resume_state["step"])
     elif ctx.init_state is not None:
         model.load_state_dict(ctx.init_state["model"])
     total = cfg.epochs * cfg.steps_per_epoch
@@ -43,8 +43,8 @@ def run(cfg: LinRegConfig, ctx) -> None:  # type: ignore[no-untyped-def]
     def state(epoch: int) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch}
 
-    for epoch in range(start_epoch, cfg.epochs):
-        for _ in range(cfg.steps_per_epoch):
+    for epoch in range(step // cfg.steps_per_epoch, cfg.epochs):
+        for _ in range(step - epoch * cfg.steps_per_epoch, cfg.steps_per_epoch):  # resume may land mid-epoch
             if cfg.fail_at_step is not None and step == cfg.fail_at_step:
                 raise ValueError(f"asked to fail at step {step}")
             x = torch.randn(cfg.train_batch_size, cfg.n_features)

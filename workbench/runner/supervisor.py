@@ -84,7 +84,7 @@ def supervise(run_id: str) -> int:
         while worker.poll() is None:
             now = time.time()
             if now - last_beat >= settings.heartbeat_s:
-                runs.update_run(engine, run.id, heartbeat_at=now)
+                runs.update_run(engine, run.id, on_attempt=run.attempt, heartbeat_at=now)
                 last_beat = now
                 if not cancel["requested"] and runs.get_run(engine, run.id).cancel_requested:
                     cancel["requested"] = True
@@ -97,16 +97,19 @@ def supervise(run_id: str) -> int:
             time.sleep(POLL_S)
     code = worker.returncode
     exit_code, exit_signal = (None, -code) if code < 0 else (code, None)
-    runs.update_run(engine, run.id, exit_code=exit_code, exit_signal=exit_signal, heartbeat_at=time.time())
-    status = runs.get_run(engine, run.id).status
-    if status in ("starting", "running"):
+    # everything below is guarded by the attempt: the run may already have been resumed by someone else
+    runs.update_run(engine, run.id, on_attempt=run.attempt, exit_code=exit_code, exit_signal=exit_signal, heartbeat_at=time.time())
+    now_run = runs.get_run(engine, run.id)
+    if now_run.attempt == run.attempt and now_run.status in ("starting", "running"):
         # the worker died before it could report: say how, and keep the end of its log
         if exit_signal is not None:
             how = f"worker killed by signal {signal.Signals(exit_signal).name} ({exit_signal})"
         else:
             how = f"worker exited with code {exit_code} without reporting"
         target = "cancelled" if cancel["requested"] else "failed"
-        runs.transition(engine, run.id, target, expect=("starting", "running"), error=how, traceback=_log_tail(log_path), message=how)
+        runs.transition(
+            engine, run.id, target, expect=("starting", "running"), on_attempt=run.attempt, error=how, traceback=_log_tail(log_path), message=how
+        )
     launch.schedule(engine)
     return 0
 

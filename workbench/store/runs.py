@@ -137,12 +137,16 @@ def queued_runs(engine: Engine) -> list[RunRead]:
     return sorted(runs, key=lambda r: r.created_at)
 
 
-def update_run(engine: Engine, run_id: str, **fields: Any) -> None:
-    """Set plain fields (progress, pids, heartbeat, tags, ...). Status changes go through `transition`."""
+def update_run(engine: Engine, run_id: str, *, on_attempt: int | None = None, **fields: Any) -> None:
+    """Set plain fields (progress, pids, heartbeat, tags, ...). Status changes go through `transition`.
+
+    With `on_attempt`, only while the run is still on that attempt (a finished supervisor must not touch a resumed run).
+    """
     if "status" in fields:
         raise ValueError("use transition() to change a run's status")
+    cond = Run.id == run_id if on_attempt is None else and_(Run.id == run_id, Run.attempt == on_attempt)
     with engine.begin() as conn:
-        conn.execute(update(Run).where(Run.id == run_id).values(**fields))
+        conn.execute(update(Run).where(cond).values(**fields))
 
 
 def transition(
@@ -152,6 +156,7 @@ def transition(
     *,
     message: str = "",
     expect: tuple[str, ...] | None = None,
+    on_attempt: int | None = None,
     **fields: Any,
 ) -> bool:
     """Move a run to status `to` and write an event, atomically (compare-and-set on the current status).
@@ -167,14 +172,15 @@ def transition(
     values: dict[str, Any] = {"status": to, **fields}
     if to in ("completed", "failed", "cancelled", "lost"):
         values.setdefault("ended_at", now)
+    cond = and_(Run.id == run_id, Run.status.in_(allowed_from))  # type: ignore[attr-defined]
+    if on_attempt is not None:
+        cond = and_(cond, Run.attempt == on_attempt)
     with engine.begin() as conn:
-        res = conn.execute(
-            update(Run).where(and_(Run.id == run_id, Run.status.in_(allowed_from))).values(**values)  # type: ignore[attr-defined]
-        )
+        res = conn.execute(update(Run).where(cond).values(**values))
         changed = res.rowcount == 1
     if not changed:
         current = get_run(engine, run_id).status
-        if expect is None and current != to and to not in TRANSITIONS[current]:
+        if expect is None and on_attempt is None and current != to and to not in TRANSITIONS[current]:
             raise IllegalTransition(f"run {run_id}: {current} -> {to} is not allowed")
         return False
     add_event(engine, run_id=run_id, kind=to, message=message)

@@ -1,0 +1,135 @@
+"""Runner lifecycle on a fresh store each: complete, cancel, SIGKILL, lost, resume, failure, queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.support.waiting import wait_for, wait_status
+from workbench import api
+
+
+def _cfg(**overrides):  # type: ignore[no-untyped-def]
+    return api.validate_dict({"task": "linreg", "train_batch_size": 16, "learning_rate": 0.05, **overrides})
+
+
+def _wait_running_with_steps(run_id: str, steps: int) -> None:
+    wait_for(
+        lambda: api.get_run(run_id).status == "running" and (api.get_run(run_id).progress_done or 0) >= steps,
+        60,
+        what=f"{run_id} to pass step {steps}",
+    )
+
+
+def test_run_completes_with_metrics_and_retention(home):
+    run = api.launch_run(_cfg(epochs=5, keep_ckpt=2), name="lin")
+    done = wait_status(run.id, ("completed", "failed"))
+    assert done.status == "completed", done.error
+    done = wait_for(lambda: (r := api.get_run(run.id)).exit_code is not None and r, 10, what="the exit code")
+    assert done.exit_code == 0 and done.exit_signal is None
+    keys = api.metric_keys(run.id)
+    assert {"train/loss", "train/lr", "valid/loss"} <= set(keys)
+    series = api.series(run.id, "train/loss")
+    assert series.total_points == 100 and not series.downsampled
+    ckpts = [c for c in api.checkpoints(run.id) if c.kind == "checkpoint"]
+    # keep_ckpt=2 keeps the last two; the best (lowest valid/loss) is kept too and marked
+    assert [c.step for c in ckpts][-2:] == [80, 100]
+    assert sum(c.is_best for c in ckpts) == 1
+    for c in ckpts:
+        assert (api.run_dir(run.id) / c.path).exists()
+    files = sorted(p.name for p in (api.run_dir(run.id) / "checkpoints").iterdir())
+    assert len(files) == len(ckpts)
+    assert done.best_value == pytest.approx(min(c.metrics["valid/loss"] for c in ckpts))
+    kinds = [e.kind for e in api.events(run.id)]
+    assert kinds[:4] == ["queued", "starting", "running", "completed"]
+
+
+def test_cancel_ends_cancelled_with_checkpoint(home):
+    run = api.launch_run(_cfg(epochs=200, step_sleep_s=0.02))
+    _wait_running_with_steps(run.id, 5)
+    assert api.cancel_run(run.id) == "cancel requested"
+    done = wait_status(run.id, ("cancelled", "failed", "completed"), timeout=60)
+    assert done.status == "cancelled", done.error
+    ckpts = api.checkpoints(run.id)
+    assert ckpts, "a cancelled run saves a checkpoint"
+    assert ckpts[-1].step >= 5
+    kinds = [e.kind for e in api.events(run.id)]
+    assert "cancel requested" in kinds and kinds[-1] == "cancelled"
+
+
+def test_sigkill_of_worker_ends_failed_with_signal(home):
+    run = api.launch_run(_cfg(epochs=200, step_sleep_s=0.02))
+    _wait_running_with_steps(run.id, 3)
+    worker_pid = api.get_run(run.id).worker_pid
+    os.kill(worker_pid, signal.SIGKILL)
+    done = wait_status(run.id, ("failed", "lost", "completed"))
+    assert done.status == "failed"
+    assert done.exit_signal == signal.SIGKILL
+    assert "SIGKILL" in done.error
+
+
+def test_killing_the_whole_group_is_found_lost(home):
+    run = api.launch_run(_cfg(epochs=200, step_sleep_s=0.02))
+    _wait_running_with_steps(run.id, 3)
+    sup = api.get_run(run.id).supervisor_pid
+    os.killpg(os.getpgid(sup), signal.SIGKILL)
+    done = wait_status(run.id, ("lost", "failed"), timeout=30)
+    assert done.status == "lost"
+    assert "gone" in done.error
+
+
+def test_resume_continues_the_step_count(home):
+    run = api.launch_run(_cfg(epochs=4, steps_per_epoch=25, step_sleep_s=0.03))
+    _wait_running_with_steps(run.id, 30)
+    api.cancel_run(run.id)
+    stopped = wait_status(run.id, ("cancelled",))
+    last_saved = max(c.step for c in api.checkpoints(run.id))
+    resumed = api.resume_run(run.id)
+    assert resumed.attempt == 2
+    done = wait_status(run.id, ("completed", "failed"))
+    assert done.status == "completed", done.error
+    steps = api.metrics_since(run.id)
+    loss_steps = steps[steps.key == "train/loss"].step.tolist()
+    # the second attempt starts right after the checkpoint's step; nothing is counted twice past it
+    assert max(loss_steps) == 100
+    after = [s for s in loss_steps if s > last_saved]
+    assert after == sorted(after) and after[0] == last_saved + 1
+    assert stopped.progress_done >= 30
+
+
+def test_failure_stores_traceback(home):
+    run = api.launch_run(_cfg(epochs=2, fail_at_step=7))
+    done = wait_status(run.id, ("failed", "completed"))
+    assert done.status == "failed"
+    assert "asked to fail at step 7" in done.error
+    assert "Traceback" in done.traceback and "linreg_task.py" in done.traceback
+    assert wait_for(lambda: api.get_run(run.id).exit_code, 10, what="the exit code") == 1
+
+
+def test_queue_respects_max_concurrent_runs(home, monkeypatch):
+    from workbench.settings import reset_settings
+
+    monkeypatch.setenv("WORKBENCH_MAX_CONCURRENT_RUNS", "1")
+    reset_settings()
+    first = api.launch_run(_cfg(epochs=2, step_sleep_s=0.02))
+    second = api.launch_run(_cfg(epochs=1))
+    assert api.get_run(second.id).status == "queued"
+    wait_status(first.id, ("completed",))
+    done = wait_status(second.id, ("completed", "failed"))
+    assert done.status == "completed"
+    assert done.started_at >= api.get_run(first.id).ended_at - 1.0
+
+
+def test_cancel_of_queued_run_is_immediate(home, monkeypatch):
+    from workbench.settings import reset_settings
+
+    monkeypatch.setenv("WORKBENCH_MAX_CONCURRENT_RUNS", "1")
+    reset_settings()
+    first = api.launch_run(_cfg(epochs=50, step_sleep_s=0.02))
+    second = api.launch_run(_cfg(epochs=1))
+    assert api.cancel_run(second.id) == "cancelled"
+    assert api.get_run(second.id).status == "cancelled"
+    api.cancel_run(first.id)
+    wait_status(first.id, ("cancelled",))

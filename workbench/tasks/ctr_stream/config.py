@@ -1,0 +1,418 @@
+"""Config of the streaming CTR task: PaddleRec CPUPS streaming training (seed 001) with the slot_dnn model.
+
+Every parameter the seed names exists here under its name and with the seed's default; where the seed's prose and
+PaddleRec's code disagree (the score formula, `delta_` vs `delta-`), the help says what the code does and we follow
+the code. No torch import here: the CLI and the form validate configs without it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from workbench.config.common import ClipGradNorm, CommonTrainingSettings, Learner, NegSampleArgs, StrictModel, aliased
+
+SgdRuleName = Literal["SparseAdaGradSGDRule", "StdAdaGradSGDRule", "SparseAdamSGDRule"]
+AccessorClass = Literal["SparseAccessor", "CtrCommonAccessor"]
+OutputFormat = Literal["none", "gzip"]
+DUMP_FIELD_NAMES = ("click", "predict", "concat")  # plus fc_0, fc_1, ... (hidden layer outputs)
+MAX_SLOT_ID = 65535  # slots are stored as uint16 in the table
+
+
+class SparseSgdParam(StrictModel):
+    """Optimizer of one part of a sparse feature (PaddleRec `embed_sgd_param` / `embedx_sgd_param`)."""
+
+    name: SgdRuleName = Field(
+        "SparseAdaGradSGDRule",
+        description="Optimizer name. SparseAdaGradSGDRule keeps one g2sum per vector (PaddleRec's default); "
+        "StdAdaGradSGDRule one g2sum per dimension; SparseAdamSGDRule bias-corrected Adam (gradient not divided by "
+        "show, as in PaddleRec).",
+    )
+    learning_rate: float = Field(0.05, gt=0, description="Learning rate.")
+    initial_g2sum: float = Field(
+        3.0, gt=0, description="Initial value of g2sum (AdaGrad rules): step = lr * g * sqrt(initial_g2sum / (initial_g2sum + g2sum))."
+    )
+    initial_range: float = Field(
+        0.0001,
+        ge=0,
+        description="Embedding initialisation range [-initial_range, initial_range] (uniform). The 1-dim embed part is "
+        "zero-initialised instead while `zero_init` is on.",
+    )
+    weight_bounds: list[float] = Field(
+        default_factory=lambda: [-10.0, 10.0],
+        description="Range [low, high] the embedding is clipped to during training.",
+    )
+    beta1_decay_rate: float = Field(0.9, gt=0, lt=1, description="SparseAdamSGDRule only: first-moment decay (beta1).")
+    beta2_decay_rate: float = Field(0.999, gt=0, lt=1, description="SparseAdamSGDRule only: second-moment decay (beta2).")
+    ada_epsilon: float = Field(1e-8, gt=0, description="SparseAdamSGDRule only: epsilon added to sqrt(v).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SparseSgdParam:
+        errors: list[InitErrorDetails] = []
+        if len(self.weight_bounds) != 2 or self.weight_bounds[0] >= self.weight_bounds[1]:
+            errors.append(_err("weight_bounds", f"must be [low, high] with low < high, got {self.weight_bounds}", self.weight_bounds))
+        elif not self.weight_bounds[0] <= 0 <= self.weight_bounds[1]:
+            errors.append(_err("weight_bounds", f"must contain 0 (new features start at 0), got {self.weight_bounds}", self.weight_bounds))
+        _raise_if(errors, self)
+        return self
+
+
+class SyntheticStream(StrictModel):
+    """The built-in synthetic click stream, generated into the run folder when `train_data_dir` is empty."""
+
+    examples_per_slice: int = Field(2000, ge=1, description="Impressions written to each time slice (folder).")
+    vocab_size: int = Field(
+        20000, ge=10, description="Largest per-slot vocabulary; slots get log-uniform sizes between 10 and this."
+    )
+    zipf_exponent: float = Field(1.1, gt=0, description="Zipf exponent of feature popularity within a slot.")
+    churn_per_day: float = Field(
+        0.05, ge=0, le=1, description="Share of each slot's features replaced by new ids (with new weights) per day."
+    )
+    interactions: int = Field(3, ge=0, description="Number of slot pairs with a hidden multiplicative interaction.")
+    base_ctr: float = Field(0.1, gt=0, lt=1, description="Target mean click-through rate of the stream.")
+    multi_value_share: float = Field(0.2, ge=0, le=1, description="Share of slots holding several feature ids per impression.")
+    missing_rate: float = Field(0.05, ge=0, lt=1, description="Probability that a slot is absent from an impression.")
+    ins_id: bool = Field(True, description="Write an `ins_id<TAB>` prefix on every line (as PaddleRec's InMemoryDataset expects).")
+    seed: int = Field(7, description="Seed of the generator (the hidden model and the sampled impressions).")
+
+
+class CtrStreamConfig(CommonTrainingSettings):
+    """Streaming CTR training with a PaddleRec-faithful sparse feature table (task `ctr_stream`)."""
+
+    task: Literal["ctr_stream"] = Field("ctr_stream", description="Task name.")
+
+    # -- settings shared with the other tasks, with streaming meanings ------------------------------------------
+    epochs: int = Field(
+        1,
+        ge=1,
+        description="Not used by streaming: the passes come from start_day..end_day and split_interval/split_per_pass, "
+        "and every pass is seen once (infer, then train). Kept so shared tooling finds it.",
+    )
+    train_batch_size: int = Field(
+        512,
+        ge=1,
+        validation_alias=aliased("train_batch_size"),
+        description="Impressions per training step of the dense network and per sparse push. PaddleRec's slot_dnn uses "
+        "32 per thread with 3 asynchronous threads; here one synchronous step sees the whole batch. Alias: `batch_size`.",
+    )
+    learner: Learner = Field(
+        "adam",
+        description="Optimizer of the dense MLP (adam, sgd, adagrad, rmsprop). The sparse table has its own rules "
+        "(embed_sgd_param / embedx_sgd_param); `adam_d2sum` swaps Adam for PaddleRec's DAdamD2Sum.",
+    )
+    learning_rate: float = Field(
+        0.001,
+        gt=0,
+        validation_alias=aliased("learning_rate"),
+        description="Learning rate of the dense MLP. Alias: `lr`. (PaddleRec's config uses 5e-6 for asynchronous "
+        "updates from many threads; synchronous training needs a larger value.)",
+    )
+    train_neg_sample_args: NegSampleArgs | None = Field(
+        None,
+        description="Not used: the negatives of a CTR stream are its non-clicked impressions. Must stay null.",
+    )
+    eval_step: int = Field(1, description="Not used: every pass is evaluated (infer before train).")
+    stopping_step: int = Field(
+        10,
+        ge=1,
+        validation_alias=aliased("stopping_step"),
+        description="Not used: a stream is never stopped early. Alias: `patience`.",
+    )
+    clip_grad_norm: ClipGradNorm | None = Field(
+        None, description="Gradient clipping of the dense MLP ({max_norm, norm_type}); null disables it."
+    )
+    print_freq: int = Field(50, ge=1, description="Log train/loss (mean over the last steps) every this many steps.")
+    nproc_per_node: int = Field(
+        1, ge=1, le=1, description="Must be 1: the sparse table lives in the one training process (no parameter servers)."
+    )
+
+    # -- data and passes (seed 001 section 2) ---------------------------------------------------------------------
+    train_data_dir: str = Field(
+        "",
+        description="Training data directory, laid out as YYYYMMDD/HHMM/ (or YYYYMMDD/HH/) folders of slot-format "
+        "files. Empty: generate the synthetic stream described in `synthetic` into the run folder and train on it. "
+        "Only local paths (afs:/ and hdfs:/ are not supported).",
+    )
+    split_interval: int = Field(30, ge=1, le=1440, description="Interval between data slices (folders), in minutes.")
+    split_per_pass: int = Field(2, ge=1, description="Number of data slices in one training pass.")
+    start_day: str = Field("20190720", description="First training day, YYYYMMDD (e.g. 20190720).")
+    end_day: str = Field("20190722", description="Last training day (inclusive), YYYYMMDD (e.g. 20190722).")
+    data_donefile: str = Field(
+        "",
+        description="Name of the marker file that says a slice's data is completely written (usually an empty file). "
+        "When set, each slice folder is polled until it exists; empty means the data is already complete.",
+    )
+    data_sleep_second: float = Field(
+        10, gt=0, description="Seconds to wait before probing again for a slice's data_donefile."
+    )
+    data_max_wait_second: float = Field(
+        7200,
+        ge=0,
+        description="Longest wait for one slice's data_donefile, in seconds; past it the run fails with the folder's "
+        "name. 0 waits forever.",
+    )
+    prefetch: bool = Field(
+        True,
+        description="Read the next pass's data in the background while the current pass trains (a prefetched pass "
+        "waits for its own donefiles without blocking training).",
+    )
+    is_data_hourly_placed: bool = Field(
+        False, description="Slices are hourly folders named HH instead of HHMM (requires split_interval 60)."
+    )
+    shuffle: bool = Field(
+        True,
+        description="Shuffle each pass's impressions before training (PaddleRec's global_shuffle). The order is "
+        "seeded by seed, day and pass, so a resumed run sees the same batches.",
+    )
+    max_bad_line_ratio: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Malformed lines are skipped and counted (the first few quoted in the log with file:line); a pass "
+        "whose share of malformed lines exceeds this fails.",
+    )
+    synthetic: SyntheticStream = Field(
+        default_factory=SyntheticStream,
+        description="The synthetic stream generated into the run folder when train_data_dir is empty.",
+    )
+
+    # -- saving (seed 001 section 4) ------------------------------------------------------------------------------
+    save_model_path: str = Field(
+        "",
+        validation_alias=AliasChoices("save_model_path", "model_save_path"),
+        description="Where models are saved in PaddleRec's layout ({day}/{pass}, {day}/delta-{pass}, {day}/base, "
+        "{day}/0, donefile.txt). Empty: `model/` inside the run folder. Alias: `model_save_path`.",
+    )
+    checkpoint_per_pass: int = Field(
+        6,
+        ge=1,
+        description="Save a checkpoint model (mode 0, all features) to {day}/{pass} every this many passes (the "
+        "day's last pass is covered by the batch model instead). Resuming continues after the latest one.",
+    )
+    save_delta_frequency: int = Field(
+        6,
+        ge=1,
+        description="Save a delta inference model (mode 1) to {day}/delta-{pass} every this many passes (the seed "
+        "writes `delta_`; PaddleRec's code writes `delta-`, which we follow).",
+    )
+    dump_fields: list[str] = Field(
+        default_factory=list,
+        description="Debug dump: per-impression values to write each pass: click, predict, concat (the pooled "
+        "embeddings), fc_0, fc_1, ... (hidden layer outputs). Empty: no dump.",
+    )
+    dump_param: list[str] = Field(
+        default_factory=list,
+        description="Debug dump: dense parameters to write each pass, by name (e.g. mlp.0.weight).",
+    )
+    dump_fields_path: str = Field(
+        "", description="Where the debug dump goes, as {path}/{day}/{pass}/. Empty: `dump/` inside the run folder."
+    )
+    dump_phase: Literal["train", "infer"] = Field(
+        "train", description="Phase whose forward pass is dumped (PaddleRec need_train_dump / need_infer_dump)."
+    )
+
+    # -- sparse table (seed 001 section 5) ------------------------------------------------------------------------
+    table_class: Literal["MemorySparseTable"] = Field(
+        "MemorySparseTable", description="Table that stores the embeddings (in-memory, vectorised key index)."
+    )
+    accessor_class: AccessorClass = Field(
+        "SparseAccessor",
+        description="Accessor that reads the embeddings. SparseAccessor pulls [embed_w, embedx] (dim 1+embedx_dim); "
+        "CtrCommonAccessor also pulls show and click, fed to the network as log(show+1), log(click+1)-log(show+1).",
+    )
+    shard_num: int = Field(1, ge=1, le=1000, description="Number of part files a saved table is split into (by key).")
+    nonclk_coeff: float = Field(0.1, ge=0, description="Coefficient of a shown but not clicked impression in the score.")
+    click_coeff: float = Field(1.0, ge=0, description="Coefficient of a click in the score.")
+    embedx_threshold: float = Field(
+        0,
+        ge=0,
+        description="A feature's extended embedding (embedx) is created once score(show, click) >= this threshold; "
+        "the gradient of the push that creates it is discarded. Score = (show - click) * nonclk_coeff + click * "
+        "click_coeff (the code's formula; the seed's prose has the sign of (click - show) wrong). PaddleRec's "
+        "config uses 10.",
+    )
+    embedx_dim: int = Field(
+        8, ge=1, description="Extended embedding dimension: the network sees 1 + embedx_dim values per feature."
+    )
+    fea_dim: int | None = Field(
+        None,
+        description="Total feature dimension including show and click, must be embedx_dim + 3 (checked). Empty: "
+        "derived from embedx_dim.",
+    )
+    show_click_decay_rate: float = Field(
+        1, ge=0, le=1, description="At each day's shrink, show and click of every feature are multiplied by this."
+    )
+    delete_threshold: float = Field(0, ge=0, description="At shrink, features whose score is below this are deleted.")
+    delete_after_unseen_days: float = Field(
+        30, gt=0, description="At shrink, features unseen for more than this many days are deleted."
+    )
+    base_threshold: float = Field(
+        0, ge=0, description="Only features with score >= this are saved in base and delta models."
+    )
+    delta_threshold: float = Field(
+        0,
+        ge=0,
+        description="Only features whose score gained at least this since the previous delta are saved in a delta.",
+    )
+    delta_keep_days: float = Field(
+        16, ge=0, description="Only features unseen for at most this many days are saved in base and delta models."
+    )
+    converter: OutputFormat = Field(
+        "none",
+        description="Format of saved base/delta models: `none` (text part files) or `gzip` (part-*.gz). A built-in "
+        "name, never a shell command.",
+    )
+    deconverter: OutputFormat = Field(
+        "none",
+        description="Format expected when reading saved models back: `none` or `gzip` (files ending .gz are always "
+        "read as gzip). A built-in name, never a shell command.",
+    )
+    embed_sgd_param: SparseSgdParam = Field(
+        default_factory=SparseSgdParam, description="Optimizer of the 1-dim embed part (embed_w)."
+    )
+    embedx_sgd_param: SparseSgdParam = Field(
+        default_factory=SparseSgdParam, description="Optimizer of the extended embedding (embedx_w)."
+    )
+    zero_init: bool = Field(True, description="Initialise embed_w of new features to 0 (PaddleRec ctr_accessor_param.zero_init).")
+    show_scale: bool = Field(
+        True,
+        description="Divide a feature's pushed gradient by its show count in the push (PaddleRec's default; "
+        "CtrCommonAccessor may turn it off).",
+    )
+    enable_create_feasign_randomly: bool = Field(
+        False,
+        description="Random admission of new features: a new key is kept only if the score of its first push is >= 1, "
+        "or with probability equal to that score (PaddleRec FLAGS_pserver_enable_create_feasign_randomly).",
+    )
+    adam_d2sum: bool = Field(
+        False,
+        description="Train the dense MLP with PaddleRec's DAdamD2Sum rule instead of Adam (learning_rate is its lr).",
+    )
+
+    # -- model: slot_dnn ------------------------------------------------------------------------------------------
+    slot_num: int = Field(
+        26,
+        ge=1,
+        le=MAX_SLOT_ID - 1,
+        description="Number of sparse slots when `sparse_slots` is empty: slots 2 .. slot_num+1 (slot 1 is the click).",
+    )
+    sparse_slots: list[int] = Field(
+        default_factory=list,
+        description="The sparse slot ids the network reads, in order. Empty: 2 .. slot_num+1. Other slots in the data "
+        "are ignored.",
+    )
+    layer_sizes: list[int] = Field(
+        default_factory=lambda: [512, 256, 128],
+        description="Hidden layer sizes of the MLP on the concatenated per-slot embeddings (ReLU; one sigmoid output).",
+    )
+    dnn_init_range: float = Field(
+        0.2, gt=0, description="MLP weights start as Normal(0, dnn_init_range / sqrt(fan_in)), as in slot_dnn."
+    )
+    train_thread_num: int = Field(
+        0, ge=0, description="CPU threads for the dense network (torch); 0 = every core this process may use."
+    )
+
+    # -- derived values -------------------------------------------------------------------------------------------
+    @property
+    def slots(self) -> list[int]:
+        return list(self.sparse_slots) if self.sparse_slots else list(range(2, self.slot_num + 2))
+
+    @property
+    def pull_dim(self) -> int:
+        """Values pulled per feature: [embed_w, embedx] (+ show, click for CtrCommonAccessor)."""
+        return 1 + self.embedx_dim + (2 if self.accessor_class == "CtrCommonAccessor" else 0)
+
+    @property
+    def passes_per_day(self) -> int:
+        return (1440 // self.split_interval) // self.split_per_pass
+
+    def days(self) -> list[str]:
+        first, last = _parse_day(self.start_day), _parse_day(self.end_day)
+        return [(first + dt.timedelta(days=i)).strftime("%Y%m%d") for i in range((last - first).days + 1)]
+
+    # -- cross-field checks: all problems at once, each under its own field path ----------------------------------
+    @model_validator(mode="after")
+    def _check(self) -> CtrStreamConfig:
+        errors: list[InitErrorDetails] = []
+        add = lambda field, msg, value: errors.append(_err(field, msg, value))  # noqa: E731
+        if self.fea_dim is not None and self.fea_dim != self.embedx_dim + 3:
+            add("fea_dim", f"must be embedx_dim + 3 = {self.embedx_dim + 3} (show, click, embed_w and "
+                f"{self.embedx_dim} embedx values), got {self.fea_dim}; or leave it empty", self.fea_dim)
+        days_ok = True
+        for name in ("start_day", "end_day"):
+            try:
+                _parse_day(getattr(self, name))
+            except ValueError:
+                days_ok = False
+                add(name, f"must be a date written YYYYMMDD (e.g. 20190720), got {getattr(self, name)!r}", getattr(self, name))
+        if days_ok and _parse_day(self.end_day) < _parse_day(self.start_day):
+            add("end_day", f"{self.end_day} is before start_day {self.start_day}", self.end_day)
+        if 1440 % self.split_interval:
+            add("split_interval", f"must divide a day (1440 minutes) evenly, got {self.split_interval}; e.g. 5, 10, 30, 60",
+                self.split_interval)
+        elif (1440 // self.split_interval) % self.split_per_pass:
+            splits = 1440 // self.split_interval
+            add("split_per_pass", f"must divide the {splits} slices of a day evenly (split_interval {self.split_interval}), "
+                f"got {self.split_per_pass}; the left-over slices would never be trained", self.split_per_pass)
+        if self.is_data_hourly_placed and self.split_interval != 60:
+            add("split_interval", "must be 60 when is_data_hourly_placed is on (one HH folder per hour), "
+                f"got {self.split_interval}", self.split_interval)
+        if self.train_data_dir.startswith(("afs:", "hdfs:")):
+            add("train_data_dir", "afs:/ and hdfs:/ paths are not supported; copy or mount the data locally", self.train_data_dir)
+        if "/" in self.data_donefile or "\\" in self.data_donefile:
+            add("data_donefile", f"must be a file name inside each slice folder, not a path: {self.data_donefile!r}",
+                self.data_donefile)
+        slots = self.slots
+        if any(s < 2 or s > MAX_SLOT_ID for s in slots):
+            add("sparse_slots", f"slot ids must lie in 2..{MAX_SLOT_ID} (slot 1 holds the click label)", slots)
+        if len(set(slots)) != len(slots):
+            add("sparse_slots", "slot ids must not repeat", slots)
+        if not self.layer_sizes or any(n < 1 for n in self.layer_sizes):
+            add("layer_sizes", f"needs at least one hidden layer of size >= 1, got {self.layer_sizes}", self.layer_sizes)
+        if self.train_neg_sample_args is not None:
+            add("train_neg_sample_args", "must be null: a CTR stream's negatives are its non-clicked impressions",
+                self.train_neg_sample_args)
+        if self.learner == "sparse_adam":
+            add("learner", "sparse_adam does not apply: the embeddings live in the sparse table, whose optimizers are "
+                "embed_sgd_param and embedx_sgd_param; use adam (or adam_d2sum)", self.learner)
+        if self.adam_d2sum and self.learner != "adam":
+            add("adam_d2sum", f"replaces Adam, so it needs learner: adam (got {self.learner})", self.adam_d2sum)
+        if not self.show_scale and self.accessor_class != "CtrCommonAccessor":
+            add("show_scale", "SparseAccessor always divides gradients by show; show_scale: false needs CtrCommonAccessor",
+                self.show_scale)
+        unknown = [f for f in self.dump_fields if f not in DUMP_FIELD_NAMES and not _is_fc_name(f, len(self.layer_sizes))]
+        if unknown:
+            names = ", ".join(DUMP_FIELD_NAMES + tuple(f"fc_{i}" for i in range(len(self.layer_sizes))))
+            add("dump_fields", f"unknown field(s) {unknown}; available: {names}", self.dump_fields)
+        _raise_if(errors, self)
+        return self
+
+
+def _is_fc_name(name: str, layers: int) -> bool:
+    return name.startswith("fc_") and name[3:].isdigit() and int(name[3:]) < layers
+
+
+def _parse_day(text: str) -> dt.date:
+    if len(text) != 8 or not text.isdigit():
+        raise ValueError(text)
+    return dt.datetime.strptime(text, "%Y%m%d").date()
+
+
+def next_day(day: str) -> str:
+    return (_parse_day(day) + dt.timedelta(days=1)).strftime("%Y%m%d")
+
+
+def _err(field: str, message: str, value: Any) -> InitErrorDetails:
+    # The message goes through the context so that braces in it are not read as format fields.
+    return InitErrorDetails(
+        type=PydanticCustomError("ctr_stream_config", "{message}", {"message": message}), loc=(field,), input=value
+    )
+
+
+def _raise_if(errors: list[InitErrorDetails], model: StrictModel) -> None:
+    """Raise all cross-field problems together, each under its own field path (pydantic prefixes nested paths)."""
+    if errors:
+        raise ValidationError.from_exception_data(type(model).__name__, errors)

@@ -1,0 +1,340 @@
+"""The sparse feature table: PaddleRec's MemorySparseTable + SparseAccessor/CtrCommonAccessor, in numpy columns.
+
+Per feature (row) PaddleRec stores `[slot, unseen_days, delta_score, show, click, embed_w, embed_g2sum,
+embedx_w[embedx_dim], embedx_g2sum]`, the last two (the "mf" part) only once the feature is extended. Here:
+- one column per field over all rows (rows are dense: 0..n-1, compacted at shrink);
+- the mf part in a separate pool (`embedx_w`, `embedx_state`), reached through `mf_index` (-1 = not extended), so
+  features that never reach embedx_threshold cost no embedx memory;
+- keys -> rows through a vectorised hash index (index.py).
+Memory per feature: 8 (key) + 2 (slot) + 2 (unseen_days) + 4 x 4 (delta_score, show, click, embed_w) + 4 x
+embed_state_dim + 4 (mf_index) + ~6.5 (index), plus 4 x (embedx_dim + embedx_state_dim) when extended, plus the
+growth slack of the columns (GROWTH = 1.25).
+
+Rules (reference/ctr_stream.md section 1, which follows the C++ code):
+- pull of a missing key returns zeros and creates nothing; a key without mf part pulls embedx = 0;
+- a push creates missing keys (optionally admitted at random), then show/click/delta_score accumulate, unseen_days
+  resets to 0, AdaGrad updates embed and (if extended) embedx; a key that reaches embedx_threshold in this push is
+  extended with a fresh random embedx, and this push's embedx gradient is discarded;
+- shrink decays show/click of every key, then deletes keys by score and by unseen days;
+- save modes 0/1/2/3 select keys and update delta_score / unseen_days after the save.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from workbench.tasks.ctr_stream.config import CtrStreamConfig
+from workbench.tasks.ctr_stream.index import KeyIndex
+from workbench.tasks.ctr_stream.sgd import SgdRule
+
+GROWTH = 1.25  # column capacity multiplier: small, so that slack stays within the memory budget
+MIN_ROWS = 1024
+SAVE_CHECKPOINT, SAVE_DELTA, SAVE_BASE, SAVE_BATCH = 0, 1, 2, 3
+
+
+class SparseTable:
+    """Sparse parameters keyed by uint64 feasign. Push arguments must hold unique keys (merged, see `merge_push`)."""
+
+    def __init__(self, cfg: CtrStreamConfig, seed: int = 0):
+        self.cfg = cfg
+        self.embedx_dim = cfg.embedx_dim
+        self.with_show_click = cfg.accessor_class == "CtrCommonAccessor"
+        self.embed_rule = SgdRule(cfg.embed_sgd_param, 1)
+        self.embedx_rule = SgdRule(cfg.embedx_sgd_param, cfg.embedx_dim)
+        self.rng = np.random.default_rng(seed)
+        self.index = KeyIndex()
+        self.n = 0  # live rows
+        self.mf_n = 0  # live mf rows
+        self.created_total = 0
+        self.deleted_total = 0
+        self._alloc_rows(MIN_ROWS)
+        self._alloc_mf(MIN_ROWS)
+
+    # -- storage --------------------------------------------------------------------------------------------------
+    def _alloc_rows(self, capacity: int) -> None:
+        s1 = self.embed_rule.state_dim
+        self.keys = np.zeros(capacity, dtype=np.uint64)
+        self.slot = np.zeros(capacity, dtype=np.uint16)
+        self.unseen_days = np.zeros(capacity, dtype=np.uint16)
+        self.delta_score = np.zeros(capacity, dtype=np.float32)
+        self.show = np.zeros(capacity, dtype=np.float32)
+        self.click = np.zeros(capacity, dtype=np.float32)
+        self.embed_w = np.zeros(capacity, dtype=np.float32)
+        self.embed_state = np.zeros((capacity, s1), dtype=np.float32)
+        self.mf_index = np.full(capacity, -1, dtype=np.int32)
+
+    def _alloc_mf(self, capacity: int) -> None:
+        self.embedx_w = np.zeros((capacity, self.embedx_dim), dtype=np.float32)
+        self.embedx_state = np.zeros((capacity, self.embedx_rule.state_dim), dtype=np.float32)
+
+    _ROW_COLUMNS = ("keys", "slot", "unseen_days", "delta_score", "show", "click", "embed_w", "embed_state", "mf_index")
+    _MF_COLUMNS = ("embedx_w", "embedx_state")
+
+    def _resize(self, names: tuple[str, ...], live: int, capacity: int) -> None:
+        for name in names:
+            old = getattr(self, name)
+            new = np.empty((capacity,) + old.shape[1:], dtype=old.dtype)
+            new[:live] = old[:live]
+            setattr(self, name, new)
+
+    def _reserve_rows(self, extra: int) -> None:
+        need = self.n + extra
+        if need > self.keys.shape[0]:
+            self._resize(self._ROW_COLUMNS, self.n, max(need, int(self.keys.shape[0] * GROWTH)))
+
+    def _reserve_mf(self, extra: int) -> None:
+        need = self.mf_n + extra
+        if need > self.embedx_w.shape[0]:
+            self._resize(self._MF_COLUMNS, self.mf_n, max(need, int(self.embedx_w.shape[0] * GROWTH)))
+
+    # -- the accessor's score -------------------------------------------------------------------------------------
+    def score(self, show: np.ndarray, click: np.ndarray) -> np.ndarray:
+        """score = (show - click) * nonclk_coeff + click * click_coeff (PaddleRec's ShowClickScore)."""
+        return (show - click) * np.float32(self.cfg.nonclk_coeff) + click * np.float32(self.cfg.click_coeff)
+
+    # -- pull / push ----------------------------------------------------------------------------------------------
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Row of each key (int64), -1 for keys not in the table."""
+        return self.index.lookup(np.asarray(keys, dtype=np.uint64), self.keys)
+
+    def pull(self, rows: np.ndarray) -> np.ndarray:
+        """Pulled values [len(rows), pull_dim]: [embed_w, embedx] or, for CtrCommonAccessor, [show, click, embed_w, embedx].
+
+        Rows of -1 (missing keys) and the embedx of keys without mf part come back as zeros.
+        """
+        off = 2 if self.with_show_click else 0
+        out = np.zeros((rows.shape[0], off + 1 + self.embedx_dim), dtype=np.float32)
+        live = np.flatnonzero(rows >= 0)
+        r = rows[live]
+        if self.with_show_click:
+            out[live, 0] = self.show[r]
+            out[live, 1] = self.click[r]
+        out[live, off] = self.embed_w[r]
+        mfi = self.mf_index[r]
+        has = mfi >= 0
+        out[live[has], off + 1 :] = self.embedx_w[mfi[has]]
+        return out
+
+    def push(
+        self,
+        keys: np.ndarray,
+        rows: np.ndarray,
+        slots: np.ndarray,
+        show: np.ndarray,
+        click: np.ndarray,
+        grad: np.ndarray,
+    ) -> np.ndarray:
+        """Apply one merged push. keys/rows/slots/show/click [n] (unique keys; rows from `lookup`, -1 = new),
+        grad [n, 1 + embedx_dim] (embed gradient, then embedx). Returns the rows after creation (-1: not admitted).
+        """
+        rows = np.array(rows, dtype=np.int64, copy=True)
+        new = np.flatnonzero(rows < 0)
+        if new.size:
+            if self.cfg.enable_create_feasign_randomly:
+                s = self.score(show[new], click[new])
+                new = new[(s >= 1) | (self.rng.random(new.size) < s)]
+            rows[new] = self._create(np.asarray(keys, dtype=np.uint64)[new])
+        live = np.flatnonzero(rows >= 0)
+        if live.size < rows.size:
+            slots, show, click, grad = slots[live], show[live], click[live], grad[live]
+        r = rows[live]
+        show = show.astype(np.float32, copy=False)
+        click = click.astype(np.float32, copy=False)
+        self.show[r] += show
+        self.click[r] += click
+        self.slot[r] = slots
+        self.delta_score[r] += self.score(show, click)
+        self.unseen_days[r] = 0
+        scale = show if self.cfg.show_scale else np.ones_like(show)
+        grad = grad.astype(np.float32, copy=False)
+
+        w, state = self.embed_w[r][:, None], self.embed_state[r]
+        self.embed_rule.update(w, state, grad[:, :1], scale)
+        self.embed_w[r], self.embed_state[r] = w[:, 0], state
+
+        mfi = self.mf_index[r]
+        has = mfi >= 0
+        m = mfi[has]
+        if m.size:
+            w, state = self.embedx_w[m], self.embedx_state[m]
+            self.embedx_rule.update(w, state, grad[has, 1:], scale[has])
+            self.embedx_w[m], self.embedx_state[m] = w, state
+        # Keys without mf part that now reach the threshold get a fresh embedx; their embedx gradient of this
+        # push is dropped (PaddleRec updates a buffer, re-runs Create on the grown value, copies back the non-mf part).
+        plain = r[~has]
+        grow = plain[self.score(self.show[plain], self.click[plain]) >= np.float32(self.cfg.embedx_threshold)]
+        if grow.size:
+            self._extend(grow)
+        return rows
+
+    def merge_push(
+        self, keys: np.ndarray, slots: np.ndarray, show: np.ndarray, click: np.ndarray, grad: np.ndarray
+    ) -> np.ndarray:
+        """Push per-occurrence values: duplicate keys are merged first (sums; the last slot wins), like the client."""
+        uniq, first, inv = np.unique(np.asarray(keys, dtype=np.uint64), return_index=True, return_inverse=True)
+        n = uniq.size
+        m_show = np.bincount(inv, weights=show, minlength=n).astype(np.float32)
+        m_click = np.bincount(inv, weights=click, minlength=n).astype(np.float32)
+        m_grad = np.zeros((n, grad.shape[1]), dtype=np.float32)
+        np.add.at(m_grad, inv, grad.astype(np.float32))
+        m_slots = np.zeros(n, dtype=np.uint16)
+        m_slots[inv] = slots
+        return self.push(uniq, self.lookup(uniq), m_slots, m_show, m_click, m_grad)
+
+    def _create(self, keys: np.ndarray) -> np.ndarray:
+        """Append new keys (PaddleRec Create: counters 0; embed_w 0 under zero_init, else uniform; no mf part)."""
+        k = keys.size
+        self._reserve_rows(k)
+        rows = np.arange(self.n, self.n + k, dtype=np.int64)
+        w, state = self.embed_rule.init(k, self.rng, zero_init=self.cfg.zero_init)
+        self.keys[rows] = keys
+        self.slot[rows] = 0
+        self.unseen_days[rows] = 0
+        self.delta_score[rows] = 0
+        self.show[rows] = 0
+        self.click[rows] = 0
+        self.embed_w[rows] = w[:, 0]
+        self.embed_state[rows] = state
+        self.mf_index[rows] = -1
+        self.n += k
+        self.created_total += k
+        self.index.insert(keys, rows, self.keys, self.n)
+        return rows
+
+    def _extend(self, rows: np.ndarray) -> None:
+        k = rows.size
+        self._reserve_mf(k)
+        w, state = self.embedx_rule.init(k, self.rng, zero_init=False)
+        mf = np.arange(self.mf_n, self.mf_n + k)
+        self.embedx_w[mf] = w
+        self.embedx_state[mf] = state
+        self.mf_index[rows] = mf
+        self.mf_n += k
+
+    # -- end of day -----------------------------------------------------------------------------------------------
+    def shrink(self) -> int:
+        """Decay show/click of every key, then delete by score and by unseen days. Returns the number deleted."""
+        n = self.n
+        decay = np.float32(self.cfg.show_click_decay_rate)
+        self.show[:n] *= decay
+        self.click[:n] *= decay
+        delete = (self.score(self.show[:n], self.click[:n]) < np.float32(self.cfg.delete_threshold)) | (
+            self.unseen_days[:n] > self.cfg.delete_after_unseen_days
+        )
+        deleted = int(delete.sum())
+        if deleted:
+            self._compact(np.flatnonzero(~delete))
+        self.deleted_total += deleted
+        return deleted
+
+    def _compact(self, keep: np.ndarray) -> None:
+        """Keep rows `keep` (sorted), renumber rows and mf rows densely, right-size the columns, rebuild the index."""
+        k = keep.size
+        capacity = max(int(k * GROWTH), MIN_ROWS)
+        old_mf = self.mf_index[keep]
+        has = old_mf >= 0
+        mf_keep = old_mf[has]
+        for name in self._ROW_COLUMNS:
+            setattr(self, name, _take(getattr(self, name), keep, capacity))
+        for name in self._MF_COLUMNS:
+            setattr(self, name, _take(getattr(self, name), mf_keep, max(int(mf_keep.size * GROWTH), MIN_ROWS)))
+        new_mf = np.full(k, -1, dtype=np.int32)
+        new_mf[has] = np.arange(mf_keep.size, dtype=np.int32)
+        self.mf_index[:k] = new_mf
+        self.n, self.mf_n = k, int(mf_keep.size)
+        self.index.rebuild(self.keys, self.n)
+
+    # -- save modes -----------------------------------------------------------------------------------------------
+    def save_mask(self, mode: int) -> np.ndarray:
+        """Keys a save of `mode` writes: 0 checkpoint and 3 batch model all; 1 delta and 2 base filtered."""
+        n = self.n
+        if mode in (SAVE_CHECKPOINT, SAVE_BATCH):
+            return np.ones(n, dtype=bool)
+        delta_threshold = 0.0 if mode == SAVE_BASE else self.cfg.delta_threshold
+        return (
+            (self.score(self.show[:n], self.click[:n]) >= np.float32(self.cfg.base_threshold))
+            & (self.delta_score[:n] >= np.float32(delta_threshold))
+            & (self.unseen_days[:n] <= self.cfg.delta_keep_days)
+        )
+
+    def update_after_save(self, mode: int, mask: np.ndarray) -> None:
+        """Delta and base reset delta_score of the saved keys; the batch model ages every key by one day."""
+        if mode in (SAVE_DELTA, SAVE_BASE):
+            self.delta_score[: self.n][mask] = 0
+        elif mode == SAVE_BATCH:
+            unseen = self.unseen_days[: self.n]
+            unseen[unseen < np.iinfo(np.uint16).max] += 1  # saturate instead of wrapping to 0
+
+    def saves_embedx(self, rows: np.ndarray) -> np.ndarray:
+        """Whether a saved line carries embedx: the key has an mf part and score >= embedx_threshold (ParseToString)."""
+        return (self.mf_index[rows] >= 0) & (
+            self.score(self.show[rows], self.click[rows]) >= np.float32(self.cfg.embedx_threshold)
+        )
+
+    # -- statistics -----------------------------------------------------------------------------------------------
+    def memory_bytes(self) -> int:
+        """Bytes held: every column at its capacity, the mf pool and the index."""
+        arrays = [getattr(self, c) for c in self._ROW_COLUMNS + self._MF_COLUMNS]
+        return int(sum(a.nbytes for a in arrays) + self.index.nbytes)
+
+    def raw_payload_bytes(self) -> int:
+        """PaddleRec's float payload of the stored features: an 8-byte key + 4 bytes per value float."""
+        base = 8 + 4 * (6 + self.embed_rule.state_dim)
+        mf = 4 * (self.embedx_dim + self.embedx_rule.state_dim)
+        return self.n * base + self.mf_n * mf
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "table/rows": float(self.n),
+            "table/rows_with_embedx": float(self.mf_n),
+            "table/memory_mb": self.memory_bytes() / 2**20,
+            "table/bytes_per_feature": self.memory_bytes() / max(self.n, 1),
+        }
+
+    # -- state for resumable checkpoints (numpy arrays and plain values) ------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {c: getattr(self, c)[: self.n].copy() for c in self._ROW_COLUMNS}
+        state.update({c: getattr(self, c)[: self.mf_n].copy() for c in self._MF_COLUMNS})
+        state["counters"] = {"created_total": self.created_total, "deleted_total": self.deleted_total}
+        state["rng"] = _rng_state_to_text(self.rng)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        n, mf_n = int(state["keys"].shape[0]), int(state["embedx_w"].shape[0])
+        if state["embedx_w"].shape[1] != self.embedx_dim or state["embed_state"].shape[1] != self.embed_rule.state_dim:
+            raise ValueError(
+                f"the saved table has embedx_dim {state['embedx_w'].shape[1]} and embed state dim "
+                f"{state['embed_state'].shape[1]}, the config asks for {self.embedx_dim} and {self.embed_rule.state_dim}"
+                "; resume with the config the checkpoint was trained with"
+            )
+        for name in self._ROW_COLUMNS:
+            setattr(self, name, _take(np.asarray(state[name]), np.arange(n), max(int(n * GROWTH), MIN_ROWS)))
+        for name in self._MF_COLUMNS:
+            setattr(self, name, _take(np.asarray(state[name]), np.arange(mf_n), max(int(mf_n * GROWTH), MIN_ROWS)))
+        self.n, self.mf_n = n, mf_n
+        self.created_total = int(state["counters"]["created_total"])
+        self.deleted_total = int(state["counters"]["deleted_total"])
+        self.rng.bit_generator.state = _rng_state_from_text(state["rng"])
+        self.index.rebuild(self.keys, self.n)
+
+
+def _take(array: np.ndarray, rows: np.ndarray, capacity: int) -> np.ndarray:
+    out = np.zeros((capacity,) + array.shape[1:], dtype=array.dtype)
+    out[: rows.size] = array[rows]
+    if array.dtype == np.int32:  # mf_index: spare rows must read "no mf part"
+        out[rows.size :] = -1
+    return out
+
+
+def _rng_state_to_text(rng: np.random.Generator) -> dict[str, Any]:
+    # PCG64's state holds 128-bit integers; strings keep the checkpoint loadable with torch.load(weights_only=True)
+    st = rng.bit_generator.state
+    return {"bit_generator": st["bit_generator"], "state": str(st["state"]["state"]), "inc": str(st["state"]["inc"]),
+            "has_uint32": int(st["has_uint32"]), "uinteger": int(st["uinteger"])}
+
+
+def _rng_state_from_text(d: dict[str, Any]) -> dict[str, Any]:
+    return {"bit_generator": d["bit_generator"], "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+            "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}

@@ -1,0 +1,258 @@
+"""Config schema of the `recommendation` task (STAMP, BPR-MF, popularity) and its cross-field rules.
+
+No torch here: the CLI and the form validate configs without importing it. Every cross-field problem is
+reported at once with its own field path (see `_raise_all`), not one generic "value error" on the whole config.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from workbench.config.common import CommonTrainingSettings, NegSampleArgs, StrictModel
+
+ModelName = Literal["STAMP", "BPR", "Pop"]
+LossType = Literal["CE", "BPR"]
+MetricName = Literal["Recall", "MRR", "NDCG", "Hit"]
+METRIC_NAMES: tuple[str, ...] = ("Recall", "MRR", "NDCG", "Hit")
+DataSource = Literal["synthetic", "atomic", "diginetica"]
+SplitMode = Literal["leave_one_out", "time"]
+
+# Models with embedding tables whose gradients can be sparse (SparseAdam needs at least one).
+SPARSE_MODELS = ("STAMP", "BPR")
+
+
+class SyntheticSessions(StrictModel):
+    """Generator of click sessions: Zipf item popularity + per-item Markov successors + session topics."""
+
+    n_items: int = Field(1000, ge=10, le=5_000_000, description="Number of distinct items in the catalogue.")
+    n_sessions: int = Field(20000, ge=10, le=50_000_000, description="Number of sessions to generate.")
+    mean_length: float = Field(
+        6.0, ge=2, le=200, description="Mean clicks per session (geometric lengths, at least 2 clicks)."
+    )
+    max_length: int = Field(30, ge=2, le=1000, description="Longest session in clicks; longer draws are cut.")
+    zipf_exponent: float = Field(
+        1.1, ge=0, le=4, description="Item popularity follows rank^-zipf_exponent (0 = all items equally popular)."
+    )
+    n_topics: int = Field(
+        20, ge=1, description="Items are split into this many topics; a session stays mostly inside its topic."
+    )
+    n_successors: int = Field(
+        4, ge=1, le=100, description="Each item has this many likely next items (its Markov successors)."
+    )
+    follow_prob: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Chance that the next click is one of the current item's successors; otherwise it is a "
+        "popularity draw from the session's topic (or, 1 time in 5, from the whole catalogue).",
+    )
+    days: float = Field(30.0, gt=0, description="Session start times are spread over this many days.")
+    seed: int = Field(7, description="Seed of the generator (independent of the training seed).")
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> SyntheticSessions:
+        if self.n_topics > self.n_items:
+            _raise_all(self, [(("n_topics",), f"n_topics ({self.n_topics}) cannot exceed n_items ({self.n_items})")])
+        return self
+
+
+class RecommendationData(StrictModel):
+    """Where the sessions come from and how they become (prefix -> next item) samples."""
+
+    source: DataSource = Field(
+        "synthetic",
+        description="`synthetic`: generated sessions (no download needed); `atomic`: a RecBole `.inter` file "
+        "(tab-separated, `field:type` header, session_id or user_id, item_id, optional timestamp); "
+        "`diginetica`: the CIKM Cup 2016 `train-item-views.csv`.",
+    )
+    path: str | None = Field(
+        None,
+        description="Data file for `atomic` (.inter) and `diginetica` (train-item-views.csv); ignored for "
+        "`synthetic`.",
+    )
+    synthetic: SyntheticSessions = Field(
+        default_factory=SyntheticSessions, description="Sizes and seed of the synthetic generator."
+    )
+    maxlen: int = Field(
+        50,
+        ge=1,
+        le=1000,
+        validation_alias=AliasChoices("maxlen", "MAX_ITEM_LIST_LENGTH"),
+        description="Longest item history fed to the model (RecBole MAX_ITEM_LIST_LENGTH): longer prefixes keep "
+        "their last maxlen items, shorter ones are right-padded with 0.",
+    )
+    min_item_count: int = Field(
+        5,
+        ge=1,
+        description="Items clicked fewer times are dropped (seed 004's Diginetica filter: drop length-1 sessions, "
+        "then rare items, then length-1 sessions again). 1 keeps every item.",
+    )
+    split: SplitMode = Field(
+        "leave_one_out",
+        description="`leave_one_out` (RecBole's LS valid_and_test): per session the last prefix is a test "
+        "sample, the one before a valid sample, the rest train. `time`: whole sessions by their last click: "
+        "the last test_days go to test, the valid_days before them to valid (STAMP's Diginetica protocol; "
+        "valid/test items unseen in training are removed).",
+    )
+    valid_days: float = Field(7.0, ge=0, description="`time` split: days of sessions before the test period used for validation.")
+    test_days: float = Field(7.0, gt=0, description="`time` split: days of sessions at the end used for testing.")
+    cache: bool = Field(
+        True,
+        description="Keep the preprocessed tensors under $WORKBENCH_HOME/cache/recommendation/, keyed by a "
+        "fingerprint of the data file (path, size, mtime) and of the settings above.",
+    )
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> RecommendationData:
+        if self.source != "synthetic" and not self.path:
+            example = "data/sessions.inter" if self.source == "atomic" else "data/diginetica/train-item-views.csv"
+            _raise_all(self, [(("path",), f"source `{self.source}` reads a file: set data.path, e.g. {example}")])
+        return self
+
+
+class RecommendationConfig(CommonTrainingSettings):
+    """Session-based recommendation: predict the next clicked item from the session so far."""
+
+    task: Literal["recommendation"] = Field("recommendation", description="Task name (fixed).")
+    model: ModelName = Field(
+        "STAMP",
+        description="`STAMP`: short-term attention/memory priority (Liu et al. 2018); `BPR`: matrix factorisation "
+        "of session/user x item with BPR loss (needs leave_one_out); `Pop`: most popular items (baseline).",
+    )
+    embedding_size: int = Field(64, ge=1, le=4096, description="Size of item (and user) embeddings.")
+    loss_type: LossType = Field(
+        "CE",
+        description="`CE`: softmax cross-entropy over all items (train_neg_sample_args must be null); `BPR`: "
+        "pairwise loss against sampled negatives (train_neg_sample_args required).",
+    )
+    reg_weight: float = Field(
+        0.0,
+        ge=0,
+        description="BPR model only: weight of the embedding regulariser on the batch's user, positive and "
+        "negative embeddings (sum ||E||^2 / batch / 2 with require_pow, else sum ||E|| / batch).",
+    )
+    train_neg_sample_args: NegSampleArgs | None = Field(
+        None,
+        description="Negative sampling for loss_type BPR: distribution, sample_num (negatives per positive), "
+        "alpha, dynamic, candidate_num. Must be null with loss_type CE (this task's default).",
+    )
+    topk: list[int] = Field(
+        default_factory=lambda: [10, 20],
+        min_length=1,
+        description="Cut-offs K of the ranking metrics; every metric is reported at every K.",
+    )
+    metrics: list[MetricName] = Field(
+        default_factory=lambda: ["Recall", "MRR", "NDCG", "Hit"],
+        min_length=1,
+        description="Ranking metrics (full ranking over all items): Recall, MRR, NDCG, Hit. With one target "
+        "per sample Hit@K equals Recall@K.",
+    )
+    valid_metric: str = Field(
+        "MRR@10",
+        description="Metric that picks the best checkpoint, drives early stopping and reduce-on-plateau; must be "
+        "one of metrics x topk (checked now, not after the first epoch as in RecBole). Case-insensitive.",
+    )
+    eval_batch_size: int = Field(
+        1024,
+        ge=1,
+        description="Samples scored at once during evaluation (memory: eval_batch_size x items x 4 bytes).",
+    )
+    data: RecommendationData = Field(default_factory=RecommendationData, description="Data source and preprocessing.")
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_case(cls, value: Any) -> Any:
+        """Accept `recall`, `mrr`, ... as RecBole users write them in either case."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            canon = {m.lower(): m for m in METRIC_NAMES}
+            value = [canon.get(v.lower(), v) if isinstance(v, str) else v for v in value]
+            value = list(dict.fromkeys(value))
+        return value
+
+    @field_validator("topk", mode="after")
+    @classmethod
+    def _topk_positive(cls, value: list[int]) -> list[int]:
+        if any(k < 1 for k in value):
+            raise ValueError("every K must be >= 1")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RecommendationConfig:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        neg = self.train_neg_sample_args
+        if self.model == "BPR" and self.loss_type != "BPR":
+            problems.append(
+                (("loss_type",), "model BPR (matrix factorisation) trains with loss_type: BPR and "
+                 "train_neg_sample_args set (e.g. {distribution: uniform, sample_num: 1})")
+            )
+        elif self.model != "Pop" and self.loss_type == "CE" and neg is not None:
+            problems.append(
+                (("train_neg_sample_args",), "must be null with loss_type CE (the softmax already scores every "
+                 "item): set `train_neg_sample_args: null`, or use `loss_type: BPR` to train on sampled negatives")
+            )
+        if self.model != "Pop" and self.loss_type == "BPR" and neg is None:
+            problems.append(
+                (("train_neg_sample_args",), "loss_type BPR needs negative samples: set train_neg_sample_args "
+                 "(e.g. {distribution: uniform, sample_num: 1}), or use loss_type: CE")
+            )
+        if self.learner == "sparse_adam" and self.model not in SPARSE_MODELS:
+            problems.append(
+                (("learner",), f"sparse_adam needs a model with embedding tables ({', '.join(SPARSE_MODELS)}); "
+                 f"model {self.model} has none. Use learner: adam")
+            )
+        if self.reg_weight > 0 and self.model != "BPR":
+            problems.append((("reg_weight",), f"reg_weight only applies to model BPR; set it to 0 for {self.model}"))
+        if self.model == "BPR" and self.data.split == "time":
+            problems.append(
+                (("data", "split"), "model BPR learns one vector per session/user, and a time split puts unseen "
+                 "sessions in valid/test; use split: leave_one_out")
+            )
+        metric_problem = self._check_valid_metric()
+        if metric_problem:
+            problems.append((("valid_metric",), metric_problem))
+        if problems:
+            _raise_all(self, problems)
+        return self
+
+    def _check_valid_metric(self) -> str | None:
+        """Normalise valid_metric to its canonical spelling (MRR@10); return a message if it is not reported."""
+        choices = [f"{m}@{k}" for m in self.metrics for k in self.topk]
+        match = re.fullmatch(r"\s*([A-Za-z]+)\s*@\s*(\d+)\s*", self.valid_metric)
+        if match:
+            wanted = f"{match.group(1).lower()}@{int(match.group(2))}"
+            for choice in choices:
+                if choice.lower() == wanted:
+                    self.valid_metric = choice
+                    return None
+        return f"{self.valid_metric!r} is not among the reported metrics x topk; choose one of: {', '.join(choices)}"
+
+    @property
+    def monitor_key(self) -> str:
+        """Metric key of the valid metric as logged, e.g. `valid/mrr@10`."""
+        return f"valid/{self.valid_metric.lower()}"
+
+
+def _raise_all(model: object, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+    """Raise one ValidationError holding every problem at its own field path (pydantic keeps the locs)."""
+    errors = [
+        InitErrorDetails(
+            type=PydanticCustomError("config_rule", "{message}", {"message": message}),
+            loc=loc,
+            input=_value_at(model, loc),
+        )
+        for loc, message in problems
+    ]
+    raise ValidationError.from_exception_data(type(model).__name__, errors)
+
+
+def _value_at(model: object, loc: tuple[str | int, ...]) -> Any:
+    value: Any = model
+    for part in loc:
+        value = getattr(value, str(part), None)
+    return value.model_dump() if hasattr(value, "model_dump") else value

@@ -1,0 +1,193 @@
+"""Recommenders behind one contract (RecBole's): `calculate_loss(batch)`, `predict(batch, items)`,
+`full_sort_predict(batch)`.
+
+- `STAMP`: Liu et al., KDD 2018, as RecBole 1.2.1 and the official TF code implement it (including `+ m_s` in the
+  attention output, which the paper does not have). Shapes: B batch, L max history, D embedding, K candidates.
+- `BPRMF`: matrix factorisation of session/user x item trained with BPR; the embedding regulariser
+  (`reg_weight`, `require_pow`) lives here, as in RecBole's EmbLoss.
+- `Pop`: scores every item by its training frequency; no parameters, nothing to optimise.
+
+Item id 0 is padding everywhere. Scores are raw dot products (no sigmoid): ranking needs no calibration.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.tasks.recommendation.config import RecommendationConfig
+from workbench.tasks.recommendation.data import SessionBatch
+
+
+class STAMP(nn.Module):
+    """Short-Term Attention/Memory Priority model.
+
+    x_t = last click, m_s = mean of the session's clicks,
+    alpha_i = w0 . sigmoid(W1 x_i + W2 x_t + W3 m_s + b_a)   (no softmax, no pad mask: pads are zero vectors)
+    m_a = sum_i alpha_i x_i + m_s,  h_s = tanh(mlp_a(m_a)),  h_t = tanh(mlp_b(x_t)),  score(v) = (h_s * h_t) . e_v
+    """
+
+    masks_seen_items = False  # sessions re-click items; RecBole does not mask history for sequential models
+
+    def __init__(self, n_items: int, embedding_size: int, loss_type: str, sparse: bool = False):
+        super().__init__()
+        d = embedding_size
+        self.loss_type = loss_type
+        # sparse=True makes lookups produce sparse gradients, so learner sparse_adam can use SparseAdam on it
+        self.item_embedding = nn.Embedding(n_items, d, padding_idx=0, sparse=sparse)
+        self.w1 = nn.Linear(d, d, bias=False)
+        self.w2 = nn.Linear(d, d, bias=False)
+        self.w3 = nn.Linear(d, d, bias=False)
+        self.w0 = nn.Linear(d, 1, bias=False)
+        self.b_a = nn.Parameter(torch.zeros(d))
+        self.mlp_a = nn.Linear(d, d)
+        self.mlp_b = nn.Linear(d, d)
+        self.register_buffer("item_ids", torch.arange(1, n_items), persistent=False)  # [n_items - 1] real items
+        self.apply(_init_stamp)
+        with torch.no_grad():
+            # RecBole's normal_ init also overwrites the PAD row; zero it so pads really add nothing to m_s and
+            # to sum(alpha_i x_i). padding_idx keeps it at zero from then on (its gradient is always zero).
+            self.item_embedding.weight[0].zero_()
+
+    def forward(self, item_seq: torch.Tensor, item_len: torch.Tensor) -> torch.Tensor:
+        """Session representation h_s * h_t: [B, D]."""
+        x = self.item_embedding(item_seq)  # [B, L, D]
+        x_t = x[torch.arange(x.size(0), device=x.device), item_len - 1]  # [B, D] last click
+        m_s = x.sum(dim=1) / item_len.unsqueeze(1).to(x.dtype)  # [B, D] pads are zero vectors
+        # W2 x_t + W3 m_s + b_a is the same for every position: compute it once per session, broadcast over L
+        # (RecBole repeats x_t and m_s L times before the Linear layers; same result, L times the work).
+        session_term = (self.w2(x_t) + self.w3(m_s) + self.b_a).unsqueeze(1)  # [B, 1, D]
+        alpha = self.w0(torch.sigmoid(self.w1(x) + session_term))  # [B, L, 1]
+        m_a = torch.bmm(alpha.transpose(1, 2), x).squeeze(1) + m_s  # [B, D]  (+ m_s: official code, not paper)
+        h_s = torch.tanh(self.mlp_a(m_a))  # [B, D]
+        h_t = torch.tanh(self.mlp_b(x_t))  # [B, D]
+        return h_s * h_t
+
+    def calculate_loss(self, batch: SessionBatch) -> torch.Tensor:
+        seq_output = self.forward(batch.item_seq, batch.item_len)  # [B, D]
+        if self.loss_type == "BPR":
+            pos_score = (seq_output * self.item_embedding(batch.target)).sum(-1)  # [B]
+            neg_score = _score(seq_output, self.item_embedding(batch.neg_items))  # [B, N]
+            return bpr_loss(pos_score, neg_score)
+        # Softmax over real items only (PAD excluded, as in the official code's embe_dict[1:]).
+        logits = seq_output @ self._real_item_embeddings().T  # [B, n_items - 1]
+        return F.cross_entropy(logits.float(), batch.target - 1)
+
+    def predict(self, batch: SessionBatch, items: torch.Tensor) -> torch.Tensor:
+        """Scores of `items` [B, K] -> [B, K]."""
+        seq_output = self.forward(batch.item_seq, batch.item_len)
+        return _score(seq_output, self.item_embedding(items))
+
+    def full_sort_predict(self, batch: SessionBatch) -> torch.Tensor:
+        """Scores of every item id [B, n_items] (column 0 is PAD; the evaluator sets it to -inf)."""
+        seq_output = self.forward(batch.item_seq, batch.item_len)  # [B, D]
+        return seq_output @ self.item_embedding.weight.T  # [B, n_items]
+
+    def _real_item_embeddings(self) -> torch.Tensor:
+        """[n_items - 1, D] output embeddings of items 1.. for the full softmax.
+
+        With a sparse table this goes through a lookup so the gradient stays sparse (SparseAdam rejects dense
+        ones; RecBole's STAMP crashes there). Every row gets a gradient under a full softmax anyway, so sparse
+        only pays off with loss_type BPR.
+        """
+        if self.item_embedding.sparse:
+            return self.item_embedding(self.item_ids)
+        return self.item_embedding.weight[1:]
+
+
+class BPRMF(nn.Module):
+    """BPR matrix factorisation: score(u, i) = e_u . e_i (Rendle et al. 2009; RecBole's BPR)."""
+
+    masks_seen_items = True  # a user-item model ranks items the user has not interacted with in training
+
+    def __init__(
+        self, n_users: int, n_items: int, embedding_size: int, reg_weight: float, require_pow: bool, sparse: bool
+    ):
+        super().__init__()
+        self.reg_weight = reg_weight
+        self.require_pow = require_pow
+        self.user_embedding = nn.Embedding(n_users, embedding_size, sparse=sparse)
+        self.item_embedding = nn.Embedding(n_items, embedding_size, padding_idx=0, sparse=sparse)
+        nn.init.xavier_normal_(self.user_embedding.weight)  # RecBole's xavier_normal_initialization
+        nn.init.xavier_normal_(self.item_embedding.weight)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+
+    def calculate_loss(self, batch: SessionBatch) -> torch.Tensor:
+        u = self.user_embedding(batch.user)  # [B, D]
+        pos = self.item_embedding(batch.target)  # [B, D]
+        neg = self.item_embedding(batch.neg_items)  # [B, N, D]
+        loss = bpr_loss((u * pos).sum(-1), _score(u, neg))
+        if self.reg_weight > 0:
+            loss = loss + self.reg_weight * emb_loss(u, pos, neg, require_pow=self.require_pow)
+        return loss
+
+    def predict(self, batch: SessionBatch, items: torch.Tensor) -> torch.Tensor:
+        return _score(self.user_embedding(batch.user), self.item_embedding(items))  # [B, K]
+
+    def full_sort_predict(self, batch: SessionBatch) -> torch.Tensor:
+        return self.user_embedding(batch.user) @ self.item_embedding.weight.T  # [B, n_items]
+
+
+class Pop(nn.Module):
+    """Most-popular baseline: every session gets the items ranked by training frequency."""
+
+    masks_seen_items = False
+
+    def __init__(self, n_items: int):
+        super().__init__()
+        self.register_buffer("item_count", torch.zeros(n_items))  # [n_items], saved in checkpoints
+
+    def fit(self, item_count: torch.Tensor) -> None:
+        self.item_count.copy_(item_count)
+        self.item_count[0] = 0
+
+    def predict(self, batch: SessionBatch, items: torch.Tensor) -> torch.Tensor:
+        return self.item_count[items]  # [B, K]
+
+    def full_sort_predict(self, batch: SessionBatch) -> torch.Tensor:
+        return self.item_count.unsqueeze(0).expand(len(batch), -1)  # [B, n_items]
+
+
+Recommender = STAMP | BPRMF | Pop
+
+
+def build_model(cfg: RecommendationConfig, n_items: int, n_users: int) -> Recommender:
+    sparse = cfg.learner == "sparse_adam"
+    if cfg.model == "STAMP":
+        return STAMP(n_items, cfg.embedding_size, cfg.loss_type, sparse=sparse)
+    if cfg.model == "BPR":
+        return BPRMF(n_users, n_items, cfg.embedding_size, cfg.reg_weight, cfg.require_pow, sparse=sparse)
+    return Pop(n_items)
+
+
+def bpr_loss(pos_score: torch.Tensor, neg_score: torch.Tensor) -> torch.Tensor:
+    """-log sigmoid(s_pos - s_neg), averaged over the B x N pairs. pos [B], neg [B, N].
+
+    logsigmoid instead of RecBole's log(1e-10 + sigmoid(.)): same value, no underflow for large margins.
+    """
+    return -F.logsigmoid(pos_score.unsqueeze(1) - neg_score).mean()
+
+
+def emb_loss(*embeddings: torch.Tensor, require_pow: bool, p: int = 2) -> torch.Tensor:
+    """RecBole's EmbLoss: sum ||E||_p^p / batch / p with require_pow, else sum ||E||_p / batch (batch = dim 0)."""
+    batch = embeddings[-1].shape[0]
+    if require_pow:
+        return sum(torch.linalg.vector_norm(e, ord=p) ** p for e in embeddings) / batch / p
+    return sum(torch.linalg.vector_norm(e, ord=p) for e in embeddings) / batch
+
+
+def _score(query: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+    """query [B, D], item_emb [B, K, D] -> [B, K] dot products."""
+    return torch.bmm(item_emb, query.unsqueeze(2)).squeeze(2)
+
+
+def _init_stamp(module: nn.Module) -> None:
+    """RecBole's STAMP init: embeddings N(0, 0.002); Linear weights N(0, 0.05), biases 0."""
+    if isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, 0.0, 0.002)
+    elif isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.05)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
