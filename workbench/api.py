@@ -61,6 +61,13 @@ def config_class(task: str) -> type[BaseModel]:
     return TASKS[task].config_cls
 
 
+def common_setting_names() -> set[str]:
+    """Names of the training settings every task shares (the form shows them in their own section)."""
+    from workbench.config.common import CommonTrainingSettings
+
+    return set(CommonTrainingSettings.model_fields)
+
+
 def default_config(task: str) -> BaseModel:
     return TASKS[task].config_cls()
 

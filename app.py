@@ -1,0 +1,16 @@
+"""Workbench: train recommendation, streaming-CTR and Spleeter models from the browser.
+
+Run with `workbench ui` (or `streamlit run app.py`). Pages are UI only; everything else is in workbench.api.
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="Workbench", page_icon="🧪", layout="wide")
+
+pages = [
+    st.Page("pages/new_run.py", title="New run", default=True),
+    st.Page("pages/runs.py", title="Runs"),
+    st.Page("pages/dashboard.py", title="Dashboard"),
+    st.Page("pages/checkpoints.py", title="Checkpoints"),
+]
+st.navigation(pages).run()

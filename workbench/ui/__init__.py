@@ -1,0 +1,1 @@
+"""Streamlit helpers shared by the pages. They talk to workbench.api only."""

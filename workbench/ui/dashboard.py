@@ -1,0 +1,62 @@
+"""The dashboard's live panel: a fragment that refreshes every second while the run is active."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from workbench import api
+from workbench.ui.charts import group_keys, metric_chart, points_caption
+from workbench.ui.common import fmt_time, status_line
+
+MAX_POINTS = 2000  # per series in a live chart: the browser redraws this smoothly every second
+REFRESH_S = 1.0
+
+
+def run_actions(run: api.RunRead) -> None:
+    cols = st.columns(3)
+    if run.status in ("queued", "starting", "running") and cols[0].button("Cancel run", key=f"cancel_{run.id}"):
+        st.toast(f"{run.id}: {api.cancel_run(run.id)}")
+    if run.status in ("failed", "cancelled", "lost") and cols[1].button("Resume run", key=f"resume_{run.id}"):
+        api.resume_run(run.id)
+        st.rerun()
+
+
+def live_panel(run_id: str, smoothing: float, x_axis: str, live: bool) -> None:
+    @st.fragment(run_every=REFRESH_S if live else None)
+    def panel() -> None:
+        run = api.get_run(run_id)
+        status_line(run)
+        charts(run_id, smoothing, x_axis)
+        log_and_events(run_id)
+        if live and run.status not in ("queued", "starting", "running"):
+            st.rerun()  # the run ended: redraw the page once without the refresh timer
+
+    panel()
+
+
+def charts(run_id: str, smoothing: float, x_axis: str) -> None:
+    keys = api.metric_keys(run_id)
+    if not keys:
+        st.info("No metrics yet: the first ones appear a few seconds after the run starts.")
+        return
+    for phase, group in group_keys(keys).items():
+        st.subheader(phase)
+        cols = st.columns(min(3, len(group)))
+        for i, key in enumerate(group):
+            series = api.series(run_id, key, max_points=MAX_POINTS)
+            with cols[i % len(cols)]:
+                st.altair_chart(metric_chart(series, key, smoothing, x=x_axis), use_container_width=True)
+                st.caption(points_caption(series))
+
+
+def log_and_events(run_id: str) -> None:
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown("**Log (tail)**")
+        st.code(api.log_tail(run_id, 6000) or "(empty)", language=None)
+    with right:
+        st.markdown("**Events**")
+        events = api.events(run_id)
+        frame = pd.DataFrame([{"time": fmt_time(e.time), "event": e.kind, "message": e.message} for e in events])
+        st.dataframe(frame, hide_index=True, use_container_width=True)
