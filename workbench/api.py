@@ -8,6 +8,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -99,6 +100,25 @@ def to_yaml(cfg: BaseModel, *, commented: bool = False) -> str:
 
 def to_dict(cfg: BaseModel) -> dict[str, Any]:
     return config_to_dict(cfg)
+
+
+def data_commands() -> dict[str, Callable[..., Any]]:
+    """`workbench data <name>` commands of every task: name -> function with typer-annotated parameters.
+
+    A task whose command cannot be imported is skipped with a warning, so one broken task never hides the rest.
+    """
+    import warnings
+
+    from workbench.tasks.spec import load_target
+
+    out: dict[str, Callable[..., Any]] = {}
+    for spec in TASKS.values():
+        for name, target in spec.data_commands.items():
+            try:
+                out[name] = load_target(target)
+            except (ImportError, AttributeError) as exc:
+                warnings.warn(f"data command {name} ({target}) unavailable: {exc}", stacklevel=2)
+    return out
 
 
 def default_config_yaml(task: str) -> str:

@@ -188,16 +188,8 @@ def ui(port: int = 8501, address: str = "127.0.0.1") -> None:
 
 
 def _mount_data_commands() -> None:
-    from workbench.tasks.spec import load_target
-
-    for spec in api.tasks().values():
-        for name, target in spec.data_commands.items():
-            try:
-                func = load_target(target)
-            except (ImportError, AttributeError) as exc:
-                typer.echo(f"warning: data command {name} ({target}) unavailable: {exc}", err=True)
-                continue
-            data_app.command(name, help=(func.__doc__ or "").strip().split("\n")[0] or None)(func)
+    for name, func in api.data_commands().items():
+        data_app.command(name, help=(func.__doc__ or "").strip().split("\n")[0] or None)(func)
 
 
 def main() -> None:

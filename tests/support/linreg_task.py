@@ -16,7 +16,7 @@ from workbench.tasks.spec import TaskSpec
 
 
 class LinRegConfig(CommonTrainingSettings):
-    task: Literal["linreg"] = "linreg"
+    task: Literal["linreg"] = Field("linreg", description="Task: linear regression.")
     epochs: int = Field(5, ge=1, description="Epochs over the synthetic data.")
     steps_per_epoch: int = Field(20, ge=1, description="Optimizer steps per epoch.")
     step_sleep_s: float = Field(0.0, ge=0, description="Sleep per step (to make runs last long enough to cancel).")

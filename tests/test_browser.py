@@ -1,0 +1,116 @@
+"""Real browser: Debian Chromium driven by Playwright against `streamlit run app.py`.
+
+Fills the New run form, launches the quick recommendation preset, watches the chart update live, then downloads
+a checkpoint from the Checkpoints page and loads it with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(home):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (the README's test command does)")
+    port = _free_port()
+    env = {**os.environ, "WORKBENCH_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port), "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not become healthy in 60 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _points_caption(page) -> str:  # type: ignore[no-untyped-def]
+    captions = page.get_by_text(re.compile(r"^[\d,]+ of [\d,]+ points")).all_inner_texts()
+    return " | ".join(captions)
+
+
+def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
+    import torch
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.set_default_timeout(30_000)
+        page.goto(server)
+        expect(page.get_by_role("heading", name="New run")).to_be_visible()
+
+        # task and preset
+        page.get_by_role("combobox", name="Preset").click()
+        page.get_by_role("option", name="quick").click()
+        page.get_by_role("button", name="Load preset").click()
+        expect(page.get_by_text("Form loaded from: preset quick")).to_be_visible()
+        page.get_by_label("Run name").fill("browser-quick")
+        page.get_by_text("Training settings (common to every task)").click()
+        page.get_by_label("seed").fill("7")
+        page.get_by_role("button", name="Launch").click()
+
+        # dashboard: status, then a chart whose point count grows while the run trains
+        expect(page.get_by_role("heading", name="Dashboard")).to_be_visible(timeout=30_000)
+        expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible(timeout=90_000)
+        first = _points_caption(page)
+        deadline = time.time() + 120
+        while _points_caption(page) == first and time.time() < deadline:
+            page.wait_for_timeout(500)
+        assert _points_caption(page) != first, "the chart did not update while the run trained"
+        expect(page.get_by_text("completed").first).to_be_visible(timeout=120_000)
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+        # checkpoints: download the best one and load it safely
+        page.get_by_role("link", name="Checkpoints").click()
+        expect(page.get_by_role("heading", name="Checkpoints")).to_be_visible()
+        with page.expect_download() as dl:
+            page.get_by_test_id("stDownloadButton").get_by_role("button").click()
+        target = tmp_path / "ckpt.pt"
+        dl.value.save_as(target)
+        state = torch.load(target, weights_only=True)
+        assert "model" in state and state["step"] > 0
+        browser.close()
+    from workbench import api
+
+    (run,) = api.list_runs()
+    assert run.name == "browser-quick" and run.config["seed"] == 7 and run.status == "completed"

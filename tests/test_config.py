@@ -1,0 +1,93 @@
+"""Config parsing: field paths and lines in errors, aliases, overrides, every shipped preset validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workbench import api
+from workbench.config.io import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_error_at_once_with_path_and_line():
+    text = "task: linreg\nepochs: 0\nlearning_rate: -1\nbogus_key: 3\ntrain_neg_sample_args:\n  sample_num: 0\n"
+    with pytest.raises(ConfigError) as info:
+        api.validate_yaml(text, source="bad.yaml")
+    errors = {e.path: e for e in info.value.errors}
+    assert set(errors) == {"epochs", "learning_rate", "bogus_key", "train_neg_sample_args.sample_num"}
+    assert errors["epochs"].line == 2 and errors["train_neg_sample_args.sample_num"].line == 6
+    assert "unknown setting" in errors["bogus_key"].message
+    assert "bad.yaml" in str(info.value) and "(line 3)" in str(info.value)
+
+
+def test_unknown_task_and_bad_yaml():
+    with pytest.raises(ConfigError, match="unknown or missing task"):
+        api.validate_yaml("task: nope\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        api.validate_yaml("task: linreg\nepochs: [1,\n")
+    assert info.value.errors[0].line is not None
+
+
+def test_aliases_and_conflicts():
+    cfg = api.validate_dict({"task": "linreg", "lr": 0.1, "batch_size": 7, "patience": 3, "wd": 0.01, "amp": True})
+    assert (cfg.learning_rate, cfg.train_batch_size, cfg.stopping_step, cfg.weight_decay, cfg.enable_amp) == (0.1, 7, 3, 0.01, True)
+    with pytest.raises(ConfigError, match="same setting"):
+        api.validate_dict({"task": "linreg", "lr": 0.1, "learning_rate": 0.2})
+    # the stored form uses the canonical names
+    assert "learning_rate" in api.to_dict(cfg) and "lr" not in api.to_dict(cfg)
+
+
+def test_overrides():
+    cfg = api.validate_yaml("task: linreg\n", overrides=["epochs=9", "train_neg_sample_args.sample_num=4", "clip_grad_norm={max_norm: 1.0}"])
+    assert cfg.epochs == 9 and cfg.train_neg_sample_args.sample_num == 4 and cfg.clip_grad_norm.max_norm == 1.0
+
+
+def test_common_settings_have_seed_names_and_defaults():
+    cfg = api.validate_dict({"task": "linreg"})
+    d = api.to_dict(cfg)
+    seed000 = {
+        "train_batch_size": 2048, "learner": "adam", "learning_rate": 0.001, "eval_step": 1, "stopping_step": 10,
+        "min_delta": 0.001, "clip_grad_norm": None, "loss_decimal_place": 4, "weight_decay": 0.0, "require_pow": False,
+        "enable_amp": False, "enable_scaler": False,
+    }  # fmt: skip
+    for name, default in seed000.items():
+        assert d[name] == default, name
+    assert d["train_neg_sample_args"] == {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
+    for name in ("epochs_warmup", "epochs_ending", "min_std", "scheduler_patience", "scheduler_factor", "print_freq", "train_ratio"):
+        assert name in d
+
+
+def _undescribed(cls, prefix=""):  # type: ignore[no-untyped-def]
+    from pydantic import BaseModel
+
+    from workbench.ui.form import _unwrap_optional
+
+    missing = []
+    for name, field in cls.model_fields.items():
+        if not field.description:
+            missing.append(prefix + name)
+        inner, _ = _unwrap_optional(field.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            missing += _undescribed(inner, f"{prefix}{name}.")
+    return missing
+
+
+@pytest.mark.parametrize("task", sorted(api.tasks()))
+def test_every_field_of_every_task_has_help_text(task):
+    assert _undescribed(api.config_class(task)) == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_config_validates(path):
+    cfg = api.validate_file(path)
+    assert cfg.task == path.parent.name  # type: ignore[attr-defined]
+
+
+def test_default_config_yaml_round_trips():
+    for task in api.tasks():
+        text = api.default_config_yaml(task)
+        assert text.startswith("#")
+        assert api.to_dict(api.validate_yaml(text)) == api.to_dict(api.default_config(task))

@@ -1,0 +1,69 @@
+"""Checkpoint files: atomic saves, retention that keeps the best, and the download guard."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from workbench import api
+from workbench.runner.checkpoints import atomic_torch_save
+from workbench.runner.context import RunContext
+
+
+def test_retention_keeps_last_n_and_the_best(tmp_path):
+    ctx = RunContext.local(tmp_path, monitor=("valid/auc", "max"), keep_ckpt=2)
+    values = [0.5, 0.9, 0.6, 0.7, 0.65]
+    for step, v in enumerate(values, start=1):
+        ctx.checkpoints.save({"w": torch.ones(2) * step, "step": step}, step=step, metrics={"valid/auc": v})
+    kept = [c.step for c in ctx.checkpoints.list()]
+    assert kept == [2, 4, 5]  # best (0.9 at step 2) + last two
+    on_disk = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert on_disk == ["checkpoint-step000000002.pt", "checkpoint-step000000004.pt", "checkpoint-step000000005.pt"]
+    assert ctx.checkpoints.best()["step"] == 2 and ctx.checkpoints.latest()["step"] == 5
+
+
+def test_retention_tolerates_files_already_gone(tmp_path):
+    ctx = RunContext.local(tmp_path, monitor=("valid/loss", "min"), keep_ckpt=1)
+    ctx.checkpoints.save({"step": 1}, step=1, metrics={"valid/loss": 1.0})
+    ctx.checkpoints.save({"step": 2}, step=2, metrics={"valid/loss": 0.5})
+    (tmp_path / "checkpoints" / "checkpoint-step000000002.pt").unlink()
+    ctx.checkpoints.save({"step": 3}, step=3, metrics={"valid/loss": 0.7})
+    ctx.checkpoints.save({"step": 4}, step=4, metrics={"valid/loss": 0.8})
+    assert [c.step for c in ctx.checkpoints.list()] == [2, 4]  # best row kept, even with its file gone
+    assert ctx.checkpoints.latest()["step"] == 4
+
+
+def test_failed_save_leaves_nothing_listed(tmp_path):
+    class Boom:
+        def __reduce__(self):  # torch.save pickles it and fails half way through the file
+            raise OSError("No space left on device")
+
+    ctx = RunContext.local(tmp_path)
+    with pytest.raises(OSError, match="No space"):
+        ctx.checkpoints.save({"w": torch.zeros(1000), "bad": Boom()}, step=1)
+    assert ctx.checkpoints.list() == []
+    assert list((tmp_path / "checkpoints").iterdir()) == []  # the temp file is removed too
+
+
+def test_atomic_save_replaces_whole_files(tmp_path):
+    target = tmp_path / "c.pt"
+    atomic_torch_save({"a": torch.ones(3)}, target)
+    atomic_torch_save({"a": torch.zeros(3)}, target)
+    assert torch.load(target, weights_only=True)["a"].sum() == 0
+
+
+def test_download_guard_refuses_paths_outside_home(home, tmp_path):
+    run_dir = home / "runs" / "r1"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "ok.pt").write_bytes(b"x")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("no")
+    os.symlink(secret, run_dir / "checkpoints" / "link.pt")
+    assert api.safe_run_file("r1", "checkpoints/ok.pt").read_bytes() == b"x"
+    for bad in ("../../secret.txt", str(secret), "checkpoints/link.pt", "checkpoints/../../r2/x"):
+        with pytest.raises(api.UnsafePath):
+            api.safe_run_file("r1", bad)
+    with pytest.raises(api.UnsafePath):
+        api.safe_run_file("../..", "secret.txt")

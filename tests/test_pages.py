@@ -1,0 +1,119 @@
+"""Every page headless with Streamlit's AppTest, on a fresh store (backend real, runs real and tiny)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from tests.support.waiting import wait_status
+from workbench import api
+
+TIMEOUT = 60
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def _app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    if page:
+        at.switch_page(page)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _button(at: AppTest, label: str):  # type: ignore[no-untyped-def]
+    return next(b for b in at.button if b.label == label)
+
+
+def _finished_run() -> api.RunRead:
+    cfg = api.validate_dict({"task": "linreg", "epochs": 3, "train_batch_size": 8, "learning_rate": 0.05})
+    run = api.launch_run(cfg, name="page-test", tags=["t1"])
+    return wait_status(run.id, ("completed", "failed"))
+
+
+def test_new_run_form_reports_every_error_with_its_field(home):
+    at = _app()
+    at.selectbox(key="task_picker").set_value("linreg").run()
+    gen = at.session_state["form_generation_linreg"]
+    at.number_input(key=f"linreg:{gen}:epochs").set_value(0)
+    at.text_input(key=f"linreg:{gen}:learning_rate").input("-1")
+    _button(at, "Validate").click().run()
+    assert not at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "`epochs`" in errors and "`learning_rate`" in errors
+    assert "nothing was launched" in errors
+    assert api.list_runs() == []
+
+
+def test_new_run_form_launches_a_run(home):
+    at = _app()
+    at.selectbox(key="task_picker").set_value("linreg").run()
+    gen = at.session_state["form_generation_linreg"]
+    at.number_input(key=f"linreg:{gen}:epochs").set_value(2)
+    at.text_input(key=f"run_name_linreg_{gen}").input("from-the-form")
+    _button(at, "Launch").click().run()
+    assert not at.exception, at.exception
+    runs = api.list_runs()
+    assert [r.name for r in runs] == ["from-the-form"]
+    assert runs[0].config["epochs"] == 2
+    assert at.session_state["selected_run"] == runs[0].id
+    wait_status(runs[0].id, ("completed", "failed"))
+
+
+def test_every_task_form_renders_and_validates_its_defaults(home):
+    at = _app()
+    for task in api.tasks():
+        at.selectbox(key="task_picker").set_value(task).run()
+        assert not at.exception, (task, at.exception)
+        _button(at, "Validate").click().run()
+        assert not at.exception, (task, at.exception)
+        assert not at.error, (task, [e.value for e in at.error])
+        assert any("valid" in s.value for s in at.success), task
+
+
+def test_runs_page_lists_and_filters(home):
+    run = _finished_run()
+    at = _app("pages/runs.py")
+    frame = at.dataframe[0].value
+    assert run.id in frame["id"].tolist()
+    assert frame.loc[frame.id == run.id, "status"].item() == "completed"
+    at.text_input(key="runs_text").input("no-such-run").run()
+    assert len(at.dataframe[0].value) == 0
+
+
+def test_dashboard_shows_status_charts_log_and_events(home):
+    run = _finished_run()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["selected_run"] = run.id
+    at.run()
+    at.switch_page("pages/dashboard.py").run()
+    assert not at.exception, at.exception
+    assert any("completed" in m.value for m in at.metric)
+    charts = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    assert len(charts) >= 3  # train/loss, train/lr, valid/loss
+    assert any("points" in c.value for c in at.caption)
+    assert any("completed" in c.value for c in at.code)  # the log tail
+
+
+def test_checkpoints_page_offers_a_download(home):
+    run = _finished_run()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["selected_run"] = run.id
+    at.run()
+    at.switch_page("pages/checkpoints.py").run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert "★" in table["best"].tolist()
+    assert at.get("download_button")
+
+
+def test_clone_fills_the_form(home):
+    run = _finished_run()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["clone_request"] = run.id
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="task_picker").value == "linreg"
+    assert any("clone of run" in c.value for c in at.caption)
