@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.11+) and install the workbench into it. Idempotent: a second run is quick.
+# Usage: scripts/setup.sh [--test]   (--test also installs pytest, Playwright and Debian's Chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+extras=""
+if [ "${1:-}" = "--test" ]; then
+  extras="[test]"
+  if [ ! -x /usr/bin/chromium ]; then
+    # Playwright cannot download its own browser here: use Debian's Chromium.
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+stamp=".venv/.installed$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torch is pinned (torch==2.13.0, a CPU build) in pyproject.toml: an unpinned torch pulls a multi-GB CUDA build
+  .venv/bin/python -m pip install -q -e ".$extras"
+  touch "$stamp"
+fi
