@@ -139,7 +139,12 @@ def read_since(engine: Engine, *, run_id: str, after_id: int = 0, keys: list[str
         q = q.where(Metric.key.in_(keys))  # type: ignore[attr-defined]
     with engine.connect() as conn:
         rows = conn.execute(q.order_by(Metric.id)).all()
-    return pd.DataFrame(rows, columns=["id", "key", "step", "value", "wall"])
+    return _frame(rows, ["id", "key", "step", "value", "wall"])
+
+
+def _frame(rows: list, columns: list[str]) -> pd.DataFrame:
+    # plain tuples: pandas probes SQLAlchemy Row objects attribute by attribute, ~10x slower
+    return pd.DataFrame.from_records([tuple(r) for r in rows], columns=columns)
 
 
 @dataclass
@@ -169,7 +174,7 @@ def read_series(engine: Engine, *, run_id: str, key: str, max_points: int = 2000
                 text("SELECT step, value, value, value, wall FROM metric WHERE run_id = :r AND key = :k ORDER BY step, id"),
                 params,
             ).all()
-            return Series(pd.DataFrame(rows, columns=SERIES_COLUMNS), int(n), False)
+            return Series(_frame(rows, SERIES_COLUMNS), int(n), False)
         width = max(1, -(-(hi - lo + 1) // max_points))  # ceil: at most max_points buckets
         level = next((lv for lv in range(MIN_LEVEL, MAX_LEVEL + 1) if 4**lv >= width), None)
         if level is None or width < 4**MIN_LEVEL:
@@ -189,4 +194,4 @@ def read_series(engine: Engine, *, run_id: str, key: str, max_points: int = 2000
                 ),
                 {**params, "lv": level},
             ).all()
-    return Series(pd.DataFrame(rows, columns=SERIES_COLUMNS), int(n), True)
+    return Series(_frame(rows, SERIES_COLUMNS), int(n), True)

@@ -96,6 +96,7 @@ class MetricRollup(SQLModel, table=True):
     most a few thousand rows instead of scanning the series (see store/metrics.read_series)."""
 
     __tablename__ = "metric_rollup"
+    __table_args__ = {"sqlite_with_rowid": False}  # rows live in the primary-key b-tree: range reads, no lookups
     run_id: str = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
     key: str = Field(primary_key=True)
     level: int = Field(primary_key=True)
