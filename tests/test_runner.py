@@ -133,3 +133,26 @@ def test_cancel_of_queued_run_is_immediate(home, monkeypatch):
     assert api.get_run(second.id).status == "cancelled"
     api.cancel_run(first.id)
     wait_status(first.id, ("cancelled",))
+
+
+def test_nproc_per_node_2_runs_under_torchrun_with_gloo(home):
+    run = api.launch_run(_cfg(epochs=2, nproc_per_node=2))
+    done = wait_status(run.id, ("completed", "failed", "lost"), timeout=120)
+    assert done.status == "completed", (done.error, done.traceback)
+    log = (api.run_dir(run.id) / "train.log").read_text()
+    assert "world size 2" in log and "[rank 1]" in log
+    # only rank 0 writes to the store: one series, not two interleaved
+    assert api.series(run.id, "train/loss").total_points == 40
+
+
+def test_a_run_that_ignores_cancel_is_killed_after_the_grace_period(home, monkeypatch):
+    from workbench.settings import reset_settings
+
+    monkeypatch.setenv("WORKBENCH_CANCEL_GRACE_S", "2")
+    reset_settings()
+    run = api.launch_run(_cfg(epochs=500, step_sleep_s=0.02, ignore_stop=True))
+    _wait_running_with_steps(run.id, 3)
+    api.cancel_run(run.id)
+    done = wait_status(run.id, ("cancelled", "failed"), timeout=30)
+    assert done.status == "cancelled"
+    assert done.exit_signal == signal.SIGKILL and "SIGKILL" in done.error

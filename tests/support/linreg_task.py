@@ -22,6 +22,7 @@ class LinRegConfig(CommonTrainingSettings):
     step_sleep_s: float = Field(0.0, ge=0, description="Sleep per step (to make runs last long enough to cancel).")
     fail_at_step: int | None = Field(None, description="Raise an error at this global step (failure tests).")
     n_features: int = Field(4, ge=1, description="Input features.")
+    ignore_stop: bool = Field(False, description="Never look at should_stop() (tests the SIGKILL after the grace period).")
 
 
 def run(cfg: LinRegConfig, ctx) -> None:  # type: ignore[no-untyped-def]
@@ -58,7 +59,7 @@ def run(cfg: LinRegConfig, ctx) -> None:  # type: ignore[no-untyped-def]
             ctx.progress(step, total, "steps")
             if cfg.step_sleep_s:
                 time.sleep(cfg.step_sleep_s)
-            if ctx.should_stop():
+            if ctx.should_stop() and not cfg.ignore_stop:
                 ctx.checkpoints.save(state(epoch), step=step, epoch=epoch)
                 return
         with torch.no_grad():
