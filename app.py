@@ -12,5 +12,6 @@ pages = [
     st.Page("pages/runs.py", title="Runs"),
     st.Page("pages/dashboard.py", title="Dashboard"),
     st.Page("pages/checkpoints.py", title="Checkpoints"),
+    st.Page("pages/compare.py", title="Compare"),
 ]
 st.navigation(pages).run()

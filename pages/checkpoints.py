@@ -3,7 +3,7 @@
 import streamlit as st
 
 from workbench import api
-from workbench.ui.checkpoints import checkpoint_table, download_one
+from workbench.ui.checkpoints import bundle_download, checkpoint_table, download_one
 from workbench.ui.common import pick_run
 
 st.title("Checkpoints")
@@ -14,4 +14,8 @@ if run is not None:
         st.info("This run has no checkpoints yet.")
     else:
         chosen = checkpoint_table(ckpts)
-        download_one(run.id, chosen)
+        c1, c2 = st.columns(2)
+        with c1:
+            download_one(run.id, chosen)
+        with c2:
+            bundle_download(run.id)

@@ -4,7 +4,7 @@ import streamlit as st
 
 from workbench import api
 from workbench.ui.common import pick_run
-from workbench.ui.dashboard import live_panel, run_actions
+from workbench.ui.dashboard import live_panel, run_actions, run_info
 
 st.title("Dashboard")
 if flash := st.session_state.pop("flash", None):
@@ -16,6 +16,7 @@ if run is not None:
     x_axis = c2.radio("x axis", ["step", "wall"], horizontal=True, key="x_axis")
     with c3:
         run_actions(run)
+    run_info(run)
     live_panel(run.id, smoothing, x_axis, live=run.status in ("queued", "starting", "running"))
     with st.expander("Config"):
         st.code(api.to_yaml(api.run_config(run.id)), language="yaml")

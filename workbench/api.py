@@ -358,3 +358,95 @@ def checkpoint_download(run_id: str, checkpoint_id: int) -> tuple[str, bytes]:
 
 def reconcile() -> list[str]:
     return launch.reconcile(engine())
+
+
+# -- compare -----------------------------------------------------------------------------------------------------
+def compare_keys(run_ids: list[str]) -> list[str]:
+    """Metric keys logged by at least two of the runs (all keys for a single run), sorted."""
+    counts: dict[str, int] = {}
+    for run_id in run_ids:
+        for key in metric_keys(run_id):
+            counts[key] = counts.get(key, 0) + 1
+    need = 2 if len(run_ids) > 1 else 1
+    return sorted(k for k, n in counts.items() if n >= need)
+
+
+def compare_series(run_ids: list[str], key: str, max_points: int = 2000) -> pd.DataFrame:
+    """One metric of several runs, each downsampled like the dashboard; columns run, step, value, vmin, vmax,
+    wall, elapsed_s (seconds since the run's first point of this key), downsampled, total_points."""
+    frames = []
+    for run_id in run_ids:
+        s = series(run_id, key, max_points=max_points)
+        if s.frame.empty:
+            continue
+        f = s.frame.copy()
+        f["run"] = run_id
+        f["elapsed_s"] = f["wall"] - f["wall"].min()
+        f["downsampled"] = s.downsampled
+        f["total_points"] = s.total_points
+        frames.append(f)
+    columns = ["run", "step", "value", "vmin", "vmax", "wall", "elapsed_s", "downsampled", "total_points"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
+def compare_configs(run_ids: list[str], only_differing: bool = True) -> pd.DataFrame:
+    from workbench.compare import config_diff
+
+    eng = engine()
+    return config_diff({r: run_store.get_run(eng, r).config for r in run_ids}, only_differing=only_differing)
+
+
+def compare_summary(run_ids: list[str]) -> pd.DataFrame:
+    from workbench.compare import summary_table
+
+    runs = [get_run(r) for r in run_ids]
+    modes = {r.monitor_key: r.monitor_mode for r in runs if r.monitor_key and r.monitor_mode}
+    return summary_table(runs, metric_summaries([r.id for r in runs]), modes)
+
+
+# -- bundles and forks -------------------------------------------------------------------------------------------
+def run_bundle(run_id: str) -> tuple[str, bytes]:
+    """A zip of the run: config.yaml, metrics.csv, train.log, and its best and latest checkpoints."""
+    run = get_run(run_id)
+    folder = run_dir(run.id)
+    ckpts = [c for c in checkpoints(run.id) if c.kind == "checkpoint"]
+    chosen = {c.id: c for c in ckpts if c.is_best}
+    if ckpts:
+        chosen[ckpts[-1].id] = ckpts[-1]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{run.id}/config.yaml", to_yaml(run_config(run.id)))
+        zf.writestr(f"{run.id}/metrics.csv", metrics_since(run.id).drop(columns=["id"]).to_csv(index=False))
+        log = folder / "train.log"
+        if log.exists():
+            zf.write(safe_run_file(run.id, "train.log"), f"{run.id}/train.log")
+        for c in chosen.values():
+            try:
+                zf.write(safe_run_file(run.id, c.path), f"{run.id}/{c.path}")
+            except FileNotFoundError:
+                continue  # retention removed it between the listing and now
+    return f"{run.id}-bundle.zip", buf.getvalue()
+
+
+def fork_run(run_id: str, checkpoint_id: int, cfg: BaseModel, *, name: str | None = None, tags: list[str] | None = None) -> RunRead:
+    """A new run whose weights start from `checkpoint_id` of `run_id`, with a possibly edited config."""
+    eng = engine()
+    parent = run_store.get_run(eng, run_id)
+    ckpt = ckpt_store.get_checkpoint(eng, checkpoint_id=checkpoint_id)
+    if ckpt is None or ckpt.run_id != parent.id:
+        raise FileNotFoundError(f"run {run_id} has no checkpoint #{checkpoint_id}")
+    if cfg.task != parent.task:  # type: ignore[attr-defined]
+        raise ValueError(f"a fork keeps the task: {parent.task}, not {cfg.task}")  # type: ignore[attr-defined]
+    safe_run_file(parent.id, ckpt.path)
+    return launch_run(
+        cfg,
+        name=name or f"{parent.name}-fork",
+        tags=tags,
+        notes=f"forked from {parent.id} checkpoint #{checkpoint_id} (step {ckpt.step})",
+        parent_run_id=parent.id,
+        parent_checkpoint_id=checkpoint_id,
+    )
+
+
+def forks_of(run_id: str) -> list[RunRead]:
+    return run_store.list_runs(engine(), parent_run_id=run_id, limit=10_000)

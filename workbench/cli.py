@@ -152,6 +152,28 @@ def show(run_id: str, as_json: Annotated[bool, typer.Option("--json", help="JSON
 
 
 @app.command()
+def compare(
+    run_ids: list[str],
+    all_settings: Annotated[bool, typer.Option("--all", help="Show every setting, not only the differing ones")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+) -> None:
+    """Compare runs: config differences and the last/best value of every metric."""
+    try:
+        ids = [api.get_run(r).id for r in run_ids]
+    except api.RunNotFound as exc:
+        _fail(str(exc))
+    diff = api.compare_configs(ids, only_differing=not all_settings)
+    table = api.compare_summary(ids)
+    if as_json:
+        typer.echo(json.dumps({"config_diff": diff.to_dict("records"), "summary": json.loads(table.to_json(orient="records"))}, indent=2))
+        return
+    typer.echo("config differences:" if not all_settings else "config:")
+    typer.echo(diff.to_string(index=False) if len(diff) else "  (identical)")
+    typer.echo("\nmetrics (last / best):")
+    typer.echo(table.set_index("run").T.to_string())
+
+
+@app.command()
 def cancel(run_id: str) -> None:
     """Cancel a run (it saves a checkpoint first)."""
     typer.echo(f"{run_id}: {api.cancel_run(run_id)}")

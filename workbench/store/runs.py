@@ -100,6 +100,7 @@ def list_runs(
     text: str | None = None,
     tag: str | None = None,
     since: float | None = None,
+    parent_run_id: str | None = None,
     limit: int = 500,
 ) -> list[RunRead]:
     with session(engine) as s:
@@ -113,6 +114,8 @@ def list_runs(
             q = q.where(or_(Run.id.like(like), Run.name.like(like), Run.notes.like(like), Run.owner.like(like)))  # type: ignore[attr-defined,union-attr]
         if since is not None:
             q = q.where(Run.created_at >= since)
+        if parent_run_id is not None:
+            q = q.where(Run.parent_run_id == parent_run_id)
         q = q.order_by(Run.created_at.desc()).limit(limit)  # type: ignore[attr-defined]
         runs = [RunRead.model_validate(r, from_attributes=True) for r in s.exec(q).all()]
         if tag:

@@ -56,3 +56,15 @@ def download_one(run_id: str, ckpt: api.CheckpointRead) -> None:
         key=f"dl_{ckpt.id}",
     )
     st.caption("Load it with `torch.load(path, weights_only=True)`: tensors and plain values only.")
+
+
+def bundle_download(run_id: str) -> None:
+    name, data = api.run_bundle(run_id)
+    st.download_button(
+        f"Download run bundle ({len(data) / 1e6:.2f} MB)",
+        data,
+        file_name=name,
+        mime="application/zip",
+        key=f"bundle_{run_id}",
+        help="config.yaml, metrics.csv, train.log, and the best and latest checkpoints, in one zip",
+    )

@@ -60,3 +60,21 @@ def log_and_events(run_id: str) -> None:
         events = api.events(run_id)
         frame = pd.DataFrame([{"time": fmt_time(e.time), "event": e.kind, "message": e.message} for e in events])
         st.dataframe(frame, hide_index=True, use_container_width=True)
+
+
+def run_info(run: api.RunRead) -> None:
+    """Rename, tag and annotate a run; show where it came from and what came of it."""
+    with st.expander("Run info: name, tags, notes, lineage"):
+        with st.form(f"info_{run.id}"):
+            name = st.text_input("Name", value=run.name)
+            tags = st.text_input("Tags (comma separated)", value=", ".join(run.tags))
+            notes = st.text_area("Notes", value=run.notes)
+            if st.form_submit_button("Save"):
+                api.update_run_info(run.id, name=name, tags=tags.split(","), notes=notes)
+                st.rerun()
+        st.caption(f"owner {run.owner or '-'} · attempt {run.attempt} · created {fmt_time(run.created_at)}")
+        if run.parent_run_id:
+            st.markdown(f"Forked from run `{run.parent_run_id}` checkpoint #{run.parent_checkpoint_id}")
+        forks = api.forks_of(run.id)
+        if forks:
+            st.markdown("Forks: " + ", ".join(f"`{f.id}` ({f.status})" for f in forks))

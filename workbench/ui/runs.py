@@ -26,7 +26,7 @@ def selected_actions(chosen: list[api.RunRead]) -> None:
         return
     ids = ", ".join(r.id for r in chosen)
     st.markdown(f"**Selected:** {ids}")
-    cols = st.columns(5)
+    cols = st.columns(6)
     first = chosen[0]
     if cols[0].button("Open dashboard", disabled=len(chosen) != 1):
         st.session_state[SELECTED_RUN] = first.id
@@ -44,7 +44,10 @@ def selected_actions(chosen: list[api.RunRead]) -> None:
     if cols[3].button("Clone into form", disabled=len(chosen) != 1):
         st.session_state[CLONE_REQUEST] = first.id
         st.switch_page("pages/new_run.py")
-    with cols[4].popover("Delete"):
+    if cols[4].button("Compare", disabled=len(chosen) < 2):
+        st.session_state["compare_runs"] = [r.id for r in chosen]
+        st.switch_page("pages/compare.py")
+    with cols[5].popover("Delete"):
         st.write(f"Delete {len(chosen)} run(s) with all their files and rows?")
         if st.button("Delete for good", type="primary"):
             for r in chosen:

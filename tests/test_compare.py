@@ -1,0 +1,90 @@
+"""Comparing runs, bundles and forks."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+from streamlit.testing.v1 import AppTest
+
+from tests.support.waiting import wait_status
+from workbench import api
+from workbench.compare import config_diff, flatten
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_flatten_and_diff_nested_configs():
+    a = {"lr": 0.1, "neg": {"distribution": "uniform", "sample_num": 1}, "topk": [10, 20], "clip": None}
+    b = {"lr": 0.1, "neg": {"distribution": "popularity", "sample_num": 1}, "topk": [10], "extra": 3, "clip": None}
+    assert flatten(a) == {"lr": 0.1, "neg.distribution": "uniform", "neg.sample_num": 1, "topk": [10, 20], "clip": None}
+    diff = config_diff({"A": a, "B": b})
+    assert diff["setting"].tolist() == ["extra", "neg.distribution", "topk"]
+    assert diff.set_index("setting").loc["extra"].tolist() == ["—", "3"]
+    assert diff.set_index("setting").loc["topk"].tolist() == ["[10, 20]", "[10]"]
+    full = config_diff({"A": a, "B": b}, only_differing=False)
+    assert len(full) == 6
+
+
+def _run(**overrides) -> api.RunRead:  # type: ignore[no-untyped-def]
+    cfg = api.validate_dict({"task": "linreg", "train_batch_size": 8, "epochs": 2, **overrides})
+    run = api.launch_run(cfg, name=f"lr{cfg.learning_rate}")
+    return wait_status(run.id, ("completed", "failed"))
+
+
+def test_compare_tables_cli_and_page(home):
+    a, b = _run(learning_rate=0.05), _run(learning_rate=0.01)
+    assert api.compare_keys([a.id, b.id]) == ["train/loss", "train/lr", "valid/loss"]
+    frame = api.compare_series([a.id, b.id], "train/loss")
+    assert set(frame.run) == {a.id, b.id} and len(frame) == 80
+    table = api.compare_summary([a.id, b.id]).set_index("run")
+    assert table.loc[a.id, "train/lr last"] == 0.05
+    assert table.loc[b.id, "valid/loss best"] == api.get_run(b.id).best_value
+    diff = api.compare_configs([a.id, b.id])
+    assert diff["setting"].tolist() == ["learning_rate"]
+
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "compare", a.id, b.id, "--json"], capture_output=True, text=True, check=True, cwd=ROOT)
+    data = json.loads(out.stdout)
+    assert data["config_diff"][0]["setting"] == "learning_rate" and len(data["summary"]) == 2
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state["compare_runs"] = [a.id, b.id]
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, at.exception
+    assert len(at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")) == 3
+    assert any("learning_rate" in df.value.to_string() for df in at.dataframe)
+
+
+def test_bundle_has_config_metrics_log_and_checkpoints(home):
+    run = _run(epochs=4, keep_ckpt=1)
+    name, data = api.run_bundle(run.id)
+    assert name.endswith(".zip")
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = set(zf.namelist())
+        assert {f"{run.id}/config.yaml", f"{run.id}/metrics.csv", f"{run.id}/train.log"} <= names
+        ckpts = [n for n in names if n.endswith(".pt")]
+        assert 1 <= len(ckpts) <= 2  # best and latest (the same file when the last one is the best)
+        state = torch.load(io.BytesIO(zf.read(ckpts[0])), weights_only=True)
+        assert "model" in state
+        assert "train/loss" in zf.read(f"{run.id}/metrics.csv").decode()
+
+
+def test_fork_records_lineage_and_starts_from_the_checkpoint(home):
+    parent = _run(epochs=3, learning_rate=0.05)
+    ckpt = next(c for c in api.checkpoints(parent.id) if c.is_best)
+    cfg = api.run_config(parent.id).model_copy(update={"learning_rate": 0.001, "epochs": 1})
+    child = api.fork_run(parent.id, ckpt.id, cfg, name="child")
+    assert child.parent_run_id == parent.id and child.parent_checkpoint_id == ckpt.id
+    done = wait_status(child.id, ("completed", "failed"))
+    assert done.status == "completed", done.error
+    # it started from trained weights: its first loss is already near the parent's final loss, not the initial one
+    first_child = api.series(child.id, "train/loss").frame.value.iloc[0]
+    first_parent = api.series(parent.id, "train/loss").frame.value.iloc[0]
+    assert first_child < first_parent / 10
+    assert [f.id for f in api.forks_of(parent.id)] == [child.id]

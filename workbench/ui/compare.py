@@ -1,0 +1,73 @@
+"""Compare page pieces: stable run colours, overlay charts, config diff, summary table."""
+
+from __future__ import annotations
+
+import hashlib
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from workbench import api
+from workbench.ui.charts import group_keys, smooth_ema
+
+PALETTE = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+]  # fmt: skip
+X_FIELDS = {"step": "step:Q", "wall time": "wall:T", "elapsed": "elapsed_s:Q"}
+
+
+def run_colour(run_id: str) -> str:
+    """The same colour for a run on every chart and every visit (hash of its id, not its position)."""
+    return PALETTE[int(hashlib.sha1(run_id.encode()).hexdigest(), 16) % len(PALETTE)]
+
+
+def overlay_chart(frame: pd.DataFrame, key: str, smoothing: float, x: str) -> alt.Chart:
+    df = frame.copy()
+    df["smoothed"] = df.groupby("run", sort=False)["value"].transform(lambda v: pd.Series(smooth_ema(v.to_numpy(), smoothing), index=v.index))
+    if x == "wall time":
+        df["wall"] = pd.to_datetime(df["wall"], unit="s")
+    runs = list(dict.fromkeys(df["run"]))
+    color = alt.Color("run:N", scale=alt.Scale(domain=runs, range=[run_colour(r) for r in runs]), legend=alt.Legend(orient="bottom"))
+    base = alt.Chart(df).encode(x=alt.X(X_FIELDS[x], title=x), color=color)
+    layers = []
+    if df["downsampled"].any():
+        layers.append(base.mark_area(opacity=0.12).encode(y="vmin:Q", y2="vmax:Q"))
+    if smoothing > 0:
+        layers.append(base.mark_line(opacity=0.25).encode(y=alt.Y("value:Q", title=key, scale=alt.Scale(zero=False))))
+        layers.append(base.mark_line().encode(y="smoothed:Q", tooltip=["run", "step", "value", "smoothed"]))
+    else:
+        layers.append(base.mark_line().encode(y=alt.Y("value:Q", title=key, scale=alt.Scale(zero=False)), tooltip=["run", "step", "value"]))
+    shown = len(df)
+    total = int(df.groupby("run")["total_points"].first().sum())
+    return alt.layer(*layers).properties(title=f"{key}  ({shown:,} of {total:,} points)", height=240)
+
+
+def overlays(run_ids: list[str], smoothing: float, x: str) -> None:
+    keys = api.compare_keys(run_ids)
+    if not keys:
+        st.info("These runs share no metric yet.")
+        return
+    for phase, group in group_keys(keys).items():
+        st.subheader(phase)
+        cols = st.columns(min(2, len(group)))
+        for i, key in enumerate(group):
+            frame = api.compare_series(run_ids, key)
+            with cols[i % len(cols)]:
+                st.altair_chart(overlay_chart(frame, key, smoothing, x), use_container_width=True)
+
+
+def config_diff(run_ids: list[str]) -> None:
+    show_all = st.toggle("Show all settings (not only the differing ones)", key="diff_all")
+    diff = api.compare_configs(run_ids, only_differing=not show_all)
+    if diff.empty:
+        st.success("The configs are identical.")
+    else:
+        st.dataframe(diff, hide_index=True, use_container_width=True)
+
+
+def summary(run_ids: list[str]) -> None:
+    table = api.compare_summary(run_ids)
+    st.dataframe(table, hide_index=True, use_container_width=True)
+    st.download_button("Export table as CSV", table.to_csv(index=False), file_name="compare.csv", mime="text/csv")
