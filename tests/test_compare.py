@@ -88,3 +88,21 @@ def test_fork_records_lineage_and_starts_from_the_checkpoint(home):
     first_parent = api.series(parent.id, "train/loss").frame.value.iloc[0]
     assert first_child < first_parent / 10
     assert [f.id for f in api.forks_of(parent.id)] == [child.id]
+
+
+def test_evaluate_job_through_the_cli(home, tmp_path):
+    run = _run(epochs=2, learning_rate=0.05)
+    seed_file = tmp_path / "seed.txt"
+    seed_file.write_text("123")
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "eval", run.id, "--data", str(seed_file), "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    best = next(c for c in api.checkpoints(run.id) if c.is_best)
+    assert result["checkpoint"] == best.id
+    assert 0 <= result["metrics"]["test/loss"] < 0.1
+    (job,) = api.evaluations_of(run.id)
+    assert job.kind == "evaluate" and job.status == "completed" and job.eval_data == str(seed_file)
+    assert api.forks_of(run.id) == []

@@ -187,6 +187,7 @@ def runs_frame(runs: list[RunRead]) -> pd.DataFrame:
                 "id": r.id,
                 "name": r.name,
                 "task": r.task,
+                "kind": r.kind,
                 "status": r.status,
                 "started": pd.to_datetime(r.started_at or r.created_at, unit="s", utc=True).tz_convert(None),
                 "duration_s": round(((r.ended_at or now) - r.started_at), 1) if r.started_at else None,
@@ -198,7 +199,7 @@ def runs_frame(runs: list[RunRead]) -> pd.DataFrame:
                 "attempt": r.attempt,
             }
         )
-    return pd.DataFrame(rows, columns=["id", "name", "task", "status", "started", "duration_s", "best", "metric", "progress", "tags", "owner", "attempt"])
+    return pd.DataFrame(rows, columns=["id", "name", "task", "kind", "status", "started", "duration_s", "best", "metric", "progress", "tags", "owner", "attempt"])
 
 
 def _fraction(r: RunRead) -> float | None:
@@ -448,5 +449,44 @@ def fork_run(run_id: str, checkpoint_id: int, cfg: BaseModel, *, name: str | Non
     )
 
 
-def forks_of(run_id: str) -> list[RunRead]:
+def children_of(run_id: str) -> list[RunRead]:
     return run_store.list_runs(engine(), parent_run_id=run_id, limit=10_000)
+
+
+def forks_of(run_id: str) -> list[RunRead]:
+    return [r for r in children_of(run_id) if r.kind == "train"]
+
+
+# -- evaluation jobs ---------------------------------------------------------------------------------------------
+def evaluate_checkpoint(run_id: str, checkpoint_id: int | None = None, data_path: str | None = None) -> RunRead:
+    """Queue an evaluation job: the checkpoint (default: the best, else the latest) of `run_id` on its config's
+    test split, or on `data_path`. It runs in the background like a training run; its metrics are its results."""
+    eng = engine()
+    parent = run_store.get_run(eng, run_id)
+    ckpts = [c for c in checkpoints(parent.id) if c.kind == "checkpoint"]
+    if checkpoint_id is None:
+        chosen = next((c for c in ckpts if c.is_best), ckpts[-1] if ckpts else None)
+        if chosen is None:
+            raise FileNotFoundError(f"run {parent.id} has no checkpoint to evaluate")
+        checkpoint_id = chosen.id
+    ckpt = ckpt_store.get_checkpoint(eng, checkpoint_id=checkpoint_id)
+    if ckpt is None or ckpt.run_id != parent.id:
+        raise FileNotFoundError(f"run {parent.id} has no checkpoint #{checkpoint_id}")
+    if data_path is not None and not Path(data_path).exists():
+        raise FileNotFoundError(f"evaluation data not found: {data_path}")
+    cfg = run_config(parent.id)
+    return launch.create(
+        eng,
+        cfg,
+        name=f"eval {parent.name} #{checkpoint_id}",
+        owner=_user(),
+        notes=f"evaluation of {parent.id} checkpoint #{checkpoint_id} (step {ckpt.step})",
+        parent_run_id=parent.id,
+        parent_checkpoint_id=checkpoint_id,
+        kind="evaluate",
+        eval_data=str(Path(data_path).resolve()) if data_path else None,
+    )
+
+
+def evaluations_of(run_id: str) -> list[RunRead]:
+    return [r for r in children_of(run_id) if r.kind == "evaluate"]

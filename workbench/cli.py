@@ -173,6 +173,32 @@ def compare(
     typer.echo(table.set_index("run").T.to_string())
 
 
+@app.command("eval")
+def eval_cmd(
+    run_id: str,
+    checkpoint: Annotated[Optional[int], typer.Option(help="Checkpoint id (default: the best, else the latest)")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Evaluate on this data instead of the config's test split")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
+) -> None:
+    """Evaluate a checkpoint in the background, wait for it, and print its metrics."""
+    try:
+        job = api.evaluate_checkpoint(run_id, checkpoint, str(data) if data else None)
+    except (api.RunNotFound, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(f"evaluation {job.id} of {run_id} queued", err=True)
+    while (job := api.get_run(job.id)).status not in ("completed", "failed", "cancelled", "lost"):
+        time.sleep(0.5)
+    if job.status != "completed":
+        _fail(f"evaluation {job.id} {job.status}: {job.error}", 1)
+    summary = api.metric_summaries([job.id])
+    metrics = {row["key"]: row["last"] for row in summary.to_dict("records")}
+    if as_json:
+        typer.echo(json.dumps({"evaluation": job.id, "run": run_id, "checkpoint": job.parent_checkpoint_id, "metrics": metrics}, indent=2))
+    else:
+        for key, value in sorted(metrics.items()):
+            typer.echo(f"{key:30s} {value:.4f}")
+
+
 @app.command()
 def cancel(run_id: str) -> None:
     """Cancel a run (it saves a checkpoint first)."""

@@ -54,6 +54,8 @@ def create(
     notes: str = "",
     parent_run_id: str | None = None,
     parent_checkpoint_id: int | None = None,
+    kind: str = "train",
+    eval_data: str | None = None,
 ) -> RunRead:
     """Insert the run as `queued`, write its config.yaml, and let the scheduler start it when a slot is free."""
     task = cfg.task  # type: ignore[attr-defined]
@@ -69,6 +71,8 @@ def create(
         notes=notes,
         parent_run_id=parent_run_id,
         parent_checkpoint_id=parent_checkpoint_id,
+        kind=kind,
+        eval_data=eval_data,
     )
     folder = run_dir(run.id)
     folder.mkdir(parents=True, exist_ok=True)

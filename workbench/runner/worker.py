@@ -123,7 +123,10 @@ def main(run_id: str) -> int:
     if resume_state is not None:
         logger.info("resuming from the latest checkpoint (step %s)", resume_state.get("step"))
     try:
-        spec.run(cfg, ctx)
+        if run.kind == "evaluate":
+            _evaluate(spec, cfg, ctx, run)
+        else:
+            spec.run(cfg, ctx)
         ctx.close()
     except Exception as exc:
         ctx.close()
@@ -135,6 +138,24 @@ def main(run_id: str) -> int:
             runs.transition(engine, run.id, "completed", expect=("running",), phase=None)
     logger.info("run %s %s", run.id, "cancelled" if ctx.should_stop() else "completed")
     return 0
+
+
+def _evaluate(spec: Any, cfg: Any, ctx: RunContext, run: runs.RunRead) -> None:
+    """An evaluation job: the parent checkpoint (ctx.init_state) on the config's test split or `eval_data`."""
+    from workbench.tasks.spec import load_target
+
+    if spec.evaluate_target is None:
+        raise RuntimeError(f"the {spec.name} task cannot evaluate checkpoints")
+    if ctx.init_state is None:
+        raise RuntimeError("an evaluation needs a checkpoint to evaluate")
+    step = int(ctx.init_state.get("step", 0))
+    ctx.progress(0, 1, "evaluations")
+    ctx.phase(f"evaluating checkpoint #{run.parent_checkpoint_id} on {run.eval_data or 'the test split'}")
+    metrics = load_target(spec.evaluate_target)(cfg, ctx.init_state, run.eval_data, ctx)
+    ctx.log(metrics, step)
+    ctx.logger.info("evaluation: %s", ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items())))
+    ctx.progress(1, 1, "evaluations")
+    ctx.phase(None)
 
 
 def _fail(engine: Any, run_id: str, exc: BaseException, is_main: bool, logger: logging.Logger) -> int:

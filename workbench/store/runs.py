@@ -50,8 +50,12 @@ def create_run(
     notes: str = "",
     parent_run_id: str | None = None,
     parent_checkpoint_id: int | None = None,
+    kind: str = "train",
+    eval_data: str | None = None,
 ) -> RunRead:
     run = Run(
+        kind=kind,
+        eval_data=eval_data,
         id=new_run_id(task),
         name=name,
         task=task,
@@ -71,7 +75,8 @@ def create_run(
         s.commit()
         s.refresh(run)
         out = RunRead.model_validate(run, from_attributes=True)
-    add_event(engine, run_id=out.id, kind="queued", message=f"{task} run created")
+    what = "evaluation" if kind == "evaluate" else "run"
+    add_event(engine, run_id=out.id, kind="queued", message=f"{task} {what} created")
     return out
 
 
