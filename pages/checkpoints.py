@@ -1,9 +1,17 @@
-"""Checkpoints: a run's checkpoints and outputs, with metrics at save time, size, best marker, download."""
+"""Checkpoints: a run's checkpoints and outputs; download, bundle, evaluate, fork, compare, upload."""
 
 import streamlit as st
 
 from workbench import api
-from workbench.ui.checkpoints import bundle_download, checkpoint_table, download_one
+from workbench.ui.checkpoints import (
+    bundle_download,
+    checkpoint_table,
+    compare_section,
+    download_one,
+    evaluate_section,
+    fork_section,
+    upload_section,
+)
 from workbench.ui.common import pick_run
 
 st.title("Checkpoints")
@@ -19,3 +27,12 @@ if run is not None:
             download_one(run.id, chosen)
         with c2:
             bundle_download(run.id)
+        tab_eval, tab_fork, tab_compare = st.tabs(["Evaluate", "Fork", "Compare checkpoints"])
+        with tab_eval:
+            evaluate_section(run, chosen)
+        with tab_fork:
+            fork_section(run, chosen)
+        with tab_compare:
+            compare_section(run, ckpts)
+    with st.expander("Upload a checkpoint"):
+        upload_section(run)

@@ -106,3 +106,28 @@ def test_evaluate_job_through_the_cli(home, tmp_path):
     (job,) = api.evaluations_of(run.id)
     assert job.kind == "evaluate" and job.status == "completed" and job.eval_data == str(seed_file)
     assert api.forks_of(run.id) == []
+
+
+def test_checkpoint_tensor_diff_and_import(home):
+    run = _run(epochs=3, learning_rate=0.05, keep_ckpt=5)
+    ckpts = [c for c in api.checkpoints(run.id) if c.kind == "checkpoint"]
+    diffs = api.compare_checkpoint_tensors(ckpts[0].id, ckpts[-1].id).set_index("tensor")
+    assert set(diffs.index) == {"weight", "bias"}
+    assert diffs.loc["weight", "l2_distance"] > 0 and diffs.loc["weight", "shape"] == "(1, 4)"
+    same = api.compare_checkpoint_tensors(ckpts[0].id, ckpts[0].id)
+    assert (same.l2_distance == 0).all()
+    metrics = api.compare_checkpoint_metrics([c.id for c in ckpts])
+    assert metrics["valid/loss"].notna().all()
+
+    good = api.checkpoint_download(run.id, ckpts[-1].id)[1]
+    imported = api.import_checkpoint(api.run_config(run.id), "elsewhere.pt", good)
+    assert imported.kind == "import" and imported.status == "completed"
+    (ic,) = api.checkpoints(imported.id)
+    assert api.compare_checkpoint_tensors(ic.id, ckpts[-1].id).l2_distance.max() == 0
+
+    wrong = io.BytesIO()
+    torch.save({"model": {"weight": torch.zeros(1, 7), "bias": torch.zeros(1)}}, wrong)
+    with __import__("pytest").raises(ValueError, match=r"shape \(1, 7\).*\(1, 4\)"):
+        api.import_checkpoint(api.run_config(run.id), "wrong.pt", wrong.getvalue())
+    with __import__("pytest").raises(ValueError, match="weights_only"):
+        api.import_checkpoint(api.run_config(run.id), "junk.pt", b"not a checkpoint")

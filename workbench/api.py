@@ -490,3 +490,80 @@ def evaluate_checkpoint(run_id: str, checkpoint_id: int | None = None, data_path
 
 def evaluations_of(run_id: str) -> list[RunRead]:
     return [r for r in children_of(run_id) if r.kind == "evaluate"]
+
+
+# -- checkpoint comparison and import ----------------------------------------------------------------------------
+def _checkpoint_state(checkpoint_id: int) -> tuple[CheckpointRead, dict[str, Any]]:
+    from workbench.runner.checkpoints import load_checkpoint_file
+
+    ckpt = ckpt_store.get_checkpoint(engine(), checkpoint_id=checkpoint_id)
+    if ckpt is None:
+        raise FileNotFoundError(f"no checkpoint #{checkpoint_id}")
+    path = safe_run_file(ckpt.run_id, ckpt.path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint #{checkpoint_id} is a folder output ({ckpt.kind}); pick a .pt checkpoint")
+    return ckpt, load_checkpoint_file(path)
+
+
+def compare_checkpoint_tensors(checkpoint_a: int, checkpoint_b: int) -> pd.DataFrame:
+    """Per-tensor L2 distance and relative change of the model weights between two checkpoints (any runs)."""
+    from workbench.runner.checkpoints import tensor_differences
+
+    _, a = _checkpoint_state(checkpoint_a)
+    _, b = _checkpoint_state(checkpoint_b)
+    if "model" not in a or "model" not in b:
+        raise ValueError("both checkpoints must hold a 'model' state dict")
+    return pd.DataFrame(tensor_differences(a["model"], b["model"]))
+
+
+def compare_checkpoint_metrics(checkpoint_ids: list[int]) -> pd.DataFrame:
+    """Metrics at save time of several checkpoints, side by side (one row per checkpoint)."""
+    eng = engine()
+    rows = []
+    for cid in checkpoint_ids:
+        c = ckpt_store.get_checkpoint(eng, checkpoint_id=cid)
+        if c is not None:
+            rows.append({"checkpoint": c.id, "run": c.run_id, "kind": c.kind, "step": c.step, "epoch": c.epoch, **c.metrics})
+    return pd.DataFrame(rows)
+
+
+def import_checkpoint(cfg: BaseModel, file_name: str, data: bytes, *, name: str | None = None) -> RunRead:
+    """Register a checkpoint produced elsewhere as an `import` run, so it can be evaluated or forked.
+
+    The file is read with torch.load(weights_only=True) and checked against the task's model (missing or
+    unexpected tensors, wrong shapes); nothing is stored if the check fails.
+    """
+    import torch
+
+    from workbench.runner.checkpoints import atomic_torch_save, sha256_of
+
+    spec = TASKS[cfg.task]  # type: ignore[attr-defined]
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{file_name}: not a checkpoint that loads with torch.load(weights_only=True): {exc}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ValueError(f"{file_name}: expected a dict with a 'model' state dict, got {type(state).__name__}")
+    if spec.check_target is not None:
+        from workbench.tasks.spec import load_target
+
+        problems = load_target(spec.check_target)(cfg, state)
+        if problems:
+            raise ValueError(f"{file_name} does not fit the {spec.name} model of this config:\n- " + "\n- ".join(problems))
+    eng = engine()
+    run = run_store.create_run(
+        eng, task=spec.name, name=name or f"import {file_name}", config=config_to_dict(cfg), monitor=spec.monitor(cfg),
+        owner=_user(), notes=f"imported from {file_name}", kind="import",
+    )  # fmt: skip
+    folder = run_dir(run.id)
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(config_to_yaml(cfg))
+    target = folder / "checkpoints" / "imported.pt"
+    atomic_torch_save(state, target)
+    step = int(state["step"]) if isinstance(state.get("step"), int) else 0
+    ckpt_store.add_checkpoint(
+        eng, run_id=run.id, path="checkpoints/imported.pt", kind="checkpoint", step=step, epoch=None, metrics={},
+        size_bytes=target.stat().st_size, sha256=sha256_of(target), created_at=time.time(),
+    )  # fmt: skip
+    run_store.mark_imported(eng, run.id)
+    return run_store.get_run(eng, run.id)

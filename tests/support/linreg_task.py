@@ -83,6 +83,14 @@ def evaluate(cfg: LinRegConfig, state: dict, data_path: str | None, ctx) -> dict
         return {"test/loss": torch.nn.functional.mse_loss(model(x).squeeze(-1), x @ true_w).item()}
 
 
+def check_state(cfg: LinRegConfig, state: dict) -> list[str]:
+    import torch
+
+    from workbench.runner.checkpoints import state_mismatches
+
+    return state_mismatches(torch.nn.Linear(cfg.n_features, 1).state_dict(), state["model"])
+
+
 SPEC = TaskSpec(
     name="linreg",
     title="Linear regression (test task)",
@@ -91,4 +99,5 @@ SPEC = TaskSpec(
     run_target="tests.support.linreg_task:run",
     monitor=lambda cfg: ("valid/loss", "min"),
     evaluate_target="tests.support.linreg_task:evaluate",
+    check_target="tests.support.linreg_task:check_state",
 )

@@ -244,3 +244,40 @@ def remove_path(path: Path) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
+
+
+def tensor_differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-tensor L2 distance and relative change between two state dicts (e.g. two checkpoints' "model").
+
+    Rows for tensors in only one side, or with different shapes, say so instead of a number.
+    """
+    import torch
+
+    rows: list[dict[str, Any]] = []
+    for name in sorted(set(a) | set(b)):
+        ta, tb = a.get(name), b.get(name)
+        row: dict[str, Any] = {"tensor": name, "shape": None, "numel": None, "l2_distance": None, "relative_change": None, "note": ""}
+        if not isinstance(ta, torch.Tensor) or not isinstance(tb, torch.Tensor):
+            row["note"] = "only in A" if tb is None else ("only in B" if ta is None else "not a tensor")
+        elif ta.shape != tb.shape:
+            row["note"] = f"shape {tuple(ta.shape)} vs {tuple(tb.shape)}"
+        else:
+            da, db = ta.detach().double().to_dense() if ta.is_sparse else ta.detach().double(), tb.detach().double()
+            dist = torch.linalg.vector_norm(da - db).item()
+            base = torch.linalg.vector_norm(da).item()
+            row.update(shape=str(tuple(ta.shape)), numel=ta.numel(), l2_distance=dist, relative_change=dist / base if base > 0 else None)
+        rows.append(row)
+    return rows
+
+
+def state_mismatches(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    """What keeps `got` from loading into a model whose state_dict is `expected`: missing, unexpected, shapes."""
+    import torch
+
+    problems = [f"missing tensor {k!r} {tuple(v.shape)}" for k, v in expected.items() if k not in got]
+    problems += [f"unexpected tensor {k!r}" for k in got if k not in expected]
+    for k, v in expected.items():
+        g = got.get(k)
+        if isinstance(g, torch.Tensor) and isinstance(v, torch.Tensor) and g.shape != v.shape:
+            problems.append(f"tensor {k!r} has shape {tuple(g.shape)}, the model expects {tuple(v.shape)}")
+    return problems

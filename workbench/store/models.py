@@ -46,14 +46,14 @@ class RunBase(SQLModel):
     cancel_requested: bool = False
     monitor_key: str | None = None
     monitor_mode: str | None = None
-    kind: str = "train"  # "train", or "evaluate": run a parent checkpoint on a data split, log its metrics
+    kind: str = "train"  # "train"; "evaluate": a parent checkpoint on a data split; "import": an uploaded checkpoint
     eval_data: str | None = None  # evaluate: a data path other than the config's (None = the config's test split)
 
 
 class Run(RunBase, table=True):
     __table_args__ = (
         CheckConstraint(f"status IN {RUN_STATUSES}", name="ck_run_status"),
-        CheckConstraint("kind IN ('train', 'evaluate')", name="ck_run_kind"),
+        CheckConstraint("kind IN ('train', 'evaluate', 'import')", name="ck_run_kind"),
         Index("ix_run_created", "created_at"),
     )
     id: str = Field(primary_key=True)

@@ -212,3 +212,13 @@ def count_by_status(engine: Engine) -> dict[str, int]:
 
 def is_active(status: str) -> bool:
     return status in ACTIVE_STATUSES
+
+
+def mark_imported(engine: Engine, run_id: str) -> None:
+    """An imported checkpoint's run never trains: it is complete the moment its file is stored."""
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            update(Run).where(and_(Run.id == run_id, Run.kind == "import", Run.status == "queued")).values(status="completed", started_at=now, ended_at=now)
+        )
+    add_event(engine, run_id=run_id, kind="completed", message="checkpoint imported")

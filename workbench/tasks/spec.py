@@ -34,6 +34,9 @@ class TaskSpec:
     data_commands: dict[str, str] = field(default_factory=dict)  # name -> "module:function"
     # optional "module:function" evaluate(cfg, checkpoint_state, data_path|None, ctx) -> dict[str, float]
     evaluate_target: str | None = None
+    # optional "module:function" check_state(cfg, state) -> list[str]: why an uploaded checkpoint does not fit
+    # this task's model (empty list: it fits). See runner.checkpoints.state_mismatches.
+    check_target: str | None = None
 
     def run(self, cfg: BaseModel, ctx: RunContext) -> None:
         _load(self.run_target)(cfg, ctx)

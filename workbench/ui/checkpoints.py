@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -68,3 +69,77 @@ def bundle_download(run_id: str) -> None:
         key=f"bundle_{run_id}",
         help="config.yaml, metrics.csv, train.log, and the best and latest checkpoints, in one zip",
     )
+
+
+def evaluate_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
+    st.markdown("**Evaluate**: run the chosen checkpoint on the test split, or on other data, in the background.")
+    data_path = st.text_input("Data path (empty: the config's test split)", key=f"eval_path_{run.id}")
+    if st.button(f"Evaluate checkpoint #{ckpt.id}", key=f"eval_{ckpt.id}"):
+        try:
+            job = api.evaluate_checkpoint(run.id, ckpt.id, data_path.strip() or None)
+            st.toast(f"evaluation {job.id} queued")
+        except (FileNotFoundError, ValueError) as exc:
+            st.error(str(exc))
+    jobs = api.evaluations_of(run.id)
+    if jobs:
+        table = api.compare_summary([j.id for j in jobs])
+        table.insert(1, "checkpoint", [j.parent_checkpoint_id for j in jobs])
+        st.dataframe(table.drop(columns=[c for c in table.columns if c.endswith(" best")]), hide_index=True, use_container_width=True)
+
+
+def fork_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
+    st.markdown("**Fork**: a new run that starts from this checkpoint's weights, with an edited config.")
+    with st.form(f"fork_{run.id}_{ckpt.id}"):
+        name = st.text_input("Name", value=f"{run.name}-fork")
+        text = st.text_area("Config (YAML)", value=api.to_yaml(api.run_config(run.id)), height=300)
+        if st.form_submit_button(f"Launch fork from checkpoint #{ckpt.id}"):
+            try:
+                cfg = api.validate_yaml(text, source="fork config")
+                child = api.fork_run(run.id, ckpt.id, cfg, name=name)
+            except api.ConfigError as exc:
+                st.error(str(exc))
+            except (FileNotFoundError, ValueError) as exc:
+                st.error(str(exc))
+            else:
+                st.success(f"Launched fork {child.id}")
+
+
+def compare_section(run: api.RunRead, ckpts: list[api.CheckpointRead]) -> None:
+    st.markdown("**Compare checkpoints** of this run, or with a checkpoint of another run of the same task.")
+    own = [c for c in ckpts if c.kind == "checkpoint"]
+    others = [r for r in api.list_runs(task=run.task, limit=200) if r.id != run.id]
+    pool = {c.id: f"#{c.id} {run.id} step {c.step}" for c in own}
+    for other in others[:30]:
+        for c in api.checkpoints(other.id):
+            if c.kind == "checkpoint":
+                pool[c.id] = f"#{c.id} {other.id} step {c.step}"
+    if len(pool) < 2:
+        st.caption("Needs at least two checkpoints.")
+        return
+    ids = list(pool)
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("A", ids, index=0, format_func=pool.get, key=f"cmp_a_{run.id}")
+    b = c2.selectbox("B", ids, index=min(1, len(ids) - 1) if len(own) < 2 else len(own) - 1, format_func=pool.get, key=f"cmp_b_{run.id}")
+    st.dataframe(api.compare_checkpoint_metrics([a, b]), hide_index=True, use_container_width=True)
+    try:
+        diffs = api.compare_checkpoint_tensors(a, b)
+    except (FileNotFoundError, ValueError) as exc:
+        st.error(str(exc))
+        return
+    st.dataframe(diffs, hide_index=True, use_container_width=True)
+    numeric = diffs.dropna(subset=["relative_change"])
+    if not numeric.empty:
+        chart = alt.Chart(numeric).mark_bar().encode(x=alt.X("relative_change:Q", title="||B - A|| / ||A||"), y=alt.Y("tensor:N", sort="-x"), tooltip=["tensor", "shape", "l2_distance", "relative_change"])
+        st.altair_chart(chart.properties(height=max(120, 18 * len(numeric))), use_container_width=True)
+
+
+def upload_section(run: api.RunRead) -> None:
+    st.markdown(f"**Upload** a checkpoint produced elsewhere; it is checked against this run's {run.task} model and config.")
+    upload = st.file_uploader("Checkpoint file (.pt)", type=["pt", "pth", "ckpt"], key=f"upload_{run.id}")
+    if upload is not None and st.button("Import checkpoint", key=f"import_{run.id}"):
+        try:
+            imported = api.import_checkpoint(api.run_config(run.id), upload.name, upload.getvalue())
+        except ValueError as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Imported as run {imported.id}: evaluate or fork it from its checkpoints.")

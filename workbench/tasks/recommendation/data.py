@@ -26,7 +26,7 @@ from workbench.tasks.recommendation.config import RecommendationData
 from workbench.tasks.recommendation.pipeline import SPLITS, PreparedSessions, prepare_sessions
 from workbench.tasks.recommendation.sources import generate_sessions, read_atomic, read_diginetica
 
-FORMAT_VERSION = 1  # bump when the pipeline's output changes for the same input and settings
+FORMAT_VERSION = 2  # bump when the pipeline's output changes for the same input and settings
 
 
 @dataclass
@@ -68,6 +68,11 @@ class SessionData:
     fingerprint: str
     maxlen: int
     stats: dict[str, int]
+
+    @property
+    def item_vocab(self) -> str:
+        """Hash of the item tokens in id order: checkpoints only fit data with the same vocabulary."""
+        return hashlib.sha256("\n".join(self.item_tokens).encode()).hexdigest()[:20]
 
     @property
     def n_users(self) -> int:

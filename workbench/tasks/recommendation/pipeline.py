@@ -75,7 +75,8 @@ def prepare_sessions(
                 else "adjust data.valid_days / data.test_days to the time span of the data"
             )
             raise EmptySplitError(f"the {name} split has no samples after preprocessing; {advice}")
-    codes, uniques = pd.factorize(items, sort=True)
+    # Tokens as strings, so generated sessions and their .inter export encode to the same ids.
+    codes, uniques = pd.factorize(items.astype(str), sort=True)
     stats.update(
         clicks=len(items),
         sessions=len(offsets) - 1,

@@ -207,12 +207,12 @@ def _require_file(path: Path, what: str) -> None:
 def _read_table(path: Path, *, sep: str, names: list[str], usecols: list[str]) -> pd.DataFrame:
     """Read all rows as strings. Index i is file line i + 2 (blank lines are kept as empty rows, then dropped)."""
     try:
+        # No `names`/`usecols`: with either, pandas silently absorbs a line with too many fields; without them
+        # it raises with the line number.
         table = pd.read_csv(
             path,
             sep=sep,
             header=0,
-            names=names,
-            usecols=usecols,
             dtype=str,
             quoting=csv.QUOTE_NONE,
             keep_default_na=False,
@@ -224,6 +224,8 @@ def _read_table(path: Path, *, sep: str, names: list[str], usecols: list[str]) -
         raise DataFileError(path, f"wrong number of fields ({_short(exc)}); fields are separated by {sep!r}", line) from None
     except UnicodeDecodeError as exc:
         raise DataFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    table.columns = names
+    table = table[usecols]
     table.index = np.arange(len(table))
     blank = (table[usecols] == "").all(axis=1).to_numpy()
     return table[~blank]

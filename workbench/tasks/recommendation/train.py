@@ -55,7 +55,7 @@ def evaluate(cfg: RecommendationConfig, state: dict[str, Any], data_path: str | 
     device = _device(ctx)
     data = load_session_data(data_cfg, log=ctx.logger.info)
     model = build_model(cfg, data.n_items, data.n_users).to(device)
-    load_weights(model, state["model"], what="checkpoint")
+    load_weights(model, state, data, what="checkpoint")
     metrics = evaluate_split(
         model, data, "test", metrics=cfg.metrics, topk=cfg.topk, batch_size=cfg.eval_batch_size, device=device
     )
@@ -94,7 +94,7 @@ class _Recipe:
     def _setup_model(self) -> Recommender:
         model = build_model(self.cfg, self.data.n_items, self.data.n_users).to(self.device)
         if self.ctx.init_state is not None and not isinstance(model, Pop):
-            load_weights(model, self.ctx.init_state["model"], what="fork checkpoint")
+            load_weights(model, self.ctx.init_state, self.data, what="fork checkpoint")
             self.log.info("initialised weights from the fork's checkpoint")
         n_params = sum(p.numel() for p in model.parameters())
         self.log.info("model %s: %s trainable parameters on %s", self.cfg.model, f"{n_params:,}", self.device)
@@ -131,7 +131,7 @@ class _Recipe:
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Continue a run exactly: weights, optimizer moments, schedule, early stopping, RNG, position in the epoch."""
-        load_weights(self.model, state["model"], what="resume checkpoint")
+        load_weights(self.model, state, self.data, what="resume checkpoint")
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"]:
@@ -242,9 +242,9 @@ class _Recipe:
         self.model.fit(self.data.train_item_counts().to(self.device))
         metrics = {f"valid/{k}": v for k, v in self._evaluate("valid").items()}
         self.ctx.log(metrics, 0)
-        self.ctx.checkpoints.save({"model": self.model.state_dict(), "step": 0, "epoch": 0,
-                                   "config": config_to_dict(self.cfg), "metrics": metrics}, step=0, epoch=0,
-                                  metrics=metrics)  # fmt: skip
+        state = {"model": self.model.state_dict(), "step": 0, "epoch": 0, "config": config_to_dict(self.cfg),
+                 "item_vocab": self.data.item_vocab, "metrics": metrics}  # fmt: skip
+        self.ctx.checkpoints.save(state, step=0, epoch=0, metrics=metrics)
         self.ctx.progress(1, 1, "steps")
         return True
 
@@ -253,7 +253,7 @@ class _Recipe:
         self.ctx.phase("testing")
         state = self.ctx.checkpoints.best() if self.ctx.is_main else None
         if state is not None:
-            load_weights(self.model, state["model"], what="best checkpoint")
+            load_weights(self.model, state, self.data, what="best checkpoint")
         if self.distributed:  # only rank 0 can list checkpoints: share its weights
             for tensor in self.model.state_dict().values():
                 dist.broadcast(tensor, src=0)
@@ -310,6 +310,7 @@ class _Recipe:
             "epoch_batches": self.epoch_batches,
             "config": config_to_dict(self.cfg),
             "data_fingerprint": self.data.fingerprint,
+            "item_vocab": self.data.item_vocab,
             "metrics": metrics,
         }
         self.ctx.checkpoints.save(state, step=self.step, epoch=self.epoch, metrics=metrics)
@@ -326,16 +327,21 @@ class _LossModule(nn.Module):
         return self.model.calculate_loss(batch)
 
 
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], *, what: str) -> None:
-    """load_state_dict with an error that says which table does not fit (e.g. a checkpoint from other data)."""
+def load_weights(model: nn.Module, state: dict[str, Any], data: SessionData, *, what: str) -> None:
+    """Load a checkpoint's weights, refusing (with a reason) data whose item ids mean other items."""
+    if state["item_vocab"] != data.item_vocab:
+        raise ValueError(
+            f"the {what} was trained on data with other items (or another item order): its item ids would "
+            "score the wrong items here. Use the data settings it was trained with (see its config)"
+        )
     own = model.state_dict()
-    for key, tensor in weights.items():
+    for key, tensor in state["model"].items():
         if key in own and own[key].shape != tensor.shape:
             raise ValueError(
-                f"the {what} does not fit this data/model: {key} has shape {tuple(tensor.shape)} there and "
-                f"{tuple(own[key].shape)} here (item/session counts differ). Use the same data settings, or start fresh"
+                f"the {what} does not fit this model: {key} has shape {tuple(tensor.shape)} there and "
+                f"{tuple(own[key].shape)} here. Use the same model settings (e.g. embedding_size), or start fresh"
             )
-    model.load_state_dict(weights)
+    model.load_state_dict(state["model"])
 
 
 def _device(ctx: RunContext) -> torch.device:

@@ -123,7 +123,7 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, *, subtype:
     elif subtype == "float32":
         tag, width, payload = WAVE_FORMAT_IEEE_FLOAT, 4, audio.T.astype("<f4").tobytes()
     elif subtype == "int16":
-        q = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2")
+        q = np.clip(np.round(audio * 32768.0), -32768, 32767).astype("<i2")  # the reader divides by 32768
         tag, width, payload = WAVE_FORMAT_PCM, 2, q.T.tobytes()
     else:
         raise ValueError(f"subtype must be float32 or int16, not {subtype!r}")

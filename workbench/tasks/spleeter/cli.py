@@ -24,13 +24,15 @@ def synth_songs(
     seed: Annotated[int, typer.Option(help="Generator seed; the same seed gives the same songs.")] = 0,
     four_stems: Annotated[bool, typer.Option(help="Also write drums.wav, bass.wav and other.wav (stems: 4).")] = False,
 ) -> None:
-    """Generate songs (mixture.wav = vocals.wav + instrumental.wav exactly) and their manifest.csv."""
+    """Generate spleeter training songs (mixture = vocals + instrumental exactly) and their manifest.csv."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for i in range(songs):
         folder = write_song(out / f"song_{i:04d}", [seed, 0, i], duration, sample_rate, four_stems)
         typer.echo(f"[{i + 1}/{songs}] {folder}")
-    count, skipped = write_manifest(out, out / "manifest.csv", STEM_NAMES[4 if four_stems else 2])
+    # with --four-stems the manifest names all five stem columns, so it serves `stems: 2` and `stems: 4` alike
+    columns = ("vocals", "accompaniment", "drums", "bass", "other") if four_stems else STEM_NAMES[2]
+    count, skipped = write_manifest(out, out / "manifest.csv", columns)
     for reason in skipped:
         typer.echo(f"skipped {reason}", err=True)
     typer.echo(f"{count} songs and {out / 'manifest.csv'} written in {time.perf_counter() - start:.1f} s")
@@ -42,8 +44,10 @@ def manifest(
     out: Annotated[Path | None, typer.Option(help="Manifest file to write (default: FOLDER/manifest.csv).")] = None,
     stems: Annotated[int, typer.Option(help="2 (vocals/instrumental) or 4 (vocals/drums/bass/other).")] = 2,
 ) -> None:
-    """Build a manifest CSV from song folders, matching files by name: *mix*, *vocal*, *instru* (or *accomp*),
-    and with --stems 4 also *drum*, *bass*, *other*. Paths are written relative to FOLDER."""
+    """Build the spleeter manifest CSV of a folder with one sub-folder per song.
+
+    Files are matched by name: *mix*, *vocal*, *instru* (or *accomp*), and with --stems 4 also *drum*, *bass*,
+    *other*. Paths are written relative to FOLDER (use FOLDER as train_dataset)."""
     if stems not in STEM_NAMES:
         raise typer.BadParameter("--stems must be 2 or 4")
     if not folder.is_dir():

@@ -109,6 +109,14 @@ class SpleeterConfig(CommonTrainingSettings):
     deconv_activation: Literal["relu", "elu"] = Field(
         "relu", description="Decoder activation: ReLU (Spleeter default) or ELU (its 4-stem/musdb configs)."
     )
+    batch_norm_momentum: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="Weight of each batch in the batch-norm running statistics used for validation and separation. "
+        "0.01 is Spleeter's (Keras momentum 0.99), made for 10^5+ steps; runs of a few hundred steps need ~0.1, or "
+        "validation sees statistics that are still mostly their initial values.",
+    )
 
     # -- optimisation (seed 003 names; canonical aliases from the common settings) -------------------------
     epochs: int = Field(10, ge=1, description="Maximum number of training epochs (songs x n_chunks_per_song items each).")
@@ -145,6 +153,13 @@ class SpleeterConfig(CommonTrainingSettings):
         validation_alias=aliased("enable_amp"),
         description="Mixed precision training (float16 on CUDA, bfloat16 on CPU); not recommended, it costs "
         "accuracy. Alias: `amp`.",
+    )
+    scheduler_factor: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Reduce-on-plateau: factor applied to the learning rate after scheduler_patience evaluations "
+        "without improvement of valid/si_sdr_vocals (1.0 = off, Spleeter's constant rate).",
     )
     print_freq: int = Field(10, ge=1, description="Log train/loss, train/lr and train/samples_per_s every this many steps.")
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from workbench.settings import get_settings
 from workbench.tasks.spleeter.audio import AudioError, magnitude, read_wav, resample, to_stereo, wav_info
 from workbench.tasks.spleeter.config import SpleeterConfig
 
@@ -368,7 +369,7 @@ def cache_root(cfg: SpleeterConfig) -> Path:
     """Shared cache for generated songs and spectrograms (same place for every run on this WORKBENCH_HOME)."""
     if cfg.cache_dir:
         return Path(cfg.cache_dir)
-    return Path(os.environ.get("WORKBENCH_HOME", ".workbench")) / "cache" / "spleeter"
+    return get_settings().home_dir / "cache" / "spleeter"
 
 
 def synthetic_manifests(cfg: SpleeterConfig, root: Path, report: Callable[[int, int], None]) -> tuple[Path, Path]:

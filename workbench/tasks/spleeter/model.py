@@ -8,7 +8,8 @@ spatial axes, so only the names change). Things a port gets wrong, and what this
 - Skip connections take the *raw* convolution outputs (before batch norm and activation), and the decoder starts
   from raw conv6; the activated conv6 is computed in TensorFlow but never used, so it is skipped here.
 - Decoder order is transposed conv -> activation -> batch norm -> dropout (first three layers only).
-- Keras BatchNorm defaults are momentum 0.99 (PyTorch momentum 0.01) and epsilon 1e-3; he_uniform initialisation.
+- Keras BatchNorm defaults are momentum 0.99 (PyTorch momentum 0.01; configurable, short runs need ~0.1) and
+  epsilon 1e-3; he_uniform initialisation.
 - Inputs whose F or T is not a multiple of 64 are zero-padded up to one and the mask cropped back, so every
   encoder level has even sizes and the skips line up (Spleeter itself requires multiples of 64).
 """
@@ -65,14 +66,15 @@ def _activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}")
 
 
-def _batch_norm(channels: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(channels, momentum=0.01, eps=1e-3)  # Keras defaults (momentum 0.99)
+def _batch_norm(channels: int, momentum: float) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, momentum=momentum, eps=1e-3)  # Keras eps; Keras momentum 0.99 = ours 0.01
 
 
 class UNet(nn.Module):
     """One stem's U-Net: magnitude [B, C, F, T] -> sigmoid mask [B, C, F, T] in (0, 1).
 
-    9,823,749 parameters for C=2 at the default widths (the count of Spleeter's TensorFlow graph).
+    9,822,725 trainable parameters for C=2; Spleeter's TensorFlow graph has 1,024 more in a batch norm after conv6
+    whose output it discards.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class UNet(nn.Module):
         conv_activation: ConvActivation = "leaky_relu",
         deconv_activation: DeconvActivation = "relu",
         dropout: float = 0.5,
+        bn_momentum: float = 0.01,
     ):
         super().__init__()
         f = ENCODER_FILTERS
@@ -90,7 +93,7 @@ class UNet(nn.Module):
         for i, width in enumerate(f):
             self.encoder.append(SameConv2d(prev, width, kernel_size=5, stride=2))
             if i < len(f) - 1:
-                self.encoder_post.append(nn.Sequential(_batch_norm(width), _activation(conv_activation)))
+                self.encoder_post.append(nn.Sequential(_batch_norm(width, bn_momentum), _activation(conv_activation)))
             prev = width
         # Decoder: up1..up5 concatenate with conv5..conv1; up6 goes to one channel before the mask convolution.
         out_widths = (256, 128, 64, 32, 16, 1)
@@ -100,7 +103,7 @@ class UNet(nn.Module):
             layers: list[nn.Module] = [
                 SameConvTranspose2d(prev, width, kernel_size=5, stride=2),
                 _activation(deconv_activation),
-                _batch_norm(width),
+                _batch_norm(width, bn_momentum),
             ]
             if i < 3:
                 layers.append(nn.Dropout(dropout))
@@ -154,11 +157,12 @@ class Separator(nn.Module):
         in_channels: int = 2,
         conv_activation: ConvActivation = "leaky_relu",
         deconv_activation: DeconvActivation = "relu",
+        bn_momentum: float = 0.01,
     ):
         super().__init__()
         self.stems = list(stems)
         self.nets = nn.ModuleDict(
-            {s: UNet(in_channels, conv_activation, deconv_activation) for s in self.stems}
+            {s: UNet(in_channels, conv_activation, deconv_activation, bn_momentum=bn_momentum) for s in self.stems}
         )
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:

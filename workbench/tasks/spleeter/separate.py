@@ -28,7 +28,7 @@ BLOCKS_PER_FORWARD = 4  # T-frame blocks per network call: bounds memory on long
 
 
 def build_model(cfg: SpleeterConfig) -> Separator:
-    return Separator(list(cfg.stem_names), 2, cfg.conv_activation, cfg.deconv_activation)
+    return Separator(list(cfg.stem_names), 2, cfg.conv_activation, cfg.deconv_activation, cfg.batch_norm_momentum)
 
 
 def load_separator(state: Mapping[str, Any], cfg: SpleeterConfig, device: torch.device | str = "cpu") -> Separator:

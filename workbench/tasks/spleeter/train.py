@@ -219,6 +219,7 @@ def run(cfg: SpleeterConfig, ctx: RunContext) -> None:
 
     metrics: dict[str, float] = {}
     window_loss, window_items, window_start = 0.0, 0, time.perf_counter()
+    last_progress = 0.0
     while loop.epoch < cfg.epochs:
         sampler.set_epoch(loop.epoch, skip=loop.epoch_batches * cfg.train_batch_size)
         net.train()
@@ -253,23 +254,28 @@ def run(cfg: SpleeterConfig, ctx: RunContext) -> None:
                                 total_steps, cfg.loss_decimal_place, window_loss / window_items, lr,
                                 window_items * ctx.world_size / elapsed)
                 window_loss, window_items, window_start = 0.0, 0, time.perf_counter()
-            ctx.progress(loop.step, total_steps, "steps")
+            if time.perf_counter() - last_progress >= 1.0 or loop.step == total_steps:  # a DB write in real runs
+                ctx.progress(loop.step, total_steps, "steps")
+                last_progress = time.perf_counter()
             if _any_rank(ctx.should_stop(), device):
                 ctx.checkpoints.save(_state(cfg, model, opt, scaler, loop, metrics), step=loop.step, epoch=loop.epoch)
                 ctx.event("cancelled", f"stopped at step {loop.step}; checkpoint saved")
                 return
         loop.epoch += 1
         loop.epoch_batches = 0
+        paused = time.perf_counter()  # evaluation and saving must not count against train/samples_per_s
         stop = False
-        if (cfg.eval_step >= 1 and loop.epoch % cfg.eval_step == 0) or loop.epoch == cfg.epochs:
-            if ctx.is_main:
-                metrics = evaluator(model, ctx.run_dir / "valid_scores.json")
-                ctx.log(metrics, loop.step)
-                _log_eval(ctx, loop, metrics)
-                stop = _plateau(cfg, ctx, loop, metrics)
+        evaluate_now = cfg.eval_step >= 1 and (loop.epoch % cfg.eval_step == 0 or loop.epoch == cfg.epochs)
+        if evaluate_now and ctx.is_main:
+            metrics = evaluator(model, ctx.run_dir / "valid_scores.json")
+            ctx.log(metrics, loop.step)
+            _log_eval(ctx, loop, metrics)
+            stop = _plateau(cfg, ctx, loop, metrics)
         stop = _any_rank(stop, device)
-        ctx.checkpoints.save(_state(cfg, model, opt, scaler, loop, metrics), step=loop.step, epoch=loop.epoch,
-                             metrics=metrics)
+        if evaluate_now or cfg.eval_step < 1:  # a checkpoint per evaluation (~236 MB), or per epoch without any
+            ctx.checkpoints.save(_state(cfg, model, opt, scaler, loop, metrics), step=loop.step, epoch=loop.epoch,
+                                 metrics=metrics)
+        window_start += time.perf_counter() - paused
         if stop:
             ctx.event("early_stop", f"no improvement of {MONITOR[0]} in {cfg.stopping_step} evaluations")
             break

@@ -1,0 +1,173 @@
+"""Model outputs in PaddleRec's layout under save_model_path, and the donefiles that announce them.
+
+    {save_model_path}/{day}/{pass}/        checkpoint model   (save mode 0: every feature)
+    {save_model_path}/{day}/delta-{pass}/  xbox delta model   (mode 1: filtered by base/delta thresholds)
+    {save_model_path}/{next_day}/base/     xbox base model    (mode 2: filtered by base_threshold)
+    {save_model_path}/{next_day}/0/        batch model        (mode 3: every feature, after shrink)
+    {save_model_path}/donefile.txt         checkpoints and batch models: day, base key, path, pass (-1 = batch), 0
+    {save_model_path}/base_donefile.txt    JSON lines for base models;  patch_donefile.txt: for deltas
+
+Inside a model folder: `000/part-000-NNNNN` (sparse table 0, one part file per shard, `.gz` with converter gzip)
+with one line per feature, `key slot unseen_days delta_score show click embed_w embed_g2sum... [embedx_w...
+embedx_g2sum...]` (the embedx part only when the feature has one and score >= embedx_threshold, as ParseToString
+writes it; numbers printed like C++'s ostream, i.e. %g), plus `dense.pt` (the MLP's state_dict, with the optimizer
+for modes 0 and 3) and `meta.json`. Folders are written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.tasks.ctr_stream.table import SAVE_BASE, SAVE_BATCH, SAVE_CHECKPOINT, SAVE_DELTA, SparseTable
+
+MODE_NAMES = {SAVE_CHECKPOINT: "checkpoint", SAVE_DELTA: "delta", SAVE_BASE: "base", SAVE_BATCH: "batch"}
+TABLE_DIR = "000"  # PaddleRec's TableDir: "%03d" % table_id; the embedding table is table 0
+LINES_PER_CHUNK = 65536
+
+
+def model_folder(root: Path, day: str, mode: int, pass_id: int = 0) -> Path:
+    if mode == SAVE_CHECKPOINT:
+        return root / day / str(pass_id)
+    if mode == SAVE_DELTA:
+        return root / day / f"delta-{pass_id}"
+    if mode == SAVE_BASE:
+        return root / day / "base"
+    return root / day / "0"
+
+
+def save_model(
+    folder: Path,
+    table: SparseTable,
+    mode: int,
+    dense: dict[str, Any],
+    meta: dict[str, Any],
+    *,
+    shard_num: int = 1,
+    compress: bool = False,
+) -> int:
+    """Write one model folder (replacing an older one of the same name), then apply the mode's after-save
+    updates to the table. Returns the number of features written."""
+    mask = table.save_mask(mode)
+    rows = np.flatnonzero(mask)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / TABLE_DIR).mkdir(parents=True)
+    shard = (table.keys[rows] % np.uint64(shard_num)).astype(np.int64)
+    for s in range(shard_num):
+        name = f"part-000-{s:05d}" + (".gz" if compress else "")
+        _write_lines(tmp / TABLE_DIR / name, table, rows[shard == s], compress)
+    torch.save(dense, tmp / "dense.pt")
+    meta = {**meta, "mode": mode, "mode_name": MODE_NAMES[mode], "features": int(rows.size),
+            "line_format": "key slot unseen_days delta_score show click embed_w embed_g2sum... "
+                           "[embedx_w... embedx_g2sum...]"}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    table.update_after_save(mode, mask)
+    return int(rows.size)
+
+
+def _write_lines(path: Path, table: SparseTable, rows: np.ndarray, compress: bool) -> None:
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as f:  # type: ignore[operator]
+        for lo in range(0, rows.size, LINES_PER_CHUNK):
+            f.write(format_lines(table, rows[lo : lo + LINES_PER_CHUNK]).encode())
+
+
+def format_lines(table: SparseTable, rows: np.ndarray) -> str:
+    """The saved text of `rows`, one line each, in row order (a Python format per line: saving is not hot)."""
+    s1 = table.embed_state.shape[1]
+    base_cols = [table.keys[rows].tolist(), table.slot[rows].tolist(), table.unseen_days[rows].tolist(),
+                 table.delta_score[rows].tolist(), table.show[rows].tolist(), table.click[rows].tolist(),
+                 table.embed_w[rows].tolist(), *(table.embed_state[rows, j].tolist() for j in range(s1))]
+    base_fmt = "%d %d %d %g %g %g %g" + " %g" * s1
+    with_x = table.saves_embedx(rows)
+    mf = table.mf_index[rows[with_x]]
+    x_cols = [*(table.embedx_w[mf, j].tolist() for j in range(table.embedx_w.shape[1])),
+              *(table.embedx_state[mf, j].tolist() for j in range(table.embedx_state.shape[1]))]
+    x_fmt = " %g" * len(x_cols)
+    x_rows = iter(zip(*x_cols)) if x_cols else iter(())
+    out = []
+    for values, has_x in zip(zip(*base_cols), with_x.tolist()):
+        line = base_fmt % values
+        if has_x:
+            line += x_fmt % next(x_rows)
+        out.append(line)
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def read_model_lines(folder: Path, base_width: int) -> dict[str, np.ndarray]:
+    """Read a saved folder's sparse part back: keys uint64 [n], values float64 [n, w] (NaN-padded where a line
+    has no embedx part) and has_embedx bool [n]. `base_width` = values per line without embedx (6 + embed state
+    dim). Loading is not a hot path: lines are grouped by width in Python, numbers parsed by np.loadtxt."""
+    keys, values = [], []
+    for path in sorted((folder / TABLE_DIR).glob("part-*")):
+        data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        lines = [line for line in data.split(b"\n") if line]
+        width = np.array([line.count(b" ") for line in lines])  # values after the key
+        for w in np.unique(width).tolist():
+            block = b"\n".join(line for line, n in zip(lines, width) if n == w)
+            keys.append(np.loadtxt(io.BytesIO(block), usecols=0, dtype=np.uint64, ndmin=1))
+            values.append(np.loadtxt(io.BytesIO(block), usecols=range(1, w + 1), dtype=np.float64, ndmin=2))
+    if not keys:
+        return {"keys": np.zeros(0, np.uint64), "values": np.zeros((0, base_width)), "has_embedx": np.zeros(0, bool)}
+    widest = max(v.shape[1] for v in values)
+    merged = np.concatenate([np.pad(v, ((0, 0), (0, widest - v.shape[1])), constant_values=np.nan) for v in values])
+    has_embedx = np.concatenate([np.full(v.shape[0], v.shape[1] > base_width) for v in values])
+    return {"keys": np.concatenate(keys), "values": merged, "has_embedx": has_embedx}
+
+
+# -- donefiles ----------------------------------------------------------------------------------------------------
+def write_model_donefile(root: Path, day: str, pass_id: int, xbox_base_key: int, path: Path) -> None:
+    """Append `day \\t base_key \\t path \\t pass_id \\t 0` to donefile.txt unless (day, pass_id) is there already."""
+    donefile = root / "donefile.txt"
+    lines = donefile.read_text().splitlines() if donefile.exists() else []
+    for line in lines:
+        fields = line.split("\t")
+        if len(fields) >= 4 and fields[0] == day and fields[3] == str(pass_id):
+            return
+    lines.append(f"{day}\t{xbox_base_key}\t{path}\t{pass_id}\t0")
+    _atomic_write(donefile, "\n".join(lines) + "\n")
+
+
+def write_xbox_donefile(root: Path, mode: int, xbox_base_key: int, path: Path, record_count: int,
+                        ins_path: str, monitor_data: str) -> None:
+    """Append one JSON line to base_donefile.txt (mode 2) or patch_donefile.txt (mode 1)."""
+    donefile = root / ("base_donefile.txt" if mode == SAVE_BASE else "patch_donefile.txt")
+    entry = {"id": str(int(time.time())), "key": str(xbox_base_key), "input": f"{path}/{TABLE_DIR}",
+             "record_count": str(record_count), "partition_type": "2", "job_name": "ctr_stream",
+             "ins_tag": "feasign", "ins_path": ins_path, "monitor_data": monitor_data}
+    lines = donefile.read_text().splitlines() if donefile.exists() else []
+    lines = [line for line in lines if json.loads(line).get("input") != entry["input"]]  # a rerun replaces its line
+    lines.append(json.dumps(entry))
+    _atomic_write(donefile, "\n".join(lines) + "\n")
+
+
+def last_donefile_entry(root: Path) -> tuple[str, int, str] | None:
+    """(day, pass_id, path) of the last line of donefile.txt, as PaddleRec's get_last_save_model reads it."""
+    donefile = root / "donefile.txt"
+    if not donefile.exists():
+        return None
+    lines = [line for line in donefile.read_text().splitlines() if line.strip()]
+    if not lines:
+        return None
+    fields = lines[-1].split("\t")
+    return fields[0], int(fields[3]), fields[2]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
