@@ -68,6 +68,13 @@ def _points_caption(page) -> str:  # type: ignore[no-untyped-def]
     return " | ".join(captions)
 
 
+def _settle(page) -> None:  # type: ignore[no-untyped-def]
+    """Wait until Streamlit finished the rerun (its 'running' widget is gone) so stale elements are removed."""
+    page.wait_for_timeout(300)
+    page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=30_000)
+    page.wait_for_timeout(300)
+
+
 def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
     import torch
     from playwright.sync_api import expect, sync_playwright
@@ -84,9 +91,12 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
         page.get_by_role("option", name="quick").click()
         page.get_by_role("button", name="Load preset").click()
         expect(page.get_by_text("Form loaded from: preset quick")).to_be_visible()
+        _settle(page)
+        expect(page.get_by_label("Run name")).to_have_count(1)  # the previous form's elements are gone
         page.get_by_label("Run name").fill("browser-quick")
         page.get_by_text("Training settings (common to every task)").click()
-        page.get_by_label("seed").fill("7")
+        lr = page.get_by_role("textbox", name="learning_rate", exact=True)
+        lr.fill("0.003")
         page.get_by_role("button", name="Launch").click()
 
         # dashboard: status, then a chart whose point count grows while the run trains
@@ -97,7 +107,7 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
         while _points_caption(page) == first and time.time() < deadline:
             page.wait_for_timeout(500)
         assert _points_caption(page) != first, "the chart did not update while the run trained"
-        expect(page.get_by_text("completed").first).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("completed").first).to_be_visible(timeout=300_000)
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
         # checkpoints: download the best one and load it safely
@@ -113,4 +123,4 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
     from workbench import api
 
     (run,) = api.list_runs()
-    assert run.name == "browser-quick" and run.config["seed"] == 7 and run.status == "completed"
+    assert run.name == "browser-quick" and run.config["learning_rate"] == 0.003 and run.status == "completed"
