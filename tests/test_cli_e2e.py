@@ -1,0 +1,72 @@
+"""The real CLI end to end: quick presets train, list/show/eval/validate answer, exit codes mean something."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def wb(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WORKBENCH_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+def _show(run_id: str, home: Path) -> dict:
+    out = wb("show", run_id, "--json", home=home)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_recommendation_quick_beats_popularity_and_eval_reproduces_test(home):
+    stamp = wb("run", "configs/recommendation/quick.yaml", "--wait", "--name", "stamp-quick", home=home)
+    assert stamp.returncode == 0, stamp.stdout[-3000:] + stamp.stderr[-3000:]
+    assert "completed" in stamp.stdout
+    pop = wb("run", "configs/recommendation/quick.yaml", "--set", "model=Pop", "--wait", "--name", "pop", home=home)
+    assert pop.returncode == 0, pop.stdout[-3000:] + pop.stderr[-3000:]
+
+    runs = json.loads(wb("list", "--json", home=home).stdout)
+    by_name = {r["name"]: r for r in runs}
+    assert set(by_name) == {"stamp-quick", "pop"} and all(r["status"] == "completed" for r in runs)
+    stamp_run, pop_run = _show(by_name["stamp-quick"]["id"], home), _show(by_name["pop"]["id"], home)
+    stamp_recall = stamp_run["metrics"]["test/recall@20"]["last"]
+    pop_recall = pop_run["metrics"]["test/recall@20"]["last"]
+    assert stamp_recall > pop_recall + 0.05, (stamp_recall, pop_recall)
+    assert any(c["kind"] == "checkpoint" for c in stamp_run["checkpoints"])
+
+    # evaluating the best checkpoint on the test split reproduces the test metrics the run logged
+    ev = wb("eval", stamp_run["id"], "--json", home=home)
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)["metrics"]
+    for key in ("test/recall@20", "test/mrr@20"):
+        assert result[key] == pytest.approx(stamp_run["metrics"][key]["last"], abs=1e-6)
+
+
+def test_validate_reports_field_errors_with_exit_code(home, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: recommendation\nlearning_rate: -3\nloss_type: CE\ntrain_neg_sample_args: {sample_num: 2}\nnot_a_setting: 1\n")
+    out = wb("validate", str(bad), home=home)
+    assert out.returncode == 2
+    for expected in ("learning_rate (line 2)", "not_a_setting (line 5)", "unknown setting"):
+        assert expected in out.stderr, out.stderr
+    ok = wb("validate", "configs/recommendation/default.yaml", home=home)
+    assert ok.returncode == 0 and "valid recommendation config" in ok.stdout
+
+
+def test_failed_run_exits_nonzero_with_the_file_in_the_error(home, tmp_path):
+    missing = tmp_path / "nope" / "sessions.inter"
+    out = wb("run", "configs/recommendation/quick.yaml", "--set", "data.source=atomic", "--set", f"data.path={missing}", "--wait", home=home)
+    assert out.returncode == 1
+    assert "failed" in out.stdout and str(missing) in out.stderr + out.stdout
+
+
+def test_config_prints_commented_defaults(home):
+    out = wb("config", "recommendation", home=home)
+    assert out.returncode == 0 and "# The number of training epochs." in out.stdout and "task: recommendation" in out.stdout
