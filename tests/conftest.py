@@ -10,6 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WORKBENCH_TASK_MODULES", "tests.support.linreg_task")
+# Tests run a worker beside Streamlit, Chromium or another worker: one torch thread each avoids contention
+os.environ.setdefault("WORKBENCH_CPU_THREADS", "1")
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

@@ -29,6 +29,7 @@ SPEC = TaskSpec(
         "session-stats": "workbench.tasks.recommendation.cli:session_stats",
     },
     evaluate_target="workbench.tasks.recommendation.train:evaluate",
+    check_target="workbench.tasks.recommendation.model:check_state",
 )
 
 __all__ = ["SPEC", "RecommendationConfig"]

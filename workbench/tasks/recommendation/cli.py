@@ -46,7 +46,9 @@ def synth_sessions(
 
 
 def import_diginetica(
-    csv: Annotated[Path, typer.Argument(help="Diginetica's train-item-views.csv (sessionId;userId;itemId;timeframe;eventdate).")],
+    csv: Annotated[
+        Path, typer.Argument(help="Diginetica's train-item-views.csv (sessionId;userId;itemId;timeframe;eventdate).")
+    ],
     out: Annotated[Path, typer.Argument(help="Where to write the cleaned sessions as a RecBole .inter file.")],
     min_item_count: Annotated[int, typer.Option(help="Drop items clicked fewer times.")] = _DATA.min_item_count,
 ) -> None:

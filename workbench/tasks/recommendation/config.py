@@ -98,7 +98,9 @@ class RecommendationData(StrictModel):
         "the last test_days go to test, the valid_days before them to valid (STAMP's Diginetica protocol; "
         "valid/test items unseen in training are removed).",
     )
-    valid_days: float = Field(7.0, ge=0, description="`time` split: days of sessions before the test period used for validation.")
+    valid_days: float = Field(
+        7.0, ge=0, description="`time` split: days of sessions before the test period used for validation."
+    )
     test_days: float = Field(7.0, gt=0, description="`time` split: days of sessions at the end used for testing.")
     cache: bool = Field(
         True,
@@ -106,12 +108,12 @@ class RecommendationData(StrictModel):
         "fingerprint of the data file (path, size, mtime) and of the settings above.",
     )
 
-    @model_validator(mode="after")
-    def _path_needed(self) -> RecommendationData:
+    def path_problem(self) -> str | None:
+        """Checked by RecommendationConfig, so that it is reported together with the other cross-field rules."""
         if self.source != "synthetic" and not self.path:
             example = "data/sessions.inter" if self.source == "atomic" else "data/diginetica/train-item-views.csv"
-            _raise_all(self, [(("path",), f"source `{self.source}` reads a file: set data.path, e.g. {example}")])
-        return self
+            return f"source `{self.source}` reads a file: set data.path, e.g. {example}"
+        return None
 
 
 class RecommendationConfig(CommonTrainingSettings):
@@ -213,6 +215,9 @@ class RecommendationConfig(CommonTrainingSettings):
                 (("data", "split"), "model BPR learns one vector per session/user, and a time split puts unseen "
                  "sessions in valid/test; use split: leave_one_out")
             )
+        path_problem = self.data.path_problem()
+        if path_problem:
+            problems.append((("data", "path"), path_problem))
         metric_problem = self._check_valid_metric()
         if metric_problem:
             problems.append((("valid_metric",), metric_problem))

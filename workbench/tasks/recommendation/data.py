@@ -163,8 +163,8 @@ def data_fingerprint(cfg: RecommendationData) -> str:
     else:
         path = Path(cfg.path).expanduser().resolve()
         # size + mtime instead of hashing contents: a 1 GB click log would otherwise be read twice per run
-        stat = path.stat() if path.is_file() else None
-        key["file"] = {"path": str(path), "size": stat.st_size if stat else None, "mtime_ns": stat.st_mtime_ns if stat else None}
+        stat = path.stat() if path.is_file() else None  # a missing file fails later, in the reader, with its path
+        key["file"] = {"path": str(path), "size": stat and stat.st_size, "mtime_ns": stat and stat.st_mtime_ns}
     blob = json.dumps(key, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:20]
 

@@ -162,6 +162,23 @@ def build_model(cfg: RecommendationConfig, n_items: int, n_users: int) -> Recomm
     return Pop(n_items)
 
 
+def check_state(cfg: RecommendationConfig, state: dict) -> list[str]:
+    """Why a checkpoint's `model` weights do not fit `cfg`'s model (empty: they fit). No data is loaded: the
+    table sizes are taken from the checkpoint; whether they fit the data is checked when the weights are loaded."""
+    from workbench.runner.checkpoints import state_mismatches
+
+    weights = state["model"]
+    n_items = _rows(weights, "item_embedding.weight", _rows(weights, "item_count", 2))
+    n_users = _rows(weights, "user_embedding.weight", 1)
+    expected = build_model(cfg, n_items, n_users).state_dict()
+    return state_mismatches(expected, weights)
+
+
+def _rows(weights: dict, key: str, default: int) -> int:
+    tensor = weights[key] if key in weights else None
+    return int(tensor.shape[0]) if isinstance(tensor, torch.Tensor) and tensor.ndim >= 1 else default
+
+
 def bpr_loss(pos_score: torch.Tensor, neg_score: torch.Tensor) -> torch.Tensor:
     """-log sigmoid(s_pos - s_neg), averaged over the B x N pairs. pos [B], neg [B, N].
 

@@ -173,7 +173,10 @@ def generate_sessions(spec: SyntheticSessions) -> pd.DataFrame:
     succ_cdf /= succ_cdf[-1]
 
     # lengths: 2 + geometric extra clicks with the requested mean, cut at max_length
-    extra = rng.geometric(1.0 / max(spec.mean_length - 1.0, 1.0), size=n) - 1 if spec.mean_length > 2 else np.zeros(n, int)
+    if spec.mean_length > 2:
+        extra = rng.geometric(1.0 / (spec.mean_length - 1.0), size=n) - 1  # mean_length - 2 on average
+    else:
+        extra = np.zeros(n, dtype=np.int64)
     lengths = np.minimum(2 + extra, spec.max_length)
     session_topic = rng.integers(0, spec.n_topics, size=n)
     clicks = np.zeros((n, int(lengths.max())), dtype=np.int64)
@@ -221,7 +224,8 @@ def _read_table(path: Path, *, sep: str, names: list[str], usecols: list[str]) -
         )
     except pd.errors.ParserError as exc:  # "Expected 3 fields in line 7, saw 4": the line is the file's line
         line = _line_from_parser_error(str(exc))
-        raise DataFileError(path, f"wrong number of fields ({_short(exc)}); fields are separated by {sep!r}", line) from None
+        message = f"wrong number of fields ({_short(exc)}); fields are separated by {sep!r}"
+        raise DataFileError(path, message, line) from None
     except UnicodeDecodeError as exc:
         raise DataFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     table.columns = names

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from workbench.config.io import config_to_dict
+from workbench.runner.checkpoints import best_of, load_checkpoint_file
 from workbench.runner.context import RunContext
 from workbench.tasks.common import cpu_threads, resolve_device, seed_everything
 from workbench.tasks.optim import (
@@ -29,6 +31,7 @@ from workbench.tasks.optim import (
     make_grad_scaler,
     rng_state,
     set_rng_state,
+    warn_if_slow_amp,
 )
 from workbench.tasks.recommendation.config import RecommendationConfig
 from workbench.tasks.recommendation.data import SessionBatch, SessionData, load_session_data
@@ -45,7 +48,9 @@ def run(cfg: RecommendationConfig, ctx: RunContext) -> None:
         recipe.test_best()
 
 
-def evaluate(cfg: RecommendationConfig, state: dict[str, Any], data_path: str | None, ctx: RunContext) -> dict[str, float]:
+def evaluate(
+    cfg: RecommendationConfig, state: dict[str, Any], data_path: str | None, ctx: RunContext
+) -> dict[str, float]:
     """Test metrics of a checkpoint's weights on `cfg`'s data, or on another file of the same source kind."""
     data_cfg = cfg.data
     if data_path is not None:
@@ -105,6 +110,7 @@ class _Recipe:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(cfg.learner, self.model, cfg.learning_rate, cfg.weight_decay, self.log)
         self.scaler = make_grad_scaler(self.device, cfg.enable_scaler, self.log)
+        warn_if_slow_amp(self.device, cfg.enable_amp, self.log)
         per_rank = math.ceil(len(self.data.splits["train"]) / self.ctx.world_size)
         self.steps_per_epoch = math.ceil(per_rank / cfg.train_batch_size)
         self.schedule = LRSchedule(
@@ -121,9 +127,9 @@ class _Recipe:
         self.early = EarlyStopping(patience=cfg.stopping_step, min_delta=cfg.min_delta)
         self.sampler = None
         if cfg.loss_type == "BPR" and cfg.train_neg_sample_args is not None:
-            self.sampler = NegativeSampler(
-                cfg.train_neg_sample_args, self.data.n_items, self.data.train_item_counts(), seed=cfg.seed + self.ctx.rank
-            )
+            counts = self.data.train_item_counts()
+            seed = cfg.seed + self.ctx.rank
+            self.sampler = NegativeSampler(cfg.train_neg_sample_args, self.data.n_items, counts, seed=seed)
         self.train_module: nn.Module = _LossModule(self.model)
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -140,7 +146,8 @@ class _Recipe:
         if self.sampler is not None and state["sampler"]:
             self.sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
-        self.step, self.epoch, self.batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
         self.epoch_loss_sum, self.epoch_batches = float(state["epoch_loss_sum"]), int(state["epoch_batches"])
         self.log.info("resumed at step %d (epoch %d, batch %d)", self.step, self.epoch + 1, self.batch_in_epoch)
 
@@ -201,10 +208,8 @@ class _Recipe:
         _check_finite(mean_loss, self.step)
         self.epoch += 1
         self.batch_in_epoch, self.epoch_loss_sum, self.epoch_batches = 0, 0.0, 0
-        self.ctx.log(
-            {"train/epoch_loss": mean_loss, "train/epoch": self.epoch, "train/epoch_time_s": wall_s, "train/epoch_cpu_s": cpu_s},
-            self.step,
-        )
+        epoch_metrics = {"train/epoch_loss": mean_loss, "train/epoch": self.epoch}
+        self.ctx.log({**epoch_metrics, "train/epoch_time_s": wall_s, "train/epoch_cpu_s": cpu_s}, self.step)
         self.log.info(
             "epoch %d training [time: %.2fs, cpu: %.2fs, train loss: %.*f]",
             self.epoch, wall_s, cpu_s, cfg.loss_decimal_place, mean_loss,
@@ -251,7 +256,7 @@ class _Recipe:
     def test_best(self) -> None:
         """Load the best checkpoint by the monitored metric and report test metrics (RecBole: load_best_model)."""
         self.ctx.phase("testing")
-        state = self.ctx.checkpoints.best() if self.ctx.is_main else None
+        state = self._best_state() if self.ctx.is_main else None
         if state is not None:
             load_weights(self.model, state, self.data, what="best checkpoint")
         if self.distributed:  # only rank 0 can list checkpoints: share its weights
@@ -260,20 +265,28 @@ class _Recipe:
         best_step = int(state["step"]) if state is not None else self.step
         metrics = {f"test/{k}": v for k, v in self._evaluate("test").items()}
         self.ctx.log(metrics, self.step)
-        self.log.info("test (best checkpoint, step %d): %s", best_step, "  ".join(f"{k}: {v:.4f}" for k, v in metrics.items()))
+        shown = "  ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
+        self.log.info("test (best checkpoint, step %d): %s", best_step, shown)
         self.ctx.phase(None)
 
     # -- helpers --------------------------------------------------------------------------------------------
+    def _best_state(self) -> dict[str, Any] | None:
+        """The saved checkpoint with the best valid_metric (the latest one if none was validated)."""
+        kept = [c for c in self.ctx.checkpoints.list() if (self.ctx.run_dir / c.path).exists()]
+        info = best_of(kept, (self.cfg.monitor_key, "max")) or (kept[-1] if kept else None)
+        return load_checkpoint_file(self.ctx.run_dir / info.path) if info else None
+
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's sample order for `epoch`: a function of (seed, epoch) only, so a resume replays it."""
         n = len(self.data.splits["train"])
         if self.distributed:
-            sampler = DistributedSampler(range(n), num_replicas=self.ctx.world_size, rank=self.ctx.rank, seed=self.cfg.seed)
+            world, rank = self.ctx.world_size, self.ctx.rank
+            sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, seed=self.cfg.seed)
             sampler.set_epoch(epoch)
             return torch.tensor(list(sampler), dtype=torch.int64)
         return torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch))
 
-    def _scorer(self, batch: SessionBatch):
+    def _scorer(self, batch: SessionBatch) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """Scores candidates for dynamic negative sampling with the current model (no gradient)."""
         if not (self.cfg.train_neg_sample_args and self.cfg.train_neg_sample_args.dynamic):
             return None
@@ -328,8 +341,11 @@ class _LossModule(nn.Module):
 
 
 def load_weights(model: nn.Module, state: dict[str, Any], data: SessionData, *, what: str) -> None:
-    """Load a checkpoint's weights, refusing (with a reason) data whose item ids mean other items."""
-    if state["item_vocab"] != data.item_vocab:
+    """Load a checkpoint's weights, refusing (with a reason) data whose item ids mean other items.
+
+    Checkpoints written by this task carry `item_vocab`; imported ones may not, and only their shapes are checked.
+    """
+    if "item_vocab" in state and state["item_vocab"] != data.item_vocab:
         raise ValueError(
             f"the {what} was trained on data with other items (or another item order): its item ids would "
             "score the wrong items here. Use the data settings it was trained with (see its config)"
