@@ -17,7 +17,7 @@ st.caption(specs[task].description)
 presets = api.presets(task)
 cols = st.columns([3, 1, 4])
 preset = cols[0].selectbox("Preset", ["(schema defaults)", *presets], key=f"preset_{task}")
-if cols[1].button("Load preset", use_container_width=True):
+if cols[1].button("Load preset", width="stretch"):
     cfg = api.default_config(task) if preset == "(schema defaults)" else api.load_preset(task, preset)
     load_values(task, api.to_dict(cfg), source=f"preset {preset}")
 with cols[2]:
@@ -30,8 +30,8 @@ with st.form(f"config_form_{task}_{generation}"):
     tags = st.text_input("Tags (comma separated)", value="", key=f"run_tags_{task}_{generation}")
     raw = render_config_form(api.config_class(task), values, key_prefix=f"{task}:{generation}")
     c1, c2 = st.columns(2)
-    validate_clicked = c1.form_submit_button("Validate", use_container_width=True)
-    launch_clicked = c2.form_submit_button("Launch", type="primary", use_container_width=True)
+    validate_clicked = c1.form_submit_button("Validate", width="stretch")
+    launch_clicked = c2.form_submit_button("Launch", type="primary", width="stretch")
 
 if validate_clicked or launch_clicked:
     try:

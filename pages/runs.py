@@ -13,7 +13,7 @@ st.caption(f"{len(frame)} run(s)")
 event = st.dataframe(
     frame,
     hide_index=True,
-    use_container_width=True,
+    width="stretch",
     on_select="rerun",
     selection_mode="multi-row",
     key="runs_table",

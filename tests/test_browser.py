@@ -33,14 +33,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def server(home):
+def server(home, tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (the README's test command does)")
     port = _free_port()
     env = {**os.environ, "WORKBENCH_HOME": str(home)}
+    log = open(tmp_path / "streamlit.log", "wb")  # a file, not a pipe: an unread pipe fills and blocks the server
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port), "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     import urllib.request
@@ -61,6 +62,7 @@ def server(home):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 def _points_caption(page) -> str:  # type: ignore[no-untyped-def]
@@ -107,14 +109,19 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
         while _points_caption(page) == first and time.time() < deadline:
             page.wait_for_timeout(500)
         assert _points_caption(page) != first, "the chart did not update while the run trained"
-        expect(page.get_by_text("completed").first).to_be_visible(timeout=300_000)
+        try:
+            expect(page.get_by_test_id("stMetricValue").filter(has_text="completed")).to_be_visible(timeout=60_000)
+        finally:
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
         # checkpoints: download the best one and load it safely
         page.get_by_role("link", name="Checkpoints").click()
         expect(page.get_by_role("heading", name="Checkpoints")).to_be_visible()
+        _settle(page)
+        page.screenshot(path=str(tmp_path / "checkpoints.png"), full_page=True)
         with page.expect_download() as dl:
-            page.get_by_test_id("stDownloadButton").get_by_role("button").click()
+            page.get_by_test_id("stDownloadButton").first.get_by_role("button").click(timeout=60_000)
         target = tmp_path / "ckpt.pt"
         dl.value.save_as(target)
         state = torch.load(target, weights_only=True)

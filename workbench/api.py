@@ -340,21 +340,32 @@ def safe_run_file(run_id: str, relative: str) -> Path:
     return target
 
 
-def checkpoint_download(run_id: str, checkpoint_id: int) -> tuple[str, bytes]:
-    """(file name, bytes) of one checkpoint; a folder output (CTR base/delta) comes as a zip."""
+def checkpoint_file(run_id: str, checkpoint_id: int) -> tuple[str, Callable[[], bytes]]:
+    """(download name, function producing the bytes) of one checkpoint, checked against the download guard now;
+    the bytes are read only when asked for. A folder output (CTR base/delta) comes as a zip."""
     eng = engine()
     ckpt = ckpt_store.get_checkpoint(eng, checkpoint_id=checkpoint_id)
     if ckpt is None or ckpt.run_id != run_store.get_run(eng, run_id).id:
         raise FileNotFoundError(f"run {run_id} has no checkpoint #{checkpoint_id}")
     path = safe_run_file(ckpt.run_id, ckpt.path)
     if path.is_dir():
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(path.rglob("*")):
-                if f.is_file() and not f.is_symlink():
-                    zf.write(f, f.relative_to(path.parent))
-        return f"{ckpt.run_id}-{path.name}.zip", buf.getvalue()
-    return f"{ckpt.run_id}-{path.name}", path.read_bytes()
+        return f"{ckpt.run_id}-{path.name}.zip", lambda: _zip_folder(path)
+    return f"{ckpt.run_id}-{path.name}", path.read_bytes
+
+
+def _zip_folder(path: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(path.rglob("*")):
+            if f.is_file() and not f.is_symlink():  # never follow a link out of the run folder
+                zf.write(f, f.relative_to(path.parent))
+    return buf.getvalue()
+
+
+def checkpoint_download(run_id: str, checkpoint_id: int) -> tuple[str, bytes]:
+    """(file name, bytes) of one checkpoint."""
+    name, produce = checkpoint_file(run_id, checkpoint_id)
+    return name, produce()
 
 
 def reconcile() -> list[str]:

@@ -54,11 +54,20 @@ def metric_chart(series: api.Series, key: str, smoothing: float, x: str = "step"
     if series.downsampled:
         layers.append(base.mark_area(opacity=0.18).encode(y=alt.Y("vmin:Q", title=key), y2="vmax:Q"))
     raw_opacity = 0.3 if smoothing > 0 else 1.0
-    layers.append(base.mark_line(opacity=raw_opacity).encode(y=alt.Y("value:Q", title=key, scale=alt.Scale(zero=False))))
+    layers.append(base.mark_line(opacity=raw_opacity).encode(y=alt.Y("value:Q", title=key, scale=y_scale(df["value"]), axis=alt.Axis(format="~g"))))
     if smoothing > 0:
         layers.append(base.mark_line().encode(y="smoothed:Q", tooltip=[x, "value", "smoothed"]))
     title = key if not series.downsampled else f"{key}  ({len(df)} of {series.total_points} points, min/max band)"
     return alt.layer(*layers).properties(title=title, height=height)
+
+
+def y_scale(values: pd.Series) -> alt.Scale:
+    """Zoom on the data, except for a (nearly) constant series, whose float noise would fill the chart."""
+    finite = values[np.isfinite(values)]
+    if finite.empty:
+        return alt.Scale(zero=False)
+    span, size = float(finite.max() - finite.min()), float(finite.abs().max())
+    return alt.Scale(zero=span <= 1e-6 * max(size, 1e-12))
 
 
 def points_caption(series: api.Series) -> str:

@@ -28,7 +28,7 @@ def checkpoint_table(ckpts: list[api.CheckpointRead]) -> api.CheckpointRead:
         row.update({k: round(v, 5) for k, v in c.metrics.items()})
         rows.append(row)
     frame = pd.DataFrame(rows).dropna(axis=1, how="all")
-    st.dataframe(frame, hide_index=True, use_container_width=True)
+    st.dataframe(frame, hide_index=True, width="stretch")
     by_id = {c.id: c for c in ckpts}
     default = next((c.id for c in reversed(ckpts) if c.is_best), ckpts[-1].id)
     ids = list(by_id)
@@ -44,13 +44,13 @@ def checkpoint_table(ckpts: list[api.CheckpointRead]) -> api.CheckpointRead:
 
 def download_one(run_id: str, ckpt: api.CheckpointRead) -> None:
     try:
-        name, data = api.checkpoint_download(run_id, ckpt.id)
+        name, produce = api.checkpoint_file(run_id, ckpt.id)
     except (FileNotFoundError, api.UnsafePath) as exc:
         st.error(str(exc))
         return
     st.download_button(
-        f"Download {name} ({len(data) / 1e6:.2f} MB)",
-        data,
+        f"Download {name} ({ckpt.size_bytes / 1e6:.2f} MB)",
+        produce,  # read on click, not on every rerun of the page
         file_name=name,
         mime="application/octet-stream",
         type="primary",
@@ -60,11 +60,10 @@ def download_one(run_id: str, ckpt: api.CheckpointRead) -> None:
 
 
 def bundle_download(run_id: str) -> None:
-    name, data = api.run_bundle(run_id)
     st.download_button(
-        f"Download run bundle ({len(data) / 1e6:.2f} MB)",
-        data,
-        file_name=name,
+        "Download run bundle (zip)",
+        lambda: api.run_bundle(run_id)[1],  # built on click
+        file_name=f"{run_id}-bundle.zip",
         mime="application/zip",
         key=f"bundle_{run_id}",
         help="config.yaml, metrics.csv, train.log, and the best and latest checkpoints, in one zip",
@@ -84,7 +83,7 @@ def evaluate_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
     if jobs:
         table = api.compare_summary([j.id for j in jobs])
         table.insert(1, "checkpoint", [j.parent_checkpoint_id for j in jobs])
-        st.dataframe(table.drop(columns=[c for c in table.columns if c.endswith(" best")]), hide_index=True, use_container_width=True)
+        st.dataframe(table.drop(columns=[c for c in table.columns if c.endswith(" best")]), hide_index=True, width="stretch")
 
 
 def fork_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
@@ -120,17 +119,19 @@ def compare_section(run: api.RunRead, ckpts: list[api.CheckpointRead]) -> None:
     c1, c2 = st.columns(2)
     a = c1.selectbox("A", ids, index=0, format_func=pool.get, key=f"cmp_a_{run.id}")
     b = c2.selectbox("B", ids, index=min(1, len(ids) - 1) if len(own) < 2 else len(own) - 1, format_func=pool.get, key=f"cmp_b_{run.id}")
-    st.dataframe(api.compare_checkpoint_metrics([a, b]), hide_index=True, use_container_width=True)
+    st.dataframe(api.compare_checkpoint_metrics([a, b]), hide_index=True, width="stretch")
+    if not st.toggle("Compare the weights tensor by tensor (loads both checkpoints)", key=f"cmp_go_{run.id}"):
+        return
     try:
         diffs = api.compare_checkpoint_tensors(a, b)
     except (FileNotFoundError, ValueError) as exc:
         st.error(str(exc))
         return
-    st.dataframe(diffs, hide_index=True, use_container_width=True)
+    st.dataframe(diffs, hide_index=True, width="stretch")
     numeric = diffs.dropna(subset=["relative_change"])
     if not numeric.empty:
         chart = alt.Chart(numeric).mark_bar().encode(x=alt.X("relative_change:Q", title="||B - A|| / ||A||"), y=alt.Y("tensor:N", sort="-x"), tooltip=["tensor", "shape", "l2_distance", "relative_change"])
-        st.altair_chart(chart.properties(height=max(120, 18 * len(numeric))), use_container_width=True)
+        st.altair_chart(chart.properties(height=max(120, 18 * len(numeric))), width="stretch")
 
 
 def upload_section(run: api.RunRead) -> None:

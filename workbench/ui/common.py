@@ -34,7 +34,8 @@ def fmt_time(ts: float | None) -> str:
 
 
 def run_label(run: api.RunRead) -> str:
-    return f"{STATUS_ICON.get(run.status, '')} {run.id} · {run.name} · {run.task} · {run.status}"
+    # no status here: a select box keeps option labels from its first render, so a status would go stale
+    return f"{run.id} · {run.name} · {run.task}" + (f" · {run.kind}" if run.kind != "train" else "")
 
 
 def pick_run(key: str, runs: list[api.RunRead] | None = None) -> api.RunRead | None:

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench import api
-from workbench.ui.charts import group_keys, smooth_ema
+from workbench.ui.charts import group_keys, smooth_ema, y_scale
 
 PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -35,10 +35,10 @@ def overlay_chart(frame: pd.DataFrame, key: str, smoothing: float, x: str) -> al
     if df["downsampled"].any():
         layers.append(base.mark_area(opacity=0.12).encode(y="vmin:Q", y2="vmax:Q"))
     if smoothing > 0:
-        layers.append(base.mark_line(opacity=0.25).encode(y=alt.Y("value:Q", title=key, scale=alt.Scale(zero=False))))
+        layers.append(base.mark_line(opacity=0.25).encode(y=alt.Y("value:Q", title=key, scale=y_scale(df["value"]), axis=alt.Axis(format="~g"))))
         layers.append(base.mark_line().encode(y="smoothed:Q", tooltip=["run", "step", "value", "smoothed"]))
     else:
-        layers.append(base.mark_line().encode(y=alt.Y("value:Q", title=key, scale=alt.Scale(zero=False)), tooltip=["run", "step", "value"]))
+        layers.append(base.mark_line().encode(y=alt.Y("value:Q", title=key, scale=y_scale(df["value"]), axis=alt.Axis(format="~g")), tooltip=["run", "step", "value"]))
     shown = len(df)
     total = int(df.groupby("run")["total_points"].first().sum())
     return alt.layer(*layers).properties(title=f"{key}  ({shown:,} of {total:,} points)", height=240)
@@ -55,7 +55,7 @@ def overlays(run_ids: list[str], smoothing: float, x: str) -> None:
         for i, key in enumerate(group):
             frame = api.compare_series(run_ids, key)
             with cols[i % len(cols)]:
-                st.altair_chart(overlay_chart(frame, key, smoothing, x), use_container_width=True)
+                st.altair_chart(overlay_chart(frame, key, smoothing, x), width="stretch")
 
 
 def config_diff(run_ids: list[str]) -> None:
@@ -64,10 +64,10 @@ def config_diff(run_ids: list[str]) -> None:
     if diff.empty:
         st.success("The configs are identical.")
     else:
-        st.dataframe(diff, hide_index=True, use_container_width=True)
+        st.dataframe(diff, hide_index=True, width="stretch")
 
 
 def summary(run_ids: list[str]) -> None:
     table = api.compare_summary(run_ids)
-    st.dataframe(table, hide_index=True, use_container_width=True)
+    st.dataframe(table, hide_index=True, width="stretch")
     st.download_button("Export table as CSV", table.to_csv(index=False), file_name="compare.csv", mime="text/csv")

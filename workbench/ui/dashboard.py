@@ -46,7 +46,7 @@ def charts(run_id: str, smoothing: float, x_axis: str) -> None:
         for i, key in enumerate(group):
             series = api.series(run_id, key, max_points=MAX_POINTS)
             with cols[i % len(cols)]:
-                st.altair_chart(metric_chart(series, key, smoothing, x=x_axis), use_container_width=True)
+                st.altair_chart(metric_chart(series, key, smoothing, x=x_axis), width="stretch")
                 st.caption(points_caption(series))
 
 
@@ -59,7 +59,7 @@ def log_and_events(run_id: str) -> None:
         st.markdown("**Events**")
         events = api.events(run_id)
         frame = pd.DataFrame([{"time": fmt_time(e.time), "event": e.kind, "message": e.message} for e in events])
-        st.dataframe(frame, hide_index=True, use_container_width=True)
+        st.dataframe(frame, hide_index=True, width="stretch")
 
 
 def run_info(run: api.RunRead) -> None:
