@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from workbench.tasks.spleeter.model import SameConvTranspose2d, Separator, UNet, _same_pad, count_parameters
@@ -34,14 +33,14 @@ def test_default_shape_and_mask_range():
     assert float(mask.min()) > 0.0 and float(mask.max()) < 1.0
 
 
-@pytest.mark.parametrize("f, t", [(100, 37), (65, 64), (1, 1), (130, 129)])
 @torch.no_grad()
-def test_odd_sizes_are_padded_and_cropped(f, t):
+def test_odd_sizes_are_padded_and_cropped():
     sep = Separator(["vocals", "accompaniment"]).eval()
-    mix = torch.rand(3, 2, f, t)
-    out = sep(mix)
-    assert out.shape == (3, 2, 2, f, t)
-    assert bool((out <= mix.unsqueeze(1) + 1e-6).all())  # estimates are mask x mixture with mask < 1
+    for f, t in [(100, 37), (65, 64), (1, 1), (130, 129)]:
+        mix = torch.rand(3, 2, f, t)
+        out = sep(mix)
+        assert out.shape == (3, 2, 2, f, t)
+        assert bool((out <= mix.unsqueeze(1) + 1e-6).all())  # estimates are mask x mixture with mask < 1
 
 
 def test_skips_use_raw_conv_and_dropout_only_first_three():

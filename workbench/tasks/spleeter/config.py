@@ -40,7 +40,7 @@ class SyntheticSongs(StrictModel):
 class SpleeterConfig(CommonTrainingSettings):
     """Spleeter source separation (deezer/spleeter's U-Net per stem), trained from a song manifest."""
 
-    task: Literal["spleeter"] = "spleeter"
+    task: Literal["spleeter"] = Field("spleeter", description="The task: Spleeter source separation.")
     mode: Literal["train", "process_data"] = Field(
         "train",
         description="`train`: decode audio and compute spectrograms while training (simple, but easily IO-bound). "
@@ -217,6 +217,8 @@ class SpleeterConfig(CommonTrainingSettings):
     train_neg_sample_args: NegSampleArgs | None = Field(
         None, description="Not used by spleeter (no negative sampling in source separation)."
     )
+    require_pow: bool = Field(False, description="Not used by spleeter (it has no embedding regulariser).")
+    min_std: float = Field(1e-8, gt=0, description="Not used by spleeter (it standardises nothing).")
 
     @property
     def stem_names(self) -> tuple[str, ...]:

@@ -105,7 +105,9 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     return to_stereo(resample(audio, rate, sample_rate))
 
 
-def separate_file(state: dict[str, Any], cfg_dict: dict[str, Any], wav_path: str | Path, out_dir: str | Path) -> dict[str, Path]:
+def separate_file(
+    state: dict[str, Any], cfg_dict: dict[str, Any], wav_path: str | Path, out_dir: str | Path
+) -> dict[str, Path]:
     """What the checkpoints page calls: separate one WAV with a checkpoint; writes and returns {stem: WAV path}.
 
     `state` is a loaded checkpoint (or the exported inference model), `cfg_dict` the run's config as stored.

@@ -86,7 +86,8 @@ def _drums(s: _Song) -> np.ndarray:
         if pos in (0, 4) or (pos in (3, 5, 7) and rng.random() < 0.15):
             _add(out, _pan(kick * rng.uniform(0.7, 1.0), 0.0), at)
         if pos in (2, 6) or (pos == 7 and rng.random() < 0.08):
-            snare = 0.6 * rng.standard_normal(ts.size) * np.exp(-ts / 0.07) + 0.4 * np.sin(2 * np.pi * tone * ts) * np.exp(-ts / 0.05)
+            noise = rng.standard_normal(ts.size) * np.exp(-ts / 0.07)
+            snare = 0.6 * noise + 0.4 * np.sin(2 * np.pi * tone * ts) * np.exp(-ts / 0.05)
             _add(out, _pan(snare * rng.uniform(0.5, 0.8), -0.1), at)
         decay = 0.15 if rng.random() < 0.08 else 0.02  # occasional open hi-hat
         hat = np.diff(rng.standard_normal(th.size + 1)) * np.exp(-th / decay) * rng.uniform(0.08, 0.2)

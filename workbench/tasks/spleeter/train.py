@@ -91,14 +91,19 @@ def _setup_model(cfg: SpleeterConfig, device: torch.device) -> tuple[Separator, 
 
 
 def _setup_optimizer(cfg: SpleeterConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Seed 003's optimizers: momentum is SGD/RMSprop momentum and Adam's beta1; lr_decay is applied in _lr_at."""
+    """Seed 003's optimizers: momentum is SGD/RMSprop momentum and Adam's beta1; lr_decay is applied in _lr_at.
+
+    Fused kernels where PyTorch has them: two U-Nets hold 19.6M parameters, and at CPU-sized inputs the per-tensor
+    update loop of the default Adam was ~30% of a step.
+    """
     params, lr, wd = model.parameters(), cfg.learning_rate, cfg.weight_decay
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(cfg.momentum, 0.999), weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, betas=(cfg.momentum, 0.999), weight_decay=wd, fused=True)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=(cfg.momentum, 0.999), weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, betas=(cfg.momentum, 0.999), weight_decay=wd, fused=True)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, dampening=cfg.dampening, weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, dampening=cfg.dampening, weight_decay=wd,
+                               fused=True)
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
     return torch.optim.Adagrad(params, lr=lr, weight_decay=wd)  # lr_decay below, same formula as Adagrad's own
@@ -156,7 +161,7 @@ def _restore(cfg: SpleeterConfig, ctx: RunContext, model: Separator, opt: torch.
         model.load_state_dict(source["model"])
     if cfg.load_optimizer and "optimizer" in source:
         opt.load_state_dict(source["optimizer"])
-        if source.get("scaler"):
+        if scaler.is_enabled() and source["scaler"]:  # a disabled scaler saved an empty state
             scaler.load_state_dict(source["scaler"])
     if kind == "resume" and "loop" in source:
         loop.load(source["loop"])

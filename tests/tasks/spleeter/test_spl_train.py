@@ -1,0 +1,105 @@
+"""The training loop end to end: the quick preset learns, resume continues, cancel saves, evaluate scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.config.io import load_config_file
+from workbench.runner.checkpoints import load_checkpoint_file
+from workbench.runner.context import RunContext
+from workbench.tasks import TASKS
+from workbench.tasks.spleeter import MONITOR
+from workbench.tasks.spleeter.config import SpleeterConfig
+from workbench.tasks.spleeter.separate import separate_file
+from workbench.tasks.spleeter.train import evaluate, run
+
+QUICK = Path(__file__).resolve().parents[3] / "configs" / "spleeter" / "quick.yaml"
+
+
+def last(ctx: RunContext, key: str) -> float:
+    ctx.flush()
+    return ctx.backend.series(key)[-1][1]
+
+
+def tiny_cfg(cache: Path, **kw) -> SpleeterConfig:
+    """Two 4-second songs at 8 kHz, 2 steps per epoch: exercises the loop, not the learning."""
+    base = dict(train_manifest="", synthetic={"songs": 2, "valid_songs": 1, "duration": 4.0}, sample_rate=8000,
+                frame_length=256, frame_step=64, F=64, T=64, chunk_duration=2.5, n_chunks_per_song=2,
+                batch_size=2, num_workers=0, epochs=1, lr=1e-3, cache_dir=str(cache), valid_max_duration=2.0)
+    return SpleeterConfig(**(base | kw))
+
+
+@pytest.mark.slow
+def test_quick_preset_beats_the_mixture(tmp_path):
+    cfg = load_config_file(QUICK, [f"cache_dir={tmp_path / 'cache'}"])
+    ctx = RunContext.local(tmp_path / "run", monitor=MONITOR, keep_ckpt=cfg.keep_ckpt)
+    TASKS["spleeter"].run(cfg, ctx)
+    model, mixture = last(ctx, "valid/si_sdr_vocals"), last(ctx, "valid/si_sdr_vocals_mixture")
+    assert model > mixture + 1.0, (model, mixture)
+    assert last(ctx, "valid/si_sdri_vocals") > 1.0
+    assert last(ctx, "valid/si_sdr_vocals_irm") > model  # the ideal mask bounds what a mask model can do
+    losses = [v for _, v in ctx.backend.series("train/loss")]
+    assert losses[-1] < losses[0]
+    kinds = {c.kind for c in ctx.backend.checkpoints}
+    assert kinds == {"checkpoint", "inference"}
+    exported = [c for c in ctx.backend.checkpoints if c.kind == "inference"][0]
+    assert exported.path == "model/spleeter-2stems.pt"
+    ctx.close()
+
+
+def test_resume_continues_steps_and_cancel_saves(tmp_path):
+    cfg = tiny_cfg(tmp_path / "cache", epochs=2)
+    first = RunContext.local(tmp_path / "run", monitor=MONITOR, keep_ckpt=1)
+    first.request_stop()  # cancel during the first step: the loop must checkpoint and return
+    run(cfg, first)
+    state = first.checkpoints.latest()
+    assert state["loop"]["step"] == 1 and state["loop"]["epoch_batches"] == 1
+    assert ("cancelled", "stopped at step 1; checkpoint saved") in first.backend.events
+
+    second = RunContext.local(tmp_path / "run", monitor=MONITOR, keep_ckpt=1, resume_state=state)
+    run(cfg, second)
+    second.flush()
+    steps = [s for s, _ in second.backend.series("train/loss")]
+    assert steps[0] > 1 and max(steps) == 4  # 2 epochs x 2 steps in total, counting on from step 1
+    final = second.checkpoints.latest()
+    assert final["loop"]["epoch"] == 2 and final["loop"]["step"] == 4
+    torch.testing.assert_close(  # the optimizer state came back (Adam's step count continues)
+        final["optimizer"]["state"][0]["step"], torch.tensor(4.0)
+    )
+    assert any(kind == "resume" for kind, _ in second.backend.events)
+
+
+def test_fork_without_optimizer_and_evaluate(tmp_path):
+    cfg = tiny_cfg(tmp_path / "cache")
+    parent = RunContext.local(tmp_path / "parent", monitor=MONITOR)
+    run(cfg, parent)
+    state = parent.checkpoints.latest()
+    fork_cfg = cfg.model_copy(update={"load_optimizer": False, "start": 0})
+    child = RunContext.local(tmp_path / "child", monitor=MONITOR, init_state=state)
+    run(fork_cfg, child)
+    child_state = child.checkpoints.latest()
+    assert child_state["loop"]["step"] == 2  # a fork starts its own step count
+    assert child_state["optimizer"]["state"][0]["step"].item() == 2.0  # fresh optimizer
+    metrics = evaluate(cfg, child_state, None, child)
+    assert {"valid/si_sdr_vocals", "valid/sdr_accompaniment", "valid/si_sdr_vocals_irm", "valid/loss"} <= set(metrics)
+    exported = load_checkpoint_file(tmp_path / "child" / "model" / "spleeter-2stems.pt")
+    song = next((tmp_path / "cache" / "songs").glob("synth-*/valid/song_0000/mixture.wav"))
+    paths = separate_file(exported, exported["config"], song, tmp_path / "sep")
+    assert paths["vocals"].is_file()
+    test_metrics = evaluate(cfg.model_dump(mode="json"), exported, song.parents[1], child)
+    assert "test/si_sdr_vocals" in test_metrics
+
+
+def test_four_stems_in_process_data_mode(tmp_path):
+    cfg = tiny_cfg(tmp_path / "cache", stems=4, mode="process_data")
+    ctx = RunContext.local(tmp_path / "run", monitor=MONITOR)
+    run(cfg, ctx)
+    ctx.flush()
+    keys = {k for k, _, _, _ in ctx.backend.metrics}
+    for stem in ("vocals", "drums", "bass", "other"):
+        assert {f"valid/si_sdr_{stem}", f"valid/si_sdri_{stem}", f"valid/sdr_{stem}_irm"} <= keys
+    assert any("process_data: built spectrogram cache" in message for _, message in ctx.backend.events)
+    assert ctx.backend.phase is None  # the "process_data: n/N songs" status is cleared once training starts
