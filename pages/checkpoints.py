@@ -10,6 +10,7 @@ from workbench.ui.checkpoints import (
     download_one,
     evaluate_section,
     fork_section,
+    try_it_section,
     upload_section,
 )
 from workbench.ui.common import pick_run
@@ -27,7 +28,12 @@ if run is not None:
             download_one(run.id, chosen)
         with c2:
             bundle_download(run.id)
-        tab_eval, tab_fork, tab_compare = st.tabs(["Evaluate", "Fork", "Compare checkpoints"])
+        has_infer = api.tasks()[run.task].infer_target is not None
+        tabs = st.tabs(["Evaluate", "Fork", "Compare checkpoints", *(["Try it"] if has_infer else [])])
+        tab_eval, tab_fork, tab_compare = tabs[:3]
+        if has_infer:
+            with tabs[3]:
+                try_it_section(run, chosen)
         with tab_eval:
             evaluate_section(run, chosen)
         with tab_fork:

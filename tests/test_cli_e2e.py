@@ -70,3 +70,25 @@ def test_failed_run_exits_nonzero_with_the_file_in_the_error(home, tmp_path):
 def test_config_prints_commented_defaults(home):
     out = wb("config", "recommendation", home=home)
     assert out.returncode == 0 and "# The number of training epochs." in out.stdout and "task: recommendation" in out.stdout
+
+
+def test_spleeter_quick_beats_the_mixture_and_separates_a_song(home, tmp_path):
+    out = wb("run", "configs/spleeter/quick.yaml", "--wait", "--name", "spl-quick", home=home, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (run,) = json.loads(wb("list", "--json", home=home).stdout)
+    shown = _show(run["id"], home)
+    metrics = {k: v["last"] for k, v in shown["metrics"].items()}
+    assert metrics["valid/si_sdr_vocals"] > metrics["valid/si_sdr_vocals_mixture"] + 1.0, metrics
+    assert run["owner"] == "daShiChangZhaoLei"  # the seed's `trainer` is the run's owner
+
+    songs = tmp_path / "songs"
+    gen = wb("data", "synth-songs", str(songs), "--songs", "1", "--duration", "4", "--sample-rate", "8000", "--seed", "9", home=home)
+    assert gen.returncode == 0, gen.stderr
+    mixture = next(songs.rglob("mixture.wav"))
+
+    from workbench import api  # the `home` fixture points this process at the same store
+
+    best = next(c for c in api.checkpoints(run["id"]) if c.is_best)
+    files = api.infer(run["id"], best.id, mixture)
+    assert {"mixture.wav", "vocals.wav", "accompaniment.wav", "vocals.png"} <= set(files)
+    assert all(p.stat().st_size > 1000 for p in files.values())

@@ -578,3 +578,19 @@ def import_checkpoint(cfg: BaseModel, file_name: str, data: bytes, *, name: str 
     )  # fmt: skip
     run_store.mark_imported(eng, run.id)
     return run_store.get_run(eng, run.id)
+
+
+# -- inference ("try it") ----------------------------------------------------------------------------------------
+def infer(run_id: str, checkpoint_id: int, input_path: str | Path) -> dict[str, Path]:
+    """Run the task's inference on one input with a checkpoint; outputs land in the run's `inference/` folder."""
+    from workbench.tasks.spec import load_target
+
+    run = get_run(run_id)
+    spec = TASKS[run.task]
+    if spec.infer_target is None:
+        raise ValueError(f"the {run.task} task has no inference preview")
+    if not Path(input_path).is_file():
+        raise FileNotFoundError(f"input not found: {input_path}")
+    _, state = _checkpoint_state(checkpoint_id)
+    out_dir = run_dir(run.id) / "inference" / f"ckpt{checkpoint_id}-{Path(input_path).stem}"
+    return load_target(spec.infer_target)(state, run.config, input_path, out_dir)

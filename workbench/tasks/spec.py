@@ -37,6 +37,10 @@ class TaskSpec:
     # optional "module:function" check_state(cfg, state) -> list[str]: why an uploaded checkpoint does not fit
     # this task's model (empty list: it fits). See runner.checkpoints.state_mismatches.
     check_target: str | None = None
+    # optional "module:function" infer(state, cfg_dict, input_path, out_dir) -> {file name: path}: what the
+    # checkpoints page's "Try it" shows (.wav as players, .png as pictures, anything else as downloads)
+    infer_target: str | None = None
+    infer_input: str = "input file"  # what infer_target reads, e.g. "a song (WAV)"
 
     def run(self, cfg: BaseModel, ctx: RunContext) -> None:
         _load(self.run_target)(cfg, ctx)

@@ -144,3 +144,35 @@ def upload_section(run: api.RunRead) -> None:
             st.error(str(exc))
         else:
             st.success(f"Imported as run {imported.id}: evaluate or fork it from its checkpoints.")
+
+
+def try_it_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
+    spec = api.tasks()[run.task]
+    st.markdown(f"**Try it**: run checkpoint #{ckpt.id} on {spec.infer_input}.")
+    c1, c2 = st.columns(2)
+    path = c1.text_input("Path on the server", key=f"infer_path_{run.id}")
+    upload = c2.file_uploader("or upload", key=f"infer_upload_{run.id}")
+    if not st.button("Run", key=f"infer_go_{run.id}_{ckpt.id}"):
+        return
+    if upload is not None:
+        target = api.run_dir(run.id) / "inference" / "uploads" / upload.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(upload.getvalue())
+        path = str(target)
+    try:
+        with st.spinner("running the model..."):
+            files = api.infer(run.id, ckpt.id, path.strip())
+    except (FileNotFoundError, ValueError) as exc:
+        st.error(str(exc))
+        return
+    for name, file in files.items():
+        if name.endswith(".wav"):
+            st.markdown(f"**{name.removesuffix('.wav')}**")
+            cols = st.columns([2, 3])
+            cols[0].audio(file.read_bytes(), format="audio/wav")
+            cols[0].download_button(f"Download {name}", file.read_bytes, file_name=name, key=f"dl_{file}")
+            picture = files.get(name.replace(".wav", ".png"))
+            if picture is not None:
+                cols[1].image(str(picture), caption=f"{name.removesuffix('.wav')} spectrogram", width="stretch")
+        elif not name.endswith(".png"):
+            st.download_button(f"Download {name}", file.read_bytes, file_name=name, key=f"dl_{file}")

@@ -68,6 +68,12 @@ class SyntheticStream(StrictModel):
         20000, ge=10, description="Largest per-slot vocabulary; slots get log-uniform sizes between 10 and this."
     )
     zipf_exponent: float = Field(1.1, gt=0, description="Zipf exponent of feature popularity within a slot.")
+    rank_weight_exponent: float = Field(
+        0.7,
+        ge=0,
+        description="The weight of a slot's k-th most popular feature is scaled by k^-exponent, so that rare "
+        "features matter less (0: rare and popular features alike, much harder to learn).",
+    )
     churn_per_day: float = Field(
         0.05, ge=0, le=1, description="Share of each slot's features replaced by new ids (with new weights) per day."
     )
@@ -198,6 +204,12 @@ class CtrStreamConfig(CommonTrainingSettings):
         description="Save a delta inference model (mode 1) to {day}/delta-{pass} every this many passes (the seed "
         "writes `delta_`; PaddleRec's code writes `delta-`, which we follow).",
     )
+    init_model_path: str = Field(
+        "",
+        description="A saved model folder to start from, e.g. another run's batch model .../model/20190721/0 or a "
+        "checkpoint model {day}/{pass}: its sparse table lines and dense.pt (read with `deconverter`). Ignored when "
+        "the run resumes from its own checkpoint. Empty: start with an empty table.",
+    )
     dump_fields: list[str] = Field(
         default_factory=list,
         description="Debug dump: per-impression values to write each pass: click, predict, concat (the pooled "
@@ -267,8 +279,8 @@ class CtrStreamConfig(CommonTrainingSettings):
     )
     deconverter: OutputFormat = Field(
         "none",
-        description="Format expected when reading saved models back: `none` or `gzip` (files ending .gz are always "
-        "read as gzip). A built-in name, never a shell command.",
+        description="Format of the part files read back from init_model_path: `none` or `gzip` (files ending .gz "
+        "are always read as gzip). A built-in name, never a shell command.",
     )
     embed_sgd_param: SparseSgdParam = Field(
         default_factory=SparseSgdParam, description="Optimizer of the 1-dim embed part (embed_w)."
@@ -312,7 +324,10 @@ class CtrStreamConfig(CommonTrainingSettings):
         0.2, gt=0, description="MLP weights start as Normal(0, dnn_init_range / sqrt(fan_in)), as in slot_dnn."
     )
     train_thread_num: int = Field(
-        0, ge=0, description="CPU threads for the dense network (torch); 0 = every core this process may use."
+        0,
+        ge=0,
+        description="CPU threads for the dense network (torch). 0 = the cores this process may use, minus one for "
+        "the prefetch reader when prefetch is on (at least 1).",
     )
 
     # -- derived values -------------------------------------------------------------------------------------------
@@ -324,6 +339,9 @@ class CtrStreamConfig(CommonTrainingSettings):
     def pull_dim(self) -> int:
         """Values pulled per feature: [embed_w, embedx] (+ show, click for CtrCommonAccessor)."""
         return 1 + self.embedx_dim + (2 if self.accessor_class == "CtrCommonAccessor" else 0)
+
+    def torch_threads(self, cores: int) -> int:
+        return self.train_thread_num or max(1, cores - (1 if self.prefetch else 0))
 
     @property
     def passes_per_day(self) -> int:

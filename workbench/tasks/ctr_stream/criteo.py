@@ -85,6 +85,7 @@ def convert_criteo(src: Path, out: Path, *, start_day: str = "20190720", split_i
     reader = pd.read_csv(src, sep="\t", header=None, chunksize=lines_per_slice, dtype=str, na_filter=True,
                          nrows=max_lines or None, quoting=3)
     slices = lines = clicks = 0
+    last = ""
     for frame in reader:
         if frame.shape[1] != 1 + NUM_INT + NUM_CAT:
             raise ValueError(f"{src}: expected {1 + NUM_INT + NUM_CAT} tab-separated columns (label, I1..I13, "
@@ -92,7 +93,8 @@ def convert_criteo(src: Path, out: Path, *, start_day: str = "20190720", split_i
         ints = frame.iloc[:, 1 : 1 + NUM_INT].apply(pd.to_numeric, errors="coerce")
         frame = pd.concat([frame.iloc[:, :1].astype(np.float32), ints, frame.iloc[:, 1 + NUM_INT :]], axis=1)
         labels, offsets, keys, slots = convert_chunk(frame)
-        folder = out / clock.strftime("%Y%m%d") / clock.strftime("%H%M")
+        last = clock.strftime("%Y%m%d/%H%M")
+        folder = out / last
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".part-00000.tmp"
         tmp.write_bytes(render_slot_lines(labels, offsets, keys, slots))
@@ -103,4 +105,4 @@ def convert_criteo(src: Path, out: Path, *, start_day: str = "20190720", split_i
         lines += len(frame)
         clicks += int(labels.sum())
         clock += dt.timedelta(minutes=split_interval)
-    return {"slices": slices, "lines": lines, "ctr": clicks / max(lines, 1), "last_slice": clock.strftime("%Y%m%d/%H%M")}
+    return {"slices": slices, "lines": lines, "ctr": clicks / max(lines, 1), "last_slice": last}

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from workbench.tasks.ctr_stream.config import CtrStreamConfig
 from workbench.tasks.ctr_stream.slots import MAX_SLOT, BadLine, parse_slot_lines
@@ -134,7 +135,7 @@ class Batch:
 
 @dataclass
 class PassData:
-    keys: np.ndarray  # uint64 [K], the pass's distinct features, sorted
+    keys: np.ndarray  # uint64 [K], the pass's distinct features
     batches: list[Batch]
     examples: int
     total_lines: int
@@ -197,33 +198,48 @@ class PassReader:
         s = self.slots.size
         counts = np.diff(m.offsets)
         perm = np.random.default_rng(shuffle_seed).permutation(n_lines) if shuffle_seed is not None else np.arange(n_lines)
-        new_of_old = np.empty(n_lines, dtype=np.int64)
-        new_of_old[perm] = np.arange(n_lines)
-        # one stable sort puts tokens in (shuffled impression, slot position) order: the embedding bags' layout
-        example = new_of_old[np.repeat(np.arange(n_lines), counts)]
-        order = np.argsort(example * s + self.slot_pos[m.slots], kind="stable")
-        bag_id = (example * s + self.slot_pos[m.slots])[order]
-        pass_keys, key_idx = np.unique(m.keys[order], return_inverse=True)
+        # Tokens in (shuffled impression, slot position) order, the embedding bags' layout: move each line's token
+        # range to its new place (O(T)), then sort within lines only if some line lists its slots out of order.
+        new_counts = counts[perm]
+        ex_offsets = np.zeros(n_lines + 1, dtype=np.int64)
+        np.cumsum(new_counts, out=ex_offsets[1:])
+        order = np.repeat(m.offsets[:-1][perm] - ex_offsets[:-1], new_counts) + np.arange(int(ex_offsets[-1]))
+        example = np.repeat(np.arange(n_lines), new_counts)
+        position = self.slot_pos[m.slots[order]]
+        line_start = np.zeros(order.size, dtype=bool)
+        line_start[ex_offsets[:-1][new_counts > 0]] = True
+        if ((np.diff(position) < 0) & ~line_start[1:]).any():
+            resort = np.argsort(example * s + position, kind="stable")
+            order, position = order[resort], position[resort]
+        bag_id = example * s + position
+        # distinct features of the pass by hashing (pandas.factorize), not sorting
+        key_idx, pass_keys = pd.factorize(m.keys[order], sort=False)
         token_slot = m.slots[order]
         labels = m.labels[perm]
-        token_label = labels[example[order]]
-        ex_offsets = np.zeros(n_lines + 1, dtype=np.int64)
-        np.cumsum(counts[perm], out=ex_offsets[1:])
+        token_label = labels[example]
 
         batches = []
         size = self.cfg.train_batch_size
+        scratch = np.empty(pass_keys.size, dtype=np.int64)  # per distinct feature of the pass; no sort per batch
         for first in range(0, n_lines, size):
             last = min(first + size, n_lines)
             lo, hi = ex_offsets[first], ex_offsets[last]
-            uniq, inverse = np.unique(key_idx[lo:hi], return_inverse=True)
-            bag_offsets = np.searchsorted(bag_id[lo:hi] - first * s, np.arange((last - first) * s))
+            tokens = key_idx[lo:hi]
+            position = np.arange(tokens.size)
+            scratch[tokens] = position  # the last occurrence of each feature wins
+            uniq = tokens[scratch[tokens] == position]  # distinct features, in order of last occurrence
+            scratch[uniq] = np.arange(uniq.size)
+            inverse = scratch[tokens]
+            bag_sizes = np.bincount(bag_id[lo:hi] - first * s, minlength=(last - first) * s)
+            bag_offsets = np.zeros(bag_sizes.size, dtype=np.int64)
+            np.cumsum(bag_sizes[:-1], out=bag_offsets[1:])
             slot = np.zeros(uniq.size, dtype=np.uint16)
             slot[inverse] = token_slot[lo:hi]
             batches.append(Batch(
                 labels=labels[first:last],
                 uniq=uniq,
-                inverse=inverse.astype(np.int64),
-                bag_offsets=bag_offsets.astype(np.int64),
+                inverse=inverse,
+                bag_offsets=bag_offsets,
                 show=np.bincount(inverse, minlength=uniq.size).astype(np.float32),
                 click=np.bincount(inverse, weights=token_label[lo:hi], minlength=uniq.size).astype(np.float32),
                 slot=slot,

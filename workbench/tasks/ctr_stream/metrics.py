@@ -53,9 +53,10 @@ def bucket_error(stat_pos: np.ndarray, stat_neg: np.ndarray) -> float:
     impression_sum = ctr_sum = click_sum = 0.0
     error_sum = error_count = 0.0
     num_bucket = stat_pos.shape[0]
+    clicks, shows = stat_pos.tolist(), (stat_pos + stat_neg).tolist()  # plain floats: numpy scalars are slow here
     for i in range(num_bucket):  # 4096 buckets: a Python loop over buckets, not over impressions
-        click = float(stat_pos[i])
-        show = float(stat_pos[i] + stat_neg[i])
+        click = clicks[i]
+        show = shows[i]
         ctr = i / num_bucket
         if abs(ctr - last_ctr) > 0.01:
             last_ctr = ctr

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,75 +46,100 @@ def model_folder(root: Path, day: str, mode: int, pass_id: int = 0) -> Path:
     return root / day / "0"
 
 
-def save_model(
-    folder: Path,
-    table: SparseTable,
-    mode: int,
-    dense: dict[str, Any],
-    meta: dict[str, Any],
-    *,
-    shard_num: int = 1,
-    compress: bool = False,
-) -> int:
-    """Write one model folder (replacing an older one of the same name), then apply the mode's after-save
-    updates to the table. Returns the number of features written."""
-    mask = table.save_mask(mode)
-    rows = np.flatnonzero(mask)
+@dataclass
+class SavedRows:
+    """A copy of the features one save writes, taken at save time so that writing can happen later (and in another
+    thread) while training goes on. The float fields are in line order: delta_score show click embed_w state..."""
+
+    keys: np.ndarray  # uint64 [n]
+    slot: np.ndarray  # uint16 [n]
+    unseen_days: np.ndarray  # uint16 [n]
+    vals: np.ndarray  # float32 [n, 4 + embed_state_dim]
+    has_embedx: np.ndarray  # bool [n]: the line carries embedx (has an mf part and score >= embedx_threshold)
+    mf: np.ndarray  # float32 [sum(has_embedx), embedx_dim + embedx_state_dim]
+
+    @classmethod
+    def take(cls, table: SparseTable, mode: int) -> tuple[SavedRows, np.ndarray]:
+        """The rows `mode` selects (and the selection mask, for the after-save update)."""
+        mask = table.save_mask(mode)
+        rows = np.flatnonzero(mask)
+        has = table.saves_embedx(rows)
+        saved = cls(keys=table.keys[rows], slot=table.slot[rows], unseen_days=table.unseen_days[rows],
+                    vals=np.take(table.vals, rows, axis=0), has_embedx=has,
+                    mf=np.take(table.mf, table.mf_index[rows[has]], axis=0))
+        return saved, mask
+
+    @property
+    def count(self) -> int:
+        return int(self.keys.size)
+
+
+def save_model(folder: Path, table: SparseTable, mode: int, dense: dict[str, Any], meta: dict[str, Any], *,
+               shard_num: int = 1, compress: bool = False) -> int:
+    """Write one model folder now, then apply the mode's after-save updates to the table. Returns the count."""
+    saved, mask = SavedRows.take(table, mode)
+    write_model(folder, saved, mode, dense, meta, shard_num=shard_num, compress=compress)
+    table.update_after_save(mode, mask)
+    return saved.count
+
+
+def write_model(folder: Path, saved: SavedRows, mode: int, dense: dict[str, Any], meta: dict[str, Any], *,
+                shard_num: int = 1, compress: bool = False) -> None:
+    """Write a model folder from a snapshot, under a temporary name renamed when complete (replacing an old one)."""
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / TABLE_DIR).mkdir(parents=True)
-    shard = (table.keys[rows] % np.uint64(shard_num)).astype(np.int64)
+    shard = (saved.keys % np.uint64(shard_num)).astype(np.int64)
+    mf_row = np.cumsum(saved.has_embedx) - 1  # line i's row in saved.mf, where it has one
     for s in range(shard_num):
         name = f"part-000-{s:05d}" + (".gz" if compress else "")
-        _write_lines(tmp / TABLE_DIR / name, table, rows[shard == s], compress)
+        opener = gzip.open if compress else open
+        with opener(tmp / TABLE_DIR / name, "wb") as f:  # type: ignore[operator]
+            lines = np.flatnonzero(shard == s)
+            for lo in range(0, lines.size, LINES_PER_CHUNK):
+                f.write(format_lines(saved, lines[lo : lo + LINES_PER_CHUNK], mf_row).encode())
     torch.save(dense, tmp / "dense.pt")
-    meta = {**meta, "mode": mode, "mode_name": MODE_NAMES[mode], "features": int(rows.size),
+    meta = {**meta, "mode": mode, "mode_name": MODE_NAMES[mode], "features": saved.count,
             "line_format": "key slot unseen_days delta_score show click embed_w embed_g2sum... "
                            "[embedx_w... embedx_g2sum...]"}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
-    table.update_after_save(mode, mask)
-    return int(rows.size)
 
 
-def _write_lines(path: Path, table: SparseTable, rows: np.ndarray, compress: bool) -> None:
-    opener = gzip.open if compress else open
-    with opener(path, "wb") as f:  # type: ignore[operator]
-        for lo in range(0, rows.size, LINES_PER_CHUNK):
-            f.write(format_lines(table, rows[lo : lo + LINES_PER_CHUNK]).encode())
-
-
-def format_lines(table: SparseTable, rows: np.ndarray) -> str:
-    """The saved text of `rows`, one line each, in row order (a Python format per line: saving is not hot)."""
-    s1 = table.embed_state.shape[1]
-    base_cols = [table.keys[rows].tolist(), table.slot[rows].tolist(), table.unseen_days[rows].tolist(),
-                 table.delta_score[rows].tolist(), table.show[rows].tolist(), table.click[rows].tolist(),
-                 table.embed_w[rows].tolist(), *(table.embed_state[rows, j].tolist() for j in range(s1))]
-    base_fmt = "%d %d %d %g %g %g %g" + " %g" * s1
-    with_x = table.saves_embedx(rows)
-    mf = table.mf_index[rows[with_x]]
-    x_cols = [*(table.embedx_w[mf, j].tolist() for j in range(table.embedx_w.shape[1])),
-              *(table.embedx_state[mf, j].tolist() for j in range(table.embedx_state.shape[1]))]
-    x_fmt = " %g" * len(x_cols)
-    x_rows = iter(zip(*x_cols)) if x_cols else iter(())
+def format_lines(saved: SavedRows, lines: np.ndarray, mf_row: np.ndarray | None = None) -> str:
+    """The text of the saved features `lines`, one line each (a Python format per line: saving is not hot)."""
+    if mf_row is None:
+        mf_row = np.cumsum(saved.has_embedx) - 1
+    width = saved.vals.shape[1]
+    base_fmt = "%d %d %d" + " %g" * width
+    base_cols = [saved.keys[lines].tolist(), saved.slot[lines].tolist(), saved.unseen_days[lines].tolist(),
+                 *(saved.vals[lines, j].tolist() for j in range(width))]
+    with_x = saved.has_embedx[lines]
+    x = saved.mf[mf_row[lines[with_x]]]
+    x_fmt = " %g" * x.shape[1]
+    x_rows = iter(x.tolist())
     out = []
     for values, has_x in zip(zip(*base_cols), with_x.tolist()):
         line = base_fmt % values
         if has_x:
-            line += x_fmt % next(x_rows)
+            line += x_fmt % tuple(next(x_rows))
         out.append(line)
     return "\n".join(out) + ("\n" if out else "")
 
 
-def read_model_lines(folder: Path, base_width: int) -> dict[str, np.ndarray]:
+def read_model_lines(folder: Path, base_width: int, deconverter: str = "none") -> dict[str, np.ndarray]:
     """Read a saved folder's sparse part back: keys uint64 [n], values float64 [n, w] (NaN-padded where a line
     has no embedx part) and has_embedx bool [n]. `base_width` = values per line without embedx (6 + embed state
-    dim). Loading is not a hot path: lines are grouped by width in Python, numbers parsed by np.loadtxt."""
+    dim). Part files ending .gz, or every part file with deconverter "gzip", are gunzipped. Loading is not a hot
+    path: lines are grouped by width in Python, the numbers parsed by np.loadtxt."""
+    if not (folder / TABLE_DIR).is_dir():
+        raise FileNotFoundError(f"{folder} is not a saved model folder (no {TABLE_DIR}/ with part files)")
     keys, values = [], []
     for path in sorted((folder / TABLE_DIR).glob("part-*")):
-        data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+        zipped = path.suffix == ".gz" or deconverter == "gzip"
+        data = gzip.open(path, "rb").read() if zipped else path.read_bytes()
         lines = [line for line in data.split(b"\n") if line]
         width = np.array([line.count(b" ") for line in lines])  # values after the key
         for w in np.unique(width).tolist():

@@ -55,13 +55,17 @@ class SgdRule:
             self._adam(w, state, grad)
         else:
             # a show of 0 cannot come from the reader (each occurrence pushes show 1); guard the division anyway
-            safe = np.where(scale > 0, scale, 1).astype(np.float32)
-            g = grad / safe[:, None]
+            positive = scale.size == 0 or scale.min() > 0
+            safe = scale.astype(np.float32, copy=False) if positive else np.where(scale > 0, scale, 1).astype(np.float32)
             g0 = np.float32(p.initial_g2sum)
             if p.name == "SparseAdaGradSGDRule":
-                w -= np.float32(p.learning_rate) * g * np.sqrt(g0 / (g0 + state[:, :1]))
-                state[:, 0] += (g * g).mean(axis=1)
+                # per row: w -= lr * (grad / scale) * sqrt(g0 / (g0 + g2sum)); g2sum += mean((grad / scale)^2),
+                # with the per-row factors computed once ([n]) instead of on [n, dim] temporaries
+                step = np.float32(p.learning_rate) * np.sqrt(g0 / (g0 + state[:, 0])) / safe
+                w -= grad * step[:, None]
+                state[:, 0] += np.einsum("ij,ij->i", grad, grad) / (safe * safe * np.float32(self.dim))
             else:  # StdAdaGradSGDRule
+                g = grad / safe[:, None]
                 w -= np.float32(p.learning_rate) * g * np.sqrt(g0 / (g0 + state))
                 state += g * g
         np.clip(w, lo, hi, out=w)

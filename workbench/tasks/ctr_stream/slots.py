@@ -142,8 +142,13 @@ def _parse_tokens(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tupl
     words = sliding_window_view(buf, _KEY_WINDOW)[np.maximum(colon, _KEY_WINDOW) - _KEY_WINDOW].view(np.uint64)
     parts = []
     for k in range(3):  # word k covers window bytes 8k..8k+7; the key's digits are the last nd_key bytes
-        lead = np.clip(_KEY_WINDOW - nd_key - 8 * k, 0, 8)
-        w = _mask_low_bytes(words[:, k], lead)
+        lead = _KEY_WINDOW - nd_key - 8 * k  # bytes of word k before the key (to become '0'), if > 0
+        if k == 0:
+            w = _mask_low_bytes(words[:, 0], np.clip(lead, 0, 8))
+        else:  # hashed feasigns have 16-20 digits: only short keys (the labels, ...) need masking here
+            w = words[:, k].copy()
+            short = np.flatnonzero(lead > 0)
+            w[short] = _mask_low_bytes(w[short], np.minimum(lead[short], 8))
         ok &= _digit_flags(w) == _REPEAT(0x80)
         parts.append(_swar_8_digits(w))
     high, mid, low = parts  # key = high * 10**16 + mid * 10**8 + low, high < 10**8

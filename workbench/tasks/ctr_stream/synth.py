@@ -111,10 +111,11 @@ class HiddenModel:
             row = np.repeat(np.arange(count), per)
             feature = np.searchsorted(self.cdf[i], rng.random(row.size))
             gen = self.generation(i, feature, day_index)
-            weight = self.slot_scale[i] * _normal(s.seed, i, feature, gen, 11)
+            rank_scale = (feature + 1.0) ** -s.rank_weight_exponent  # feature = popularity rank - 1
+            weight = self.slot_scale[i] * rank_scale * _normal(s.seed, i, feature, gen, 11)
             linear += np.bincount(row, weights=weight, minlength=count)  # several features in a slot: summed
             if any(i in pair for pair in self.pairs):
-                u = np.stack([_normal(s.seed, i, feature, gen, 100 + k) for k in range(LATENT_DIM)], axis=1)
+                u = rank_scale[:, None] * np.stack([_normal(s.seed, i, feature, gen, 100 + k) for k in range(LATENT_DIM)], axis=1)
                 latent[i] = np.stack([np.bincount(row, weights=u[:, k], minlength=count) for k in range(LATENT_DIM)], axis=1)
             keys = _hash(s.seed, i, feature, gen, 5)
             keys[keys == 0] = 1  # feasign 0 is padding

@@ -53,24 +53,34 @@ class SparseTable:
         self._alloc_mf(MIN_ROWS)
 
     # -- storage --------------------------------------------------------------------------------------------------
+    # Per row: keys, slot, unseen_days, mf_index as their own columns; the float fields in one matrix `vals`
+    # [cap, 4 + embed_state_dim] = (delta_score, show, click, embed_w, embed_state...), and the mf pool in one
+    # matrix `mf` [mf_cap, embedx_dim + embedx_state_dim] = (embedx_w..., embedx_state...), so that a push gathers
+    # and scatters each with one fancy index. The named fields are views of these matrices (see _bind_views).
+    DELTA, SHOW, CLICK, EMBED = 0, 1, 2, 3
+    _ROW_COLUMNS = ("keys", "slot", "unseen_days", "vals", "mf_index")
+    _MF_COLUMNS = ("mf",)
+    _STATE_FIELDS = ("keys", "slot", "unseen_days", "delta_score", "show", "click", "embed_w", "embed_state",
+                     "mf_index", "embedx_w", "embedx_state")
+
     def _alloc_rows(self, capacity: int) -> None:
-        s1 = self.embed_rule.state_dim
         self.keys = np.zeros(capacity, dtype=np.uint64)
         self.slot = np.zeros(capacity, dtype=np.uint16)
         self.unseen_days = np.zeros(capacity, dtype=np.uint16)
-        self.delta_score = np.zeros(capacity, dtype=np.float32)
-        self.show = np.zeros(capacity, dtype=np.float32)
-        self.click = np.zeros(capacity, dtype=np.float32)
-        self.embed_w = np.zeros(capacity, dtype=np.float32)
-        self.embed_state = np.zeros((capacity, s1), dtype=np.float32)
+        self.vals = np.zeros((capacity, 4 + self.embed_rule.state_dim), dtype=np.float32)
         self.mf_index = np.full(capacity, -1, dtype=np.int32)
+        self._bind_views()
 
     def _alloc_mf(self, capacity: int) -> None:
-        self.embedx_w = np.zeros((capacity, self.embedx_dim), dtype=np.float32)
-        self.embedx_state = np.zeros((capacity, self.embedx_rule.state_dim), dtype=np.float32)
+        self.mf = np.zeros((capacity, self.embedx_dim + self.embedx_rule.state_dim), dtype=np.float32)
+        self._bind_views()
 
-    _ROW_COLUMNS = ("keys", "slot", "unseen_days", "delta_score", "show", "click", "embed_w", "embed_state", "mf_index")
-    _MF_COLUMNS = ("embedx_w", "embedx_state")
+    def _bind_views(self) -> None:
+        if hasattr(self, "vals"):
+            self.delta_score, self.show, self.click = self.vals[:, 0], self.vals[:, 1], self.vals[:, 2]
+            self.embed_w, self.embed_state = self.vals[:, 3], self.vals[:, 4:]
+        if hasattr(self, "mf"):
+            self.embedx_w, self.embedx_state = self.mf[:, : self.embedx_dim], self.mf[:, self.embedx_dim :]
 
     def _resize(self, names: tuple[str, ...], live: int, capacity: int) -> None:
         for name in names:
@@ -78,6 +88,7 @@ class SparseTable:
             new = np.empty((capacity,) + old.shape[1:], dtype=old.dtype)
             new[:live] = old[:live]
             setattr(self, name, new)
+        self._bind_views()
 
     def _reserve_rows(self, extra: int) -> None:
         need = self.n + extra
@@ -86,8 +97,8 @@ class SparseTable:
 
     def _reserve_mf(self, extra: int) -> None:
         need = self.mf_n + extra
-        if need > self.embedx_w.shape[0]:
-            self._resize(self._MF_COLUMNS, self.mf_n, max(need, int(self.embedx_w.shape[0] * GROWTH)))
+        if need > self.mf.shape[0]:
+            self._resize(self._MF_COLUMNS, self.mf_n, max(need, int(self.mf.shape[0] * GROWTH)))
 
     # -- the accessor's score -------------------------------------------------------------------------------------
     def score(self, show: np.ndarray, click: np.ndarray) -> np.ndarray:
@@ -105,16 +116,22 @@ class SparseTable:
         Rows of -1 (missing keys) and the embedx of keys without mf part come back as zeros.
         """
         off = 2 if self.with_show_click else 0
-        out = np.zeros((rows.shape[0], off + 1 + self.embedx_dim), dtype=np.float32)
-        live = np.flatnonzero(rows >= 0)
-        r = rows[live]
-        if self.with_show_click:
-            out[live, 0] = self.show[r]
-            out[live, 1] = self.click[r]
-        out[live, off] = self.embed_w[r]
+        live = rows >= 0
+        all_live = bool(live.all())
+        r = rows if all_live else np.where(live, rows, 0)
         mfi = self.mf_index[r]
-        has = mfi >= 0
-        out[live[has], off + 1 :] = self.embedx_w[mfi[has]]
+        has = (mfi >= 0) & live
+        all_have = bool(has.all())
+        out = np.empty((rows.shape[0], off + 1 + self.embedx_dim), dtype=np.float32)
+        if self.with_show_click:
+            out[:, 0] = self.show[r]
+            out[:, 1] = self.click[r]
+        out[:, off] = self.embed_w[r]
+        # np.take, not fancy indexing: for 2-D gathers it is several times faster
+        out[:, off + 1 :] = np.take(self.mf, mfi if all_have else np.where(has, mfi, 0), axis=0)[:, : self.embedx_dim]
+        if not all_have:  # missing keys pull zeros; keys without mf part pull embedx = 0
+            out[~has, off + 1 :] = 0
+            out[~live] = 0
         return out
 
     def push(
@@ -142,31 +159,34 @@ class SparseTable:
         r = rows[live]
         show = show.astype(np.float32, copy=False)
         click = click.astype(np.float32, copy=False)
-        self.show[r] += show
-        self.click[r] += click
-        self.slot[r] = slots
-        self.delta_score[r] += self.score(show, click)
-        self.unseen_days[r] = 0
-        scale = show if self.cfg.show_scale else np.ones_like(show)
         grad = grad.astype(np.float32, copy=False)
+        scale = show if self.cfg.show_scale else np.ones_like(show)
 
-        w, state = self.embed_w[r][:, None], self.embed_state[r]
-        self.embed_rule.update(w, state, grad[:, :1], scale)
-        self.embed_w[r], self.embed_state[r] = w[:, 0], state
+        v = np.take(self.vals, r, axis=0)  # [n, 4 + s1] gathered copy (take: faster than fancy indexing)
+        v[:, self.SHOW] += show
+        v[:, self.CLICK] += click
+        v[:, self.DELTA] += self.score(show, click)
+        self.embed_rule.update(v[:, self.EMBED : self.EMBED + 1], v[:, self.EMBED + 1 :], grad[:, :1], scale)
+        self.vals[r] = v
+        self.slot[r] = slots
+        self.unseen_days[r] = 0
 
         mfi = self.mf_index[r]
         has = mfi >= 0
-        m = mfi[has]
+        all_have = bool(has.all())  # the common case once features are extended: no masked copies
+        m = mfi if all_have else mfi[has]
         if m.size:
-            w, state = self.embedx_w[m], self.embedx_state[m]
-            self.embedx_rule.update(w, state, grad[has, 1:], scale[has])
-            self.embedx_w[m], self.embedx_state[m] = w, state
-        # Keys without mf part that now reach the threshold get a fresh embedx; their embedx gradient of this
-        # push is dropped (PaddleRec updates a buffer, re-runs Create on the grown value, copies back the non-mf part).
-        plain = r[~has]
-        grow = plain[self.score(self.show[plain], self.click[plain]) >= np.float32(self.cfg.embedx_threshold)]
-        if grow.size:
-            self._extend(grow)
+            x = np.take(self.mf, m, axis=0)
+            gx, sx = (grad[:, 1:], scale) if all_have else (grad[has, 1:], scale[has])
+            self.embedx_rule.update(x[:, : self.embedx_dim], x[:, self.embedx_dim :], gx, sx)
+            self.mf[m] = x
+        if not all_have:
+            # Keys without mf part that now reach the threshold get a fresh embedx; this push's embedx gradient is
+            # dropped (PaddleRec updates a buffer, re-runs Create on the grown value, copies back the non-mf part).
+            plain = ~has
+            grow = r[plain][self.score(v[plain, self.SHOW], v[plain, self.CLICK]) >= np.float32(self.cfg.embedx_threshold)]
+            if grow.size:
+                self._extend(grow)
         return rows
 
     def merge_push(
@@ -192,11 +212,7 @@ class SparseTable:
         self.keys[rows] = keys
         self.slot[rows] = 0
         self.unseen_days[rows] = 0
-        self.delta_score[rows] = 0
-        self.show[rows] = 0
-        self.click[rows] = 0
-        self.embed_w[rows] = w[:, 0]
-        self.embed_state[rows] = state
+        self.vals[rows] = np.concatenate([np.zeros((k, 3), np.float32), w, state], axis=1)  # delta, show, click = 0
         self.mf_index[rows] = -1
         self.n += k
         self.created_total += k
@@ -208,8 +224,7 @@ class SparseTable:
         self._reserve_mf(k)
         w, state = self.embedx_rule.init(k, self.rng, zero_init=False)
         mf = np.arange(self.mf_n, self.mf_n + k)
-        self.embedx_w[mf] = w
-        self.embedx_state[mf] = state
+        self.mf[mf] = np.concatenate([w, state], axis=1)
         self.mf_index[rows] = mf
         self.mf_n += k
 
@@ -240,6 +255,7 @@ class SparseTable:
             setattr(self, name, _take(getattr(self, name), keep, capacity))
         for name in self._MF_COLUMNS:
             setattr(self, name, _take(getattr(self, name), mf_keep, max(int(mf_keep.size * GROWTH), MIN_ROWS)))
+        self._bind_views()
         new_mf = np.full(k, -1, dtype=np.int32)
         new_mf[has] = np.arange(mf_keep.size, dtype=np.int32)
         self.mf_index[:k] = new_mf
@@ -273,6 +289,33 @@ class SparseTable:
             self.score(self.show[rows], self.click[rows]) >= np.float32(self.cfg.embedx_threshold)
         )
 
+    def load_saved_rows(self, keys: np.ndarray, values: np.ndarray, has_embedx: np.ndarray) -> None:
+        """Fill an empty table from saved lines (save.read_model_lines): values [n, w] in the saved column order
+        slot, unseen_days, delta_score, show, click, embed_w, embed state..., then embedx_w..., embedx state...
+        where has_embedx. A line without embedx leaves the feature without an mf part, as PaddleRec's load does."""
+        if self.n:
+            raise ValueError("load_saved_rows needs an empty table")
+        s1, d, s2 = self.embed_rule.state_dim, self.embedx_dim, self.embedx_rule.state_dim
+        expected = 6 + s1 + d + s2
+        if has_embedx.any() and values.shape[1] != expected:
+            raise ValueError(f"saved lines have {values.shape[1]} values with embedx, this config expects {expected} "
+                             "(check embedx_dim and the sgd rules)")
+        n = keys.size
+        self._reserve_rows(n)
+        self.keys[:n] = keys
+        self.slot[:n] = values[:, 0]
+        self.unseen_days[:n] = values[:, 1]
+        self.delta_score[:n], self.show[:n], self.click[:n], self.embed_w[:n] = values[:, 2:6].T
+        self.embed_state[:n] = values[:, 6 : 6 + s1]
+        rows = np.flatnonzero(has_embedx)
+        self._reserve_mf(rows.size)
+        self.embedx_w[: rows.size] = values[rows, 6 + s1 : 6 + s1 + d]
+        self.embedx_state[: rows.size] = values[rows, 6 + s1 + d : expected]
+        self.mf_index[:n] = -1
+        self.mf_index[rows] = np.arange(rows.size)
+        self.n, self.mf_n = n, int(rows.size)
+        self.index.rebuild(self.keys, self.n)
+
     # -- statistics -----------------------------------------------------------------------------------------------
     def memory_bytes(self) -> int:
         """Bytes held: every column at its capacity, the mf pool and the index."""
@@ -295,8 +338,11 @@ class SparseTable:
 
     # -- state for resumable checkpoints (numpy arrays and plain values) ------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {c: getattr(self, c)[: self.n].copy() for c in self._ROW_COLUMNS}
-        state.update({c: getattr(self, c)[: self.mf_n].copy() for c in self._MF_COLUMNS})
+        """Named columns of the live rows (numpy copies), the counters and the RNG state."""
+        state: dict[str, Any] = {}
+        for name in self._STATE_FIELDS:
+            live = self.mf_n if name.startswith("embedx") else self.n
+            state[name] = getattr(self, name)[:live].copy()
         state["counters"] = {"created_total": self.created_total, "deleted_total": self.deleted_total}
         state["rng"] = _rng_state_to_text(self.rng)
         return state
@@ -309,10 +355,10 @@ class SparseTable:
                 f"{state['embed_state'].shape[1]}, the config asks for {self.embedx_dim} and {self.embed_rule.state_dim}"
                 "; resume with the config the checkpoint was trained with"
             )
-        for name in self._ROW_COLUMNS:
-            setattr(self, name, _take(np.asarray(state[name]), np.arange(n), max(int(n * GROWTH), MIN_ROWS)))
-        for name in self._MF_COLUMNS:
-            setattr(self, name, _take(np.asarray(state[name]), np.arange(mf_n), max(int(mf_n * GROWTH), MIN_ROWS)))
+        self._alloc_rows(max(int(n * GROWTH), MIN_ROWS))
+        self._alloc_mf(max(int(mf_n * GROWTH), MIN_ROWS))
+        for name in self._STATE_FIELDS:
+            getattr(self, name)[: state[name].shape[0]] = state[name]
         self.n, self.mf_n = n, mf_n
         self.created_total = int(state["counters"]["created_total"])
         self.deleted_total = int(state["counters"]["deleted_total"])

@@ -39,17 +39,10 @@ from workbench.tasks.ctr_stream.data import (
     plan_passes,
 )
 from workbench.tasks.ctr_stream.metrics import CtrMetrics
-from workbench.tasks.ctr_stream.save import (
-    model_folder,
-    save_model,
-    write_model_donefile,
-    write_xbox_donefile,
-)
+from workbench.tasks.ctr_stream.outputs import STATE_FORMAT, StreamOutputs
+from workbench.tasks.ctr_stream.save import read_model_lines
 from workbench.tasks.ctr_stream.synth import generate_stream, read_summary
-from workbench.tasks.ctr_stream.table import SAVE_BASE, SAVE_BATCH, SAVE_CHECKPOINT, SAVE_DELTA
 from workbench.tasks.ctr_stream.trainer import CtrTrainer, Dumper
-
-STATE_FORMAT = "ctr_stream/1"
 
 
 @dataclass
@@ -57,13 +50,15 @@ class Progress:
     """Where the stream stands: the last fully finished pass, and the unfinished one if a cancel cut it."""
 
     last_done: tuple[str, int] | None = None  # (day, pass_id), its saves and day end included
-    partial: dict[str, Any] | None = None  # {day, pass_id, next_batch, infer, train_stats} after a mid-pass stop
+    partial: dict[str, Any] | None = None  # {day, pass_id, next_batch, infer, train, created_before} after a stop
     xbox_base_key: int = field(default_factory=lambda: int(time.time()))
+    day_infer: CtrMetrics = field(default_factory=CtrMetrics)  # the day so far, for infer/day_auc at its end
+    day_train: CtrMetrics = field(default_factory=CtrMetrics)
     passes_done: int = 0  # for progress reports only (recomputed from the plan on resume)
 
 
 def run(cfg: CtrStreamConfig, ctx: RunContext) -> None:
-    torch.set_num_threads(cfg.train_thread_num or cpu_threads())
+    torch.set_num_threads(cfg.torch_threads(cpu_threads()))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device, ctx.local_rank)
     data_dir = prepare_data_dir(cfg, ctx)
@@ -81,6 +76,7 @@ def run(cfg: CtrStreamConfig, ctx: RunContext) -> None:
     reader = PassReader(cfg, ctx.logger, with_ins_id=bool(cfg.dump_fields))
     loader = PassLoader(cfg, data_dir, reader, threading.Event())
     prefetcher = Prefetcher(loader, enabled=cfg.prefetch)
+    outputs = StreamOutputs(cfg, ctx, out_root)
     try:
         for k, spec in enumerate(todo):
             if ctx.should_stop():
@@ -92,60 +88,46 @@ def run(cfg: CtrStreamConfig, ctx: RunContext) -> None:
                 break
             if k + 1 < len(todo):
                 prefetcher.start(todo[k + 1])
-            finished = _run_pass(cfg, ctx, trainer, spec, data, progress, out_root)
-            if not finished:
+            if not _run_pass(cfg, ctx, trainer, spec, data, progress, outputs):
                 break
             progress.passes_done = len(plan) - len(todo) + k + 1
             ctx.progress(progress.passes_done, len(plan), "passes")
         if ctx.should_stop():
-            _save_state(ctx, trainer, progress, cfg, metrics={})
+            outputs.save_state(trainer, _progress_state(progress), {})
             ctx.event("cancelled", f"stopped after {progress.passes_done} of {len(plan)} passes; state saved")
+        ctx.phase("writing the last outputs")
+        outputs.close()
+    except BaseException:
+        outputs.close(raise_errors=False)
+        raise
     finally:
         prefetcher.close()
         ctx.phase(None)
 
 
 def _run_pass(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer, spec: PassSpec, data: PassData,
-              progress: Progress, out_root: Path) -> bool:
-    """Infer, train, save. Returns False when a stop request cut the pass (its partial state is kept)."""
+              progress: Progress, outputs: StreamOutputs) -> bool:
+    """Infer, train, log, save. Returns False when a stop request cut the pass (its partial state is kept)."""
     where = f"pass {spec.pass_id}/{cfg.passes_per_day} of {spec.day}"
     partial = progress.partial if progress.partial and (progress.partial["day"], progress.partial["pass_id"]) == (
         spec.day, spec.pass_id) else None
     progress.partial = None
+    if spec.pass_id == 1 and partial is None:
+        progress.day_infer, progress.day_train = CtrMetrics(), CtrMetrics()
     t0 = time.monotonic()
-    rows = trainer.table.lookup(data.keys)  # pass-unique features -> rows; kept current by the pushes
     created_before = partial["created_before"] if partial else trainer.table.created_total
-    dump = _dumper(cfg, ctx, spec, trainer)
-
-    if partial is None:
-        ctx.phase(f"{where}: infer ({data.examples} impressions)")
-        infer_stats = CtrMetrics()
-        if not trainer.infer(data, rows, infer_stats, ctx.should_stop, dump if cfg.dump_phase == "infer" else None):
-            return False
-        infer = infer_stats.compute("infer") if data.examples else {}
-        train_stats, start = CtrMetrics(), 0
-    else:
-        infer, train_stats, start = partial["infer"], CtrMetrics.from_state(partial["train_stats"]), partial["next_batch"]
-        ctx.logger.info("%s: resuming training at batch %d of %d", where, start, len(data.batches))
-
-    ctx.phase(f"{where}: train")
-    loss_window: list[float] = []
-
-    def on_step(step: int, loss: float) -> None:
-        loss_window.append(loss)
-        if step % cfg.print_freq == 0:
-            ctx.log({"train/loss": float(np.mean(loss_window))}, step)
-            loss_window.clear()
-
-    next_batch = trainer.train(data, rows, train_stats, start, ctx.should_stop, on_step,
-                               dump if cfg.dump_phase == "train" else None)
-    if dump is not None:
-        dump.close()
+    outcome = _infer_and_train(cfg, ctx, trainer, spec, data, partial, where)
+    if outcome is None:
+        return False
+    infer_stats, train_stats, next_batch = outcome
     if next_batch < len(data.batches):
-        progress.partial = {"day": spec.day, "pass_id": spec.pass_id, "next_batch": next_batch, "infer": infer,
-                            "train_stats": train_stats.state(), "created_before": created_before}
+        progress.partial = {"day": spec.day, "pass_id": spec.pass_id, "next_batch": next_batch,
+                            "infer": infer_stats.state(), "train": train_stats.state(), "created_before": created_before}
         return False
 
+    progress.day_infer.merge(infer_stats)
+    progress.day_train.merge(train_stats)
+    infer = infer_stats.compute("infer") if data.examples else {}
     metrics = _pass_metrics(trainer, spec, data, infer, train_stats, created_before, time.monotonic() - t0)
     if data.examples == 0:
         ctx.event("warning", f"{where}: no impressions in {spec.label}; nothing trained")
@@ -154,8 +136,49 @@ def _run_pass(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer, spec: 
         ctx.logger.info("%s: infer auc %.4f, train auc %.4f, copc %.3f, %d impressions, table %d rows (%d with "
                         "embedx), %.1f s", where, metrics["infer/auc"], metrics["train/auc"], metrics["train/copc"],
                         data.examples, trainer.table.n, trainer.table.mf_n, metrics["pass/seconds"])
-    _save_outputs(cfg, ctx, trainer, spec, data, progress, out_root, metrics)
+    checkpoint = outputs.after_pass(trainer, spec, data, progress.xbox_base_key, metrics)
+    if spec.last_of_day:
+        deleted, progress.xbox_base_key = outputs.end_of_day(trainer, spec, data, progress.xbox_base_key, metrics)
+        _log_day_end(ctx, trainer, spec, progress, deleted)
+    progress.last_done = (spec.day, spec.pass_id)
+    if checkpoint or spec.last_of_day:
+        outputs.save_state(trainer, _progress_state(progress), metrics)
     return True
+
+
+def _infer_and_train(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer, spec: PassSpec, data: PassData,
+                     partial: dict[str, Any] | None, where: str) -> tuple[CtrMetrics, CtrMetrics, int] | None:
+    """(infer stats, train stats, next batch to train); None if a stop came during the infer phase.
+
+    A resumed partial pass skips the infer phase (its statistics come from the state) and the batches trained."""
+    rows = trainer.table.lookup(data.keys)  # pass-unique features -> rows; kept current by the pushes
+    dump = _dumper(cfg, ctx, spec, trainer)
+    try:
+        if partial is None:
+            ctx.phase(f"{where}: infer ({data.examples} impressions)")
+            infer_stats = CtrMetrics()
+            if not trainer.infer(data, rows, infer_stats, ctx.should_stop, dump if cfg.dump_phase == "infer" else None):
+                return None
+            train_stats, start = CtrMetrics(), 0
+        else:
+            infer_stats, train_stats = CtrMetrics.from_state(partial["infer"]), CtrMetrics.from_state(partial["train"])
+            start = partial["next_batch"]
+            ctx.logger.info("%s: resuming training at batch %d of %d", where, start, len(data.batches))
+        ctx.phase(f"{where}: train")
+        losses: list[float] = []
+
+        def on_step(step: int, loss: float) -> None:
+            losses.append(loss)
+            if step % cfg.print_freq == 0:
+                ctx.log({"train/loss": float(np.mean(losses))}, step)
+                losses.clear()
+
+        next_batch = trainer.train(data, rows, train_stats, start, ctx.should_stop, on_step,
+                                   dump if cfg.dump_phase == "train" else None)
+        return infer_stats, train_stats, next_batch
+    finally:
+        if dump is not None:
+            dump.close()
 
 
 def _pass_metrics(trainer: CtrTrainer, spec: PassSpec, data: PassData, infer: dict[str, float],
@@ -176,74 +199,19 @@ def _pass_metrics(trainer: CtrTrainer, spec: PassSpec, data: PassData, infer: di
     return metrics
 
 
-def _save_outputs(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer, spec: PassSpec, data: PassData,
-                  progress: Progress, out_root: Path, metrics: dict[str, float]) -> None:
-    """Checkpoint and delta models of the pass; at the day's end shrink, base and batch model."""
-    step, kept = trainer.step, {k: v for k, v in metrics.items() if k.startswith(("infer/", "train/auc"))}
-    monitor = f"infer_auc={metrics.get('infer/auc', 0.5):.6f}"
-    ins_path = ",".join(str(f.parent) for f in data.files[:1])
-    save_checkpoint = spec.pass_id % cfg.checkpoint_per_pass == 0 and not spec.last_of_day
-    if save_checkpoint:
-        ctx.phase(f"saving checkpoint model {spec.day}/{spec.pass_id}")
-        folder = model_folder(out_root, spec.day, SAVE_CHECKPOINT, spec.pass_id)
-        _save(cfg, trainer, folder, SAVE_CHECKPOINT, spec, metrics)
-        write_model_donefile(out_root, spec.day, spec.pass_id, progress.xbox_base_key, folder)
-        _register(ctx, folder, "checkpoint", step, spec, {})  # no monitor metric: the .pt state below is the "best"
-    if spec.pass_id % cfg.save_delta_frequency == 0:
-        ctx.phase(f"saving delta model {spec.day}/delta-{spec.pass_id}")
-        folder = model_folder(out_root, spec.day, SAVE_DELTA, spec.pass_id)
-        count = _save(cfg, trainer, folder, SAVE_DELTA, spec, metrics)
-        write_xbox_donefile(out_root, SAVE_DELTA, progress.xbox_base_key, folder, count, ins_path, monitor)
-        _register(ctx, folder, "delta", step, spec, kept)
-    if spec.last_of_day:
-        _end_of_day(cfg, ctx, trainer, spec, progress, out_root, metrics, ins_path, monitor)
-    progress.last_done = (spec.day, spec.pass_id)
-    if save_checkpoint or spec.last_of_day:
-        _save_state(ctx, trainer, progress, cfg, metrics)
+def _log_day_end(ctx: RunContext, trainer: CtrTrainer, spec: PassSpec, progress: Progress, deleted: int) -> None:
+    day = {f"{phase}/day_{name}": value for phase, acc in (("infer", progress.day_infer), ("train", progress.day_train))
+           for name, value in _day_summary(acc).items()}
+    ctx.log({"table/deleted": float(deleted), "table/rows_after_shrink": float(trainer.table.n), **day}, trainer.step)
+    ctx.logger.info("day %s: infer auc %.4f over the day; shrink deleted %d features, %d remain (%d with embedx)",
+                    spec.day, day["infer/day_auc"], deleted, trainer.table.n, trainer.table.mf_n)
+    ctx.event("day_end", f"{spec.day} done: day infer AUC {day['infer/day_auc']:.4f}, shrink deleted {deleted} "
+                         f"features, {trainer.table.n} remain; base and batch models for {next_day(spec.day)}")
 
 
-def _end_of_day(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer, spec: PassSpec, progress: Progress,
-                out_root: Path, metrics: dict[str, float], ins_path: str, monitor: str) -> None:
-    ctx.phase(f"end of day {spec.day}: shrink")
-    deleted = trainer.table.shrink()
-    following = next_day(spec.day)
-    base = model_folder(out_root, following, SAVE_BASE)
-    if not base.exists():  # PaddleRec: only when the next day has no base yet (a rerun keeps the first one)
-        ctx.phase(f"end of day {spec.day}: base model {following}/base")
-        progress.xbox_base_key = int(time.time())
-        count = _save(cfg, trainer, base, SAVE_BASE, spec, metrics)
-        write_xbox_donefile(out_root, SAVE_BASE, progress.xbox_base_key, base, count, ins_path, monitor)
-        _register(ctx, base, "base", trainer.step, spec, {})
-    ctx.phase(f"end of day {spec.day}: batch model {following}/0")
-    batch = model_folder(out_root, following, SAVE_BATCH)
-    _save(cfg, trainer, batch, SAVE_BATCH, spec, metrics)
-    write_model_donefile(out_root, following, -1, progress.xbox_base_key, batch)
-    _register(ctx, batch, "batch", trainer.step, spec, {})
-    stats = {"table/deleted": float(deleted), **trainer.table.stats()}
-    ctx.log(stats, trainer.step)
-    ctx.event("day_end", f"{spec.day} done: shrink deleted {deleted} features, {trainer.table.n} remain "
-                         f"({trainer.table.mf_n} with embedx); base and batch model saved for {following}")
-
-
-def _save(cfg: CtrStreamConfig, trainer: CtrTrainer, folder: Path, mode: int, spec: PassSpec,
-          metrics: dict[str, float]) -> int:
-    meta = {"day": spec.day, "pass_id": spec.pass_id, "step": trainer.step, "accessor_class": cfg.accessor_class,
-            "embedx_dim": cfg.embedx_dim, "sparse_slots": cfg.slots, "layer_sizes": list(cfg.layer_sizes),
-            "metrics": metrics}
-    compress = cfg.converter == "gzip" and mode in (SAVE_DELTA, SAVE_BASE)
-    return save_model(folder, trainer.table, mode, trainer.dense_state(mode in (SAVE_CHECKPOINT, SAVE_BATCH)), meta,
-                      shard_num=cfg.shard_num, compress=compress)
-
-
-def _register(ctx: RunContext, folder: Path, kind: str, step: int, spec: PassSpec, metrics: dict[str, float]) -> None:
-    """Record a model folder as a downloadable output, once (a resumed run rewrites the folder, not the row)."""
-    try:
-        relative = str(folder.resolve().relative_to(ctx.run_dir.resolve()))
-    except ValueError:
-        return  # save_model_path outside the run folder: the files stay where the user asked, unlisted
-    if any(info.path == relative for info in ctx.checkpoints.list(kind)):
-        return
-    ctx.checkpoints.register(folder, kind=kind, step=step, metrics=metrics, pass_id=spec.pass_id, day=spec.day)  # type: ignore[arg-type]
+def _day_summary(acc: CtrMetrics) -> dict[str, float]:
+    full = acc.compute("x")
+    return {"auc": full["x/auc"], "copc": full["x/copc"], "logloss": full["x/logloss"], "examples": full["x/examples"]}
 
 
 def _dumper(cfg: CtrStreamConfig, ctx: RunContext, spec: PassSpec, trainer: CtrTrainer) -> Dumper | None:
@@ -254,26 +222,44 @@ def _dumper(cfg: CtrStreamConfig, ctx: RunContext, spec: PassSpec, trainer: CtrT
 
 
 # -- resumable state ----------------------------------------------------------------------------------------------
-def _save_state(ctx: RunContext, trainer: CtrTrainer, progress: Progress, cfg: CtrStreamConfig,
-                metrics: dict[str, float]) -> None:
-    state = {
-        "format": STATE_FORMAT,
-        **trainer.state_dict(),
-        "progress": {"last_done": list(progress.last_done) if progress.last_done else None,
-                     "partial": progress.partial, "xbox_base_key": progress.xbox_base_key},
-        "config": cfg.model_dump(mode="json"),
-        "metrics": metrics,
-    }
-    if progress.partial is not None:  # CtrMetrics state holds numpy arrays: make them tensors for weights_only
-        state["progress"]["partial"] = {**progress.partial, "train_stats": {
-            k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in progress.partial["train_stats"].items()}}
-    monitored = {k: v for k, v in metrics.items() if k in ("infer/auc", "train/auc")}
-    ctx.checkpoints.save(state, step=trainer.step, metrics=monitored, kind="checkpoint")
+def _progress_state(progress: Progress) -> dict[str, Any]:
+    """The progress part of a resumable state (plain values and tensors only: loadable with weights_only)."""
+    return {"last_done": list(progress.last_done) if progress.last_done else None,
+            "partial": _stats_to_tensors(progress.partial), "xbox_base_key": progress.xbox_base_key,
+            "day_infer": _stats_to_tensors(progress.day_infer.state()),
+            "day_train": _stats_to_tensors(progress.day_train.state())}
+
+
+def _stats_to_tensors(value: Any) -> Any:
+    """numpy arrays (metric buckets) inside nested dicts -> tensors, so the state loads with weights_only."""
+    if isinstance(value, dict):
+        return {k: _stats_to_tensors(v) for k, v in value.items()}
+    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+
+
+def _stats_from_tensors(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stats_from_tensors(v) for k, v in value.items()}
+    return value.numpy() if isinstance(value, torch.Tensor) else value
+
+
+def _warm_start(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer) -> None:
+    """Load init_model_path: the sparse lines of a saved folder and, when present, its dense.pt."""
+    folder = Path(cfg.init_model_path).expanduser()
+    saved = read_model_lines(folder, 6 + trainer.table.embed_rule.state_dim, cfg.deconverter)
+    trainer.table.load_saved_rows(saved["keys"], saved["values"], saved["has_embedx"])
+    dense = folder / "dense.pt"
+    if dense.is_file():
+        trainer.model.load_state_dict(torch.load(dense, map_location="cpu", weights_only=True)["model"])
+    ctx.logger.info("started from %s: %d features (%d with embedx)%s", folder, trainer.table.n, trainer.table.mf_n,
+                    "" if dense.is_file() else "; no dense.pt there, the network starts fresh")
 
 
 def _restore(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer) -> Progress:
     state = ctx.resume_state or ctx.init_state
     if state is None:
+        if cfg.init_model_path:
+            _warm_start(cfg, ctx, trainer)
         return Progress()
     if state.get("format") != STATE_FORMAT:
         raise ValueError(f"the checkpoint to start from is not a ctr_stream state (format {state.get('format')!r}); "
@@ -284,12 +270,11 @@ def _restore(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer) -> Prog
         ctx.logger.info("starting from the parent checkpoint's table (%d features) and network", trainer.table.n)
         return Progress()
     p = state["progress"]
-    partial = p["partial"]
-    if partial is not None:
-        partial = {**partial, "train_stats": {k: (v.numpy() if isinstance(v, torch.Tensor) else v)
-                                              for k, v in partial["train_stats"].items()}}
+    partial = _stats_from_tensors(p["partial"])
     progress = Progress(last_done=tuple(p["last_done"]) if p["last_done"] else None, partial=partial,
-                        xbox_base_key=int(p["xbox_base_key"]))
+                        xbox_base_key=int(p["xbox_base_key"]),
+                        day_infer=CtrMetrics.from_state(_stats_from_tensors(p["day_infer"])),
+                        day_train=CtrMetrics.from_state(_stats_from_tensors(p["day_train"])))
     ctx.logger.info("resuming after %s (step %d, %d features)%s", progress.last_done or "the start", trainer.step,
                     trainer.table.n, f", inside pass {partial['pass_id']} of {partial['day']}" if partial else "")
     ctx.event("resumed", f"continuing after {progress.last_done or 'the start'} at step {trainer.step}")
@@ -326,7 +311,7 @@ def prepare_data_dir(cfg: CtrStreamConfig, ctx: RunContext) -> Path:
 def evaluate(cfg: CtrStreamConfig, state: dict[str, Any], data_path: str | None, ctx: RunContext) -> dict[str, float]:
     """Forward-only metrics (test/auc, test/copc, ...) of a checkpoint state on slot-format data: a file or a folder
     (read recursively). Without data_path, the last configured day of the run's stream."""
-    torch.set_num_threads(cfg.train_thread_num or cpu_threads())
+    torch.set_num_threads(cfg.torch_threads(cpu_threads()))
     trainer = CtrTrainer(cfg, resolve_device(cfg.device, ctx.local_rank))
     trainer.load_state_dict(state, with_optimizer=False)
     if data_path is None:

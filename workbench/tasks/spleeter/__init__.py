@@ -24,6 +24,8 @@ SPEC = TaskSpec(
         "manifest": "workbench.tasks.spleeter.cli:manifest",
     },
     evaluate_target="workbench.tasks.spleeter.train:evaluate",
+    infer_target="workbench.tasks.spleeter.separate:infer",
+    infer_input="a song (WAV)",
 )
 
 __all__ = ["MONITOR", "SPEC", "SpleeterConfig"]

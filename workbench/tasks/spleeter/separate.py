@@ -159,3 +159,24 @@ def spectrogram_image(
     lo = np.floor(pos).astype(int).clip(0, len(_RAMP) - 2)
     frac = (pos - lo)[..., None]
     return (_RAMP[lo] * (1 - frac) + _RAMP[lo + 1] * frac).astype(np.uint8)
+
+
+def infer(state: dict[str, Any], cfg_dict: dict[str, Any], input_path: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """The checkpoints page's "try it": the mixture and each separated stem as WAV, each with a spectrogram PNG.
+
+    Returns {file name: path}, mixture first, in stem order. The PNGs show the model's frequency range (F bins).
+    """
+    from PIL import Image  # Pillow comes with Streamlit; only this UI helper needs it
+
+    cfg = SpleeterConfig.model_validate(cfg_dict)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mixture = load_audio(input_path, cfg.sample_rate)
+    files = {"mixture.wav": write_wav(out / "mixture.wav", mixture, cfg.sample_rate)}
+    files.update({f"{stem}.wav": path for stem, path in separate_file(state, cfg_dict, input_path, out).items()})
+    max_freq = cfg.F / cfg.frame_length * cfg.sample_rate
+    for name in list(files):
+        picture = out / name.replace(".wav", ".png")
+        Image.fromarray(spectrogram_image(files[name], max_freq=max_freq)).save(picture)
+        files[picture.name] = picture
+    return files
