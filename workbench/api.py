@@ -26,7 +26,7 @@ from workbench.config.io import (
     parse_yaml_text,
 )
 from workbench.runner import launch
-from workbench.runner.checkpoints import best_of
+from workbench.runner.checkpoints import best_of, is_state_file
 from workbench.settings import get_settings
 from workbench.store import checkpoints as ckpt_store
 from workbench.store import events as event_store
@@ -421,7 +421,7 @@ def run_bundle(run_id: str) -> tuple[str, bytes]:
     """A zip of the run: config.yaml, metrics.csv, train.log, and its best and latest checkpoints."""
     run = get_run(run_id)
     folder = run_dir(run.id)
-    ckpts = [c for c in checkpoints(run.id) if c.kind == "checkpoint"]
+    ckpts = [c for c in checkpoints(run.id) if c.kind == "checkpoint" and is_state_file(c.path)]
     chosen = {c.id: c for c in ckpts if c.is_best}
     if ckpts:
         chosen[ckpts[-1].id] = ckpts[-1]
@@ -474,7 +474,7 @@ def evaluate_checkpoint(run_id: str, checkpoint_id: int | None = None, data_path
     test split, or on `data_path`. It runs in the background like a training run; its metrics are its results."""
     eng = engine()
     parent = run_store.get_run(eng, run_id)
-    ckpts = [c for c in checkpoints(parent.id) if c.kind == "checkpoint"]
+    ckpts = [c for c in checkpoints(parent.id) if c.kind == "checkpoint" and is_state_file(c.path)]
     if checkpoint_id is None:
         chosen = next((c for c in ckpts if c.is_best), ckpts[-1] if ckpts else None)
         if chosen is None:

@@ -168,7 +168,10 @@ def default_yaml(task: str) -> str:
 def commented_yaml(cfg: BaseModel) -> str:
     data = config_to_dict(cfg)
     lines: list[str] = []
-    for name, field in type(cfg).model_fields.items():
+    fields = type(cfg).model_fields
+    ordered = ["task", *(n for n in fields if n != "task")] if "task" in fields else list(fields)
+    for name in ordered:
+        field = fields[name]
         if field.description:
             for chunk in _wrap(field.description, 110):
                 lines.append(f"# {chunk}")

@@ -57,6 +57,11 @@ def best_of(infos: list[CheckpointInfo], monitor: tuple[str, str]) -> Checkpoint
     return best
 
 
+def is_state_file(relative_path: str) -> bool:
+    """True for a state dict written by CheckpointManager.save (checkpoints/<kind>-stepNNN.pt)."""
+    return relative_path.startswith("checkpoints/") and relative_path.endswith(".pt")
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -152,9 +157,7 @@ class CheckpointManager:
             sha256=sha256_of(target),
         )
         # A re-save at the same step (e.g. cancel right after a periodic save) replaces the old row.
-        for old in self._backend.list_checkpoints():
-            if old.path == info.path and old.id is not None:
-                self._backend.delete_checkpoint(old.id)
+        self._forget_path(info.path)
         info.id = self._backend.add_checkpoint(info)
         self.apply_retention()
         return info
@@ -172,8 +175,9 @@ class CheckpointManager:
     ) -> CheckpointInfo | None:
         """Record a file or folder the task wrote itself (e.g. a CTR base/delta model) as a downloadable output.
 
-        Write it completely (and atomically) before registering. Registered outputs are not subject to
-        `keep_ckpt` retention, except kind "checkpoint".
+        Write it completely (and atomically) before registering. Registered outputs are listed and downloadable
+        but never deleted by `keep_ckpt` retention, and never picked by latest()/best(): those deal with the
+        resumable state files written by save(). Registering the same path again replaces its row.
         """
         if not self.enabled:
             return None
@@ -189,15 +193,21 @@ class CheckpointManager:
             pass_id=pass_id,
             day=day,
         )
+        self._forget_path(info.path)
         info.id = self._backend.add_checkpoint(info)
-        if kind == "checkpoint":
-            self.apply_retention()
         return info
+
+    def _forget_path(self, path: str) -> None:
+        for old in self._backend.list_checkpoints():
+            if old.path == path and old.id is not None:
+                self._backend.delete_checkpoint(old.id)
 
     # -- queries --------------------------------------------------------------------------------------------
     def list(self, kind: str = "checkpoint") -> list[CheckpointInfo]:
+        """The resumable state files save() wrote (registered folders and files of the task are not among them)."""
         return sorted(
-            (c for c in self._backend.list_checkpoints() if c.kind == kind), key=lambda c: (c.step, c.created)
+            (c for c in self._backend.list_checkpoints() if c.kind == kind and is_state_file(c.path)),
+            key=lambda c: (c.step, c.created),
         )
 
     def latest_info(self) -> CheckpointInfo | None:

@@ -20,6 +20,9 @@ SPEC = TaskSpec(
         "import-paddlerec-config": "workbench.tasks.ctr_stream.cli:import_paddlerec_config",
     },
     evaluate_target="workbench.tasks.ctr_stream.train:evaluate",
+    check_target="workbench.tasks.ctr_stream.predict:check_state",
+    infer_target="workbench.tasks.ctr_stream.predict:infer",
+    infer_input="a slot-format file ([ins_id<TAB>]label:1 feasign:slot ... per line)",
 )
 
 __all__ = ["SPEC", "CtrStreamConfig"]

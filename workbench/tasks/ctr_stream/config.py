@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from workbench.config.common import ClipGradNorm, CommonTrainingSettings, Learner, NegSampleArgs, StrictModel, aliased
@@ -329,6 +329,12 @@ class CtrStreamConfig(CommonTrainingSettings):
         description="CPU threads for the dense network (torch). 0 = the cores this process may use, minus one for "
         "the prefetch reader when prefetch is on (at least 1).",
     )
+
+    @field_validator("start_day", "end_day", mode="before")
+    @classmethod
+    def _day_as_text(cls, value: Any) -> Any:
+        """`start_day: 20190720` (a YAML number, or `--set end_day=20190721`) means the same as the quoted text."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     # -- derived values -------------------------------------------------------------------------------------------
     @property

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.tasks.ctr_stream.config import CtrStreamConfig
-from workbench.tasks.ctr_stream.slots import MAX_SLOT, BadLine, parse_slot_lines
+from workbench.tasks.ctr_stream.slots import MAX_SLOT, BadLine, ParsedLines, parse_slot_lines
 
 
 class DataError(RuntimeError):
@@ -250,7 +250,7 @@ class PassReader:
                         ins_ids=ins_ids)
 
 
-def _merge(parts: list) -> _Merged:
+def _merge(parts: list[ParsedLines]) -> _Merged:
     if not parts:
         return _Merged(np.zeros(0, np.float32), np.zeros(1, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.uint16), None)
     offsets = [parts[0].offsets]

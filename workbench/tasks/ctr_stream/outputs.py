@@ -22,7 +22,14 @@ import torch
 from workbench.runner.context import RunContext
 from workbench.tasks.ctr_stream.config import CtrStreamConfig, next_day
 from workbench.tasks.ctr_stream.data import PassData, PassSpec
-from workbench.tasks.ctr_stream.save import SavedRows, model_folder, write_model, write_model_donefile, write_xbox_donefile
+from workbench.tasks.ctr_stream.save import (
+    SavedRows,
+    model_folder,
+    recorded_base_key,
+    write_model,
+    write_model_donefile,
+    write_xbox_donefile,
+)
 from workbench.tasks.ctr_stream.table import SAVE_BASE, SAVE_BATCH, SAVE_CHECKPOINT, SAVE_DELTA
 from workbench.tasks.ctr_stream.trainer import CtrTrainer
 
@@ -68,6 +75,7 @@ class StreamOutputs:
         if base.exists():  # PaddleRec keeps an existing base (a rerun); its after-save update still applies
             _, mask = SavedRows.take(trainer.table, SAVE_BASE)
             trainer.table.update_after_save(SAVE_BASE, mask)
+            base_key = recorded_base_key(self.root, base) or base_key  # deltas keep naming the base that exists
         else:
             base_key = int(time.time())
             key = base_key

@@ -180,6 +180,18 @@ def write_xbox_donefile(root: Path, mode: int, xbox_base_key: int, path: Path, r
     _atomic_write(donefile, "\n".join(lines) + "\n")
 
 
+def recorded_base_key(root: Path, base: Path) -> int | None:
+    """The xbox base key base_donefile.txt recorded for the base model folder `base`, if any."""
+    donefile = root / "base_donefile.txt"
+    if not donefile.exists():
+        return None
+    for line in reversed(donefile.read_text().splitlines()):
+        entry = json.loads(line)
+        if entry.get("input") == f"{base}/{TABLE_DIR}":
+            return int(entry["key"])
+    return None
+
+
 def last_donefile_entry(root: Path) -> tuple[str, int, str] | None:
     """(day, pass_id, path) of the last line of donefile.txt, as PaddleRec's get_last_save_model reads it."""
     donefile = root / "donefile.txt"

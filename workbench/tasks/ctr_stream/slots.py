@@ -130,7 +130,7 @@ def _parse_tokens(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tupl
         return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, bool)
     tail = sliding_window_view(buf, 8)[ends - 8].view(np.uint64)[:, 0]  # byte 7 = the token's last byte
     digit_bits = _byte_bits(_digit_flags(tail))
-    colon_bits = _byte_bits(_zero_byte_flags(tail ^ _REPEAT(0x3A)))
+    colon_bits = _byte_bits(_zero_byte_flags(tail ^ _repeat(0x3A)))
     nd_slot = _TOP_RUN[digit_bits]  # digits at the end of the token
     colon_byte = 7 - nd_slot
     colon = ends - 1 - nd_slot
@@ -149,7 +149,7 @@ def _parse_tokens(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tupl
             w = words[:, k].copy()
             short = np.flatnonzero(lead > 0)
             w[short] = _mask_low_bytes(w[short], np.minimum(lead[short], 8))
-        ok &= _digit_flags(w) == _REPEAT(0x80)
+        ok &= _digit_flags(w) == _repeat(0x80)
         parts.append(_swar_8_digits(w))
     high, mid, low = parts  # key = high * 10**16 + mid * 10**8 + low, high < 10**8
     keys = (high * np.uint64(10**16)) + (mid * np.uint64(10**8)) + low  # wraps only when the key is out of range:
@@ -160,37 +160,37 @@ def _parse_tokens(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tupl
     return keys, np.where(ok, slots, 0), ok
 
 
-def _REPEAT(byte: int) -> np.uint64:
+def _repeat(byte: int) -> np.uint64:
     return np.uint64(byte * 0x0101010101010101)
 
 
 def _digit_flags(w: np.ndarray) -> np.ndarray:
     """High bit of each byte set iff that byte is an ASCII digit (exact per byte: no carry crosses bytes)."""
-    x = w ^ _REPEAT(0x30)  # digits -> 0x00..0x09
-    too_big = ((x & _REPEAT(0x7F)) + _REPEAT(0x76)) | x  # high bit set iff the byte is >= 0x0A
-    return ~too_big & _REPEAT(0x80)
+    x = w ^ _repeat(0x30)  # digits -> 0x00..0x09
+    too_big = ((x & _repeat(0x7F)) + _repeat(0x76)) | x  # high bit set iff the byte is >= 0x0A
+    return ~too_big & _repeat(0x80)
 
 
 def _zero_byte_flags(x: np.ndarray) -> np.ndarray:
     """High bit of each byte set iff that byte is 0 (exact per byte)."""
-    return ~(((x & _REPEAT(0x7F)) + _REPEAT(0x7F)) | x | _REPEAT(0x7F))
+    return ~(((x & _repeat(0x7F)) + _repeat(0x7F)) | x | _repeat(0x7F))
 
 
 def _byte_bits(flags: np.ndarray) -> np.ndarray:
     """Gather the high bits of the 8 bytes into an 8-bit mask (bit i = byte i) - int64 in 0..255."""
-    return (((flags >> np.uint64(7)) & _REPEAT(0x01)) * np.uint64(0x0102040810204080) >> np.uint64(56)).astype(np.int64)
+    return (((flags >> np.uint64(7)) & _repeat(0x01)) * np.uint64(0x0102040810204080) >> np.uint64(56)).astype(np.int64)
 
 
 def _mask_low_bytes(w: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Replace the `count` lowest bytes (the first characters of the text) with '0'."""
     m = _LOW_BYTES[count]
-    return (w & ~m) | (_REPEAT(0x30) & m)
+    return (w & ~m) | (_repeat(0x30) & m)
 
 
 def _swar_8_digits(w: np.ndarray) -> np.ndarray:
     """8 ASCII digits in a little-endian word (first character = lowest byte) -> their value, in three
     multiply-shift steps (pairs, quads, octets). Wrapping uint64 multiplication is intended."""
-    v = w - _REPEAT(0x30)
+    v = w - _repeat(0x30)
     v = ((v * np.uint64(10)) + (v >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
     v = ((v * np.uint64(100)) + (v >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
     return ((v * np.uint64(10000)) + (v >> np.uint64(32))) & np.uint64(0xFFFFFFFF)

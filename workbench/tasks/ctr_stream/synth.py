@@ -145,18 +145,21 @@ def generate_stream(
     hourly: bool = False,
     live_seconds: float = 0.0,
     on_slice: Callable[[str], None] | None = None,
+    first_day: str | None = None,
 ) -> dict[str, Any]:
     """Write the stream to out/YYYYMMDD/HHMM/part-00000 (+ _truth.npz, + donefile last). Returns the summary that
-    is also written to out/_synth.json. With live_seconds > 0, sleeps that long before each slice after the first."""
+    is also written to out/_synth.json. With live_seconds > 0, sleeps that long before each slice after the first.
+    `first_day` (default: the first of `days`) is the stream's day 0, from which the features' churn counts: a
+    later day generated alone is the same as in the whole stream."""
     out.mkdir(parents=True, exist_ok=True)
     model = HiddenModel(slots, settings)
     folders = [f for group in pass_intervals(split_interval, 1, hourly) for f in group]
     summary: dict[str, Any] = {"settings": settings.model_dump(), "slots": slots, "split_interval": split_interval,
                                "hourly": hourly, "donefile": donefile, "days": {}}
-    first_day = dt.datetime.strptime(days[0], "%Y%m%d").date()
+    day_zero = dt.datetime.strptime(first_day or days[0], "%Y%m%d").date()
     wrote_one = False
     for day in days:
-        day_index = (dt.datetime.strptime(day, "%Y%m%d").date() - first_day).days
+        day_index = (dt.datetime.strptime(day, "%Y%m%d").date() - day_zero).days
         probs, clicks = [], []
         for j, folder in enumerate(folders):
             if live_seconds > 0 and wrote_one:

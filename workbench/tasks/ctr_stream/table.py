@@ -2,9 +2,10 @@
 
 Per feature (row) PaddleRec stores `[slot, unseen_days, delta_score, show, click, embed_w, embed_g2sum,
 embedx_w[embedx_dim], embedx_g2sum]`, the last two (the "mf" part) only once the feature is extended. Here:
-- one column per field over all rows (rows are dense: 0..n-1, compacted at shrink);
-- the mf part in a separate pool (`embedx_w`, `embedx_state`), reached through `mf_index` (-1 = not extended), so
-  features that never reach embedx_threshold cost no embedx memory;
+- arrays over all rows (rows are dense: 0..n-1, compacted at shrink): keys, slot, unseen_days, mf_index, and one
+  float matrix for delta_score, show, click, embed_w and its optimizer state;
+- the mf part in a separate pool (embedx_w and its optimizer state), reached through `mf_index` (-1 = not
+  extended), so features that never reach embedx_threshold cost no embedx memory;
 - keys -> rows through a vectorised hash index (index.py).
 Memory per feature: 8 (key) + 2 (slot) + 2 (unseen_days) + 4 x 4 (delta_score, show, click, embed_w) + 4 x
 embed_state_dim + 4 (mf_index) + ~6.5 (index), plus 4 x (embedx_dim + embedx_state_dim) when extended, plus the

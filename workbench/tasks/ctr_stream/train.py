@@ -282,8 +282,9 @@ def _restore(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer) -> Prog
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
-def prepare_data_dir(cfg: CtrStreamConfig, ctx: RunContext) -> Path:
-    """train_data_dir, or (when empty) the synthetic stream in <run>/synthetic_data, generated once."""
+def prepare_data_dir(cfg: CtrStreamConfig, ctx: RunContext, days: list[str] | None = None) -> Path:
+    """train_data_dir, or (when empty) the synthetic stream in <run>/synthetic_data, generated once (only `days`
+    of it when given: an evaluation needs only the last day)."""
     if cfg.train_data_dir:
         path = Path(cfg.train_data_dir).expanduser()
         if not path.is_dir() and not cfg.data_donefile:
@@ -294,13 +295,14 @@ def prepare_data_dir(cfg: CtrStreamConfig, ctx: RunContext) -> Path:
     summary = read_summary(root)
     wanted = {"settings": cfg.synthetic.model_dump(), "slots": cfg.slots, "split_interval": cfg.split_interval,
               "hourly": cfg.is_data_hourly_placed}
-    if summary is not None and all(summary.get(k) == v for k, v in wanted.items()) and set(cfg.days()) <= set(summary["days"]):
+    days = days or cfg.days()
+    if summary is not None and all(summary.get(k) == v for k, v in wanted.items()) and set(days) <= set(summary["days"]):
         return root
     ctx.phase("generating the synthetic stream")
     t0 = time.monotonic()
-    summary = generate_stream(root, slots=cfg.slots, days=cfg.days(), split_interval=cfg.split_interval,
+    summary = generate_stream(root, slots=cfg.slots, days=days, split_interval=cfg.split_interval,
                               settings=cfg.synthetic, donefile=cfg.data_donefile or "data.done",
-                              hourly=cfg.is_data_hourly_placed)
+                              hourly=cfg.is_data_hourly_placed, first_day=cfg.start_day)
     aucs = ", ".join(f"{d}: {v['bayes_auc']:.4f}" for d, v in summary["days"].items())
     ctx.logger.info("synthetic stream written to %s in %.1f s; Bayes-optimal AUC per day: %s", root,
                     time.monotonic() - t0, aucs)
@@ -315,7 +317,8 @@ def evaluate(cfg: CtrStreamConfig, state: dict[str, Any], data_path: str | None,
     trainer = CtrTrainer(cfg, resolve_device(cfg.device, ctx.local_rank))
     trainer.load_state_dict(state, with_optimizer=False)
     if data_path is None:
-        files = list_data_files(prepare_data_dir(cfg, ctx) / cfg.days()[-1], cfg.data_donefile)
+        last = cfg.days()[-1]
+        files = list_data_files(prepare_data_dir(cfg, ctx, days=[last]) / last, cfg.data_donefile)
     else:
         path = Path(data_path).expanduser()
         if not path.exists():

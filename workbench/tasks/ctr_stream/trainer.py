@@ -47,7 +47,8 @@ class CtrTrainer:
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _forward(self, batch: Batch, rows: np.ndarray, keep: bool, grad: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def forward_batch(self, batch: Batch, rows: np.ndarray, keep: bool, grad: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(pulled embeddings [U, P] - a leaf when grad -, click probabilities [B], kept intermediates)."""
         emb = torch.from_numpy(self.table.pull(rows[batch.uniq])).to(self.device)
         emb.requires_grad_(grad)
         inverse = torch.from_numpy(batch.inverse).to(self.device)
@@ -64,7 +65,7 @@ class CtrTrainer:
         for batch in data.batches:
             if should_stop():
                 return False
-            _, prob, kept = self._forward(batch, rows, keep=dump is not None, grad=False)
+            _, prob, kept = self.forward_batch(batch, rows, keep=dump is not None, grad=False)
             p = prob.cpu().numpy()
             metrics.add(p, batch.labels)
             if dump is not None:
@@ -81,7 +82,7 @@ class CtrTrainer:
             if should_stop():
                 return i
             batch = data.batches[i]
-            emb, prob, kept = self._forward(batch, rows, keep=dump is not None, grad=True)
+            emb, prob, kept = self.forward_batch(batch, rows, keep=dump is not None, grad=True)
             label = torch.from_numpy(batch.labels).to(self.device)
             loss = log_loss(prob, label)
             self.optimizer.zero_grad(set_to_none=True)
