@@ -17,7 +17,7 @@ if len(chosen) < 1:
 else:
     c1, c2 = st.columns(2)
     smoothing = c1.slider("Smoothing (debiased EMA)", 0.0, 0.999, 0.6, 0.001, key="compare_smoothing")
-    x_axis = c2.radio("Align by", ["step", "wall time", "elapsed"], horizontal=True, key="compare_x")
+    x_axis = c2.radio("Align by", ["step", "epoch", "wall time", "elapsed"], horizontal=True, key="compare_x")
     tab_charts, tab_table, tab_config = st.tabs(["Charts", "Summary table", "Config diff"])
     with tab_charts:
         overlays(chosen, smoothing, x_axis)

@@ -6,8 +6,8 @@ from workbench import api
 from workbench.ui.runs import filters, selected_actions
 
 st.title("Runs")
-task, statuses, text, tag = filters()
-runs = api.list_runs(task=task, statuses=statuses or None, text=text or None, tag=tag or None)
+task, statuses, text, tag, since = filters()
+runs = api.list_runs(task=task, statuses=statuses or None, text=text or None, tag=tag or None, since=since)
 frame = api.runs_frame(runs)
 st.caption(f"{len(frame)} run(s)")
 event = st.dataframe(

@@ -131,3 +131,17 @@ def test_checkpoint_tensor_diff_and_import(home):
         api.import_checkpoint(api.run_config(run.id), "wrong.pt", wrong.getvalue())
     with __import__("pytest").raises(ValueError, match="weights_only"):
         api.import_checkpoint(api.run_config(run.id), "junk.pt", b"not a checkpoint")
+
+
+def test_epoch_alignment_interpolates_the_epoch_series(home):
+    from workbench.settings import get_settings
+    from workbench.store import get_engine
+    from workbench.store import metrics as m
+    from workbench.store import runs as run_store
+
+    eng = get_engine(get_settings().database_url)
+    r = run_store.create_run(eng, task="linreg", name="e", config={}, monitor=("valid/loss", "min"))
+    m.write_metrics(eng, run_id=r.id, points=[("train/loss", s, 1.0 / s, 0.0) for s in range(1, 41)])
+    m.write_metrics(eng, run_id=r.id, points=[("train/epoch", 20, 1.0, 0.0), ("train/epoch", 40, 2.0, 0.0)])
+    frame = api.compare_series([r.id], "train/loss").set_index("step")
+    assert frame.loc[10, "epoch"] == 0.5 and frame.loc[20, "epoch"] == 1.0 and frame.loc[30, "epoch"] == 1.5

@@ -161,11 +161,12 @@ def list_runs(
     statuses: list[str] | None = None,
     text: str | None = None,
     tag: str | None = None,
+    since: float | None = None,
     limit: int = 500,
 ) -> list[RunRead]:
     eng = engine()
     launch.reconcile(eng)
-    return run_store.list_runs(eng, task=task, statuses=statuses, text=text, tag=tag, limit=limit)
+    return run_store.list_runs(eng, task=task, statuses=statuses, text=text, tag=tag, since=since, limit=limit)
 
 
 def get_run(run_id: str) -> RunRead:
@@ -373,6 +374,17 @@ def reconcile() -> list[str]:
 
 
 # -- compare -----------------------------------------------------------------------------------------------------
+def overlay_series(run_id: str, keys: tuple[str, ...], max_points: int = 2000) -> pd.DataFrame:
+    """Several metrics of one run in one frame, `series` column = metric key (for a task's overlay charts)."""
+    frames = []
+    for key in keys:
+        s = series(run_id, key, max_points=max_points)
+        if not s.frame.empty:
+            frames.append(s.frame.assign(series=key, downsampled=s.downsampled, total_points=s.total_points))
+    columns = ["series", "step", "value", "vmin", "vmax", "wall", "downsampled", "total_points"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+
+
 def compare_keys(run_ids: list[str]) -> list[str]:
     """Metric keys logged by at least two of the runs (all keys for a single run), sorted."""
     counts: dict[str, int] = {}
@@ -383,9 +395,27 @@ def compare_keys(run_ids: list[str]) -> list[str]:
     return sorted(k for k, n in counts.items() if n >= need)
 
 
+EPOCH_KEYS = ("train/epoch", "pass/global")  # what tasks log to say which epoch (or CTR pass) a step is in
+
+
+def _epoch_of_steps(run_id: str, steps: pd.Series) -> pd.Series:
+    """Fractional epoch of each step, interpolated from the run's epoch series (NaN if it logs none)."""
+    import numpy as np
+
+    for key in EPOCH_KEYS:
+        marks = series(run_id, key, max_points=100_000).frame
+        if not marks.empty:
+            # an epoch series holds (step at the end of epoch e, e): step s lies in epoch e-1 + fraction
+            xs = np.r_[0.0, marks["step"].to_numpy(dtype=float)]
+            ys = np.r_[marks["value"].iloc[0] - 1.0, marks["value"].to_numpy(dtype=float)]
+            return pd.Series(np.interp(steps.to_numpy(dtype=float), xs, ys), index=steps.index)
+    return pd.Series(float("nan"), index=steps.index)
+
+
 def compare_series(run_ids: list[str], key: str, max_points: int = 2000) -> pd.DataFrame:
-    """One metric of several runs, each downsampled like the dashboard; columns run, step, value, vmin, vmax,
-    wall, elapsed_s (seconds since the run's first point of this key), downsampled, total_points."""
+    """One metric of several runs, each downsampled like the dashboard; columns run, step, epoch (from the run's
+    epoch or pass series), value, vmin, vmax, wall, elapsed_s (seconds since the run's first point of this key),
+    downsampled, total_points."""
     frames = []
     for run_id in run_ids:
         s = series(run_id, key, max_points=max_points)
@@ -393,11 +423,12 @@ def compare_series(run_ids: list[str], key: str, max_points: int = 2000) -> pd.D
             continue
         f = s.frame.copy()
         f["run"] = run_id
+        f["epoch"] = _epoch_of_steps(run_id, f["step"])
         f["elapsed_s"] = f["wall"] - f["wall"].min()
         f["downsampled"] = s.downsampled
         f["total_points"] = s.total_points
         frames.append(f)
-    columns = ["run", "step", "value", "vmin", "vmax", "wall", "elapsed_s", "downsampled", "total_points"]
+    columns = ["run", "step", "epoch", "value", "vmin", "vmax", "wall", "elapsed_s", "downsampled", "total_points"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 

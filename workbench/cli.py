@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -95,7 +96,7 @@ def _follow(run_id: str) -> int:
                 best = f"; best {run_.monitor_key} = {run_.best_value:.4f}" if run_.best_value is not None else ""
                 typer.echo(f"run {run_.id} {run_.status}{best}")
                 return 0 if run_.status == "completed" else 1
-            time.sleep(0.5)
+            time.sleep(0.2)
     except KeyboardInterrupt:
         typer.echo(f"\nstopped following; the run goes on. Cancel it with: workbench cancel {run_id}", err=True)
         return 130
@@ -107,10 +108,11 @@ def list_cmd(
     status: Annotated[Optional[list[str]], typer.Option(help="Only these statuses (repeatable)")] = None,
     search: Annotated[Optional[str], typer.Option(help="Text in id, name, notes or owner")] = None,
     tag: Annotated[Optional[str], typer.Option(help="Only runs with this tag")] = None,
+    since: Annotated[Optional[datetime], typer.Option(help="Only runs created at or after this date/time")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
 ) -> None:
     """List runs, newest first."""
-    runs = api.list_runs(task=task, statuses=status, text=search, tag=tag)
+    runs = api.list_runs(task=task, statuses=status, text=search, tag=tag, since=since.timestamp() if since else None)
     if as_json:
         typer.echo(json.dumps([_run_json(r) for r in runs], indent=2))
         return

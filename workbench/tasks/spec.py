@@ -41,6 +41,8 @@ class TaskSpec:
     # checkpoints page's "Try it" shows (.wav as players, .png as pictures, anything else as downloads)
     infer_target: str | None = None
     infer_input: str = "input file"  # what infer_target reads, e.g. "a song (WAV)"
+    # charts the dashboard draws first, several metrics on one chart: title -> metric keys
+    overlays: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def run(self, cfg: BaseModel, ctx: RunContext) -> None:
         _load(self.run_target)(cfg, ctx)

@@ -54,7 +54,7 @@ def metric_chart(series: api.Series, key: str, smoothing: float, x: str = "step"
     if series.downsampled:
         layers.append(base.mark_area(opacity=0.18).encode(y=alt.Y("vmin:Q", title=key), y2="vmax:Q"))
     raw_opacity = 0.3 if smoothing > 0 else 1.0
-    layers.append(base.mark_line(opacity=raw_opacity).encode(y=alt.Y("value:Q", title=key, scale=y_scale(df["value"]), axis=alt.Axis(format="~g"))))
+    layers.append(base.mark_line(opacity=raw_opacity).encode(y=alt.Y("value:Q", title=key, scale=y_scale(df["value"]))))
     if smoothing > 0:
         layers.append(base.mark_line().encode(y="smoothed:Q", tooltip=[x, "value", "smoothed"]))
     title = key if not series.downsampled else f"{key}  ({len(df)} of {series.total_points} points, min/max band)"

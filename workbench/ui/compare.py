@@ -15,7 +15,7 @@ PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
     "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
 ]  # fmt: skip
-X_FIELDS = {"step": "step:Q", "wall time": "wall:T", "elapsed": "elapsed_s:Q"}
+X_FIELDS = {"step": "step:Q", "epoch": "epoch:Q", "wall time": "wall:T", "elapsed": "elapsed_s:Q"}
 
 
 def run_colour(run_id: str) -> str:
@@ -23,25 +23,30 @@ def run_colour(run_id: str) -> str:
     return PALETTE[int(hashlib.sha1(run_id.encode()).hexdigest(), 16) % len(PALETTE)]
 
 
-def overlay_chart(frame: pd.DataFrame, key: str, smoothing: float, x: str) -> alt.Chart:
+def overlay_chart(frame: pd.DataFrame, key: str, smoothing: float, x: str, by: str = "run") -> alt.Chart:
+    """Lines of several runs (or several metrics: by="series") on one chart, each with its stable colour."""
     df = frame.copy()
-    df["smoothed"] = df.groupby("run", sort=False)["value"].transform(lambda v: pd.Series(smooth_ema(v.to_numpy(), smoothing), index=v.index))
+    if x == "epoch":
+        df = df.dropna(subset=["epoch"])  # runs that log no epoch series cannot be placed on this axis
+    df["smoothed"] = df.groupby(by, sort=False)["value"].transform(lambda v: pd.Series(smooth_ema(v.to_numpy(), smoothing), index=v.index))
     if x == "wall time":
         df["wall"] = pd.to_datetime(df["wall"], unit="s")
-    runs = list(dict.fromkeys(df["run"]))
-    color = alt.Color("run:N", scale=alt.Scale(domain=runs, range=[run_colour(r) for r in runs]), legend=alt.Legend(orient="bottom"))
+    names = list(dict.fromkeys(df[by]))
+    # runs keep a colour of their own everywhere; a task's metrics just take the strong colours in order
+    colours = [run_colour(r) for r in names] if by == "run" else [PALETTE[i % 10] for i in range(len(names))]
+    color = alt.Color(f"{by}:N", scale=alt.Scale(domain=names, range=colours), legend=alt.Legend(orient="bottom", title=None, labelLimit=400))
     base = alt.Chart(df).encode(x=alt.X(X_FIELDS[x], title=x), color=color)
     layers = []
     if df["downsampled"].any():
         layers.append(base.mark_area(opacity=0.12).encode(y="vmin:Q", y2="vmax:Q"))
     if smoothing > 0:
-        layers.append(base.mark_line(opacity=0.25).encode(y=alt.Y("value:Q", title=key, scale=y_scale(df["value"]), axis=alt.Axis(format="~g"))))
-        layers.append(base.mark_line().encode(y="smoothed:Q", tooltip=["run", "step", "value", "smoothed"]))
+        layers.append(base.mark_line(opacity=0.25).encode(y=alt.Y("value:Q", title=key if by == "run" else None, scale=y_scale(df["value"]))))
+        layers.append(base.mark_line().encode(y="smoothed:Q", tooltip=[by, "step", "value", "smoothed"]))
     else:
-        layers.append(base.mark_line().encode(y=alt.Y("value:Q", title=key, scale=y_scale(df["value"]), axis=alt.Axis(format="~g")), tooltip=["run", "step", "value"]))
+        layers.append(base.mark_line().encode(y=alt.Y("value:Q", title=key if by == "run" else None, scale=y_scale(df["value"])), tooltip=[by, "step", "value"]))
     shown = len(df)
-    total = int(df.groupby("run")["total_points"].first().sum())
-    return alt.layer(*layers).properties(title=f"{key}  ({shown:,} of {total:,} points)", height=240)
+    total = int(df.groupby(by)["total_points"].first().sum())
+    return alt.layer(*layers).properties(title=alt.TitleParams(key, subtitle=f"{shown:,} of {total:,} points"), height=240)
 
 
 def overlays(run_ids: list[str], smoothing: float, x: str) -> None:

@@ -8,6 +8,7 @@ import streamlit as st
 from workbench import api
 from workbench.ui.charts import group_keys, metric_chart, points_caption
 from workbench.ui.common import fmt_time, status_line
+from workbench.ui.compare import overlay_chart
 
 MAX_POINTS = 2000  # per series in a live chart: the browser redraws this smoothly every second
 REFRESH_S = 1.0
@@ -35,11 +36,27 @@ def live_panel(run_id: str, smoothing: float, x_axis: str, live: bool) -> None:
     panel()
 
 
+def overview(run_id: str, keys: list[str], smoothing: float, x_axis: str) -> None:
+    """The task's overlay charts (e.g. CTR infer vs train AUC per pass), before the per-key charts."""
+    task = api.get_run(run_id).task
+    wanted = {title: tuple(k for k in ks if k in keys) for title, ks in api.tasks()[task].overlays.items()}
+    wanted = {title: ks for title, ks in wanted.items() if len(ks) >= 2}
+    if not wanted:
+        return
+    st.subheader("overview")
+    cols = st.columns(min(2, len(wanted)))
+    for i, (title, ks) in enumerate(wanted.items()):
+        with cols[i % len(cols)]:
+            frame = api.overlay_series(run_id, ks, max_points=MAX_POINTS)
+            st.altair_chart(overlay_chart(frame, title, smoothing, "wall time" if x_axis == "wall" else "step", by="series"), width="stretch")
+
+
 def charts(run_id: str, smoothing: float, x_axis: str) -> None:
     keys = api.metric_keys(run_id)
     if not keys:
         st.info("No metrics yet: the first ones appear a few seconds after the run starts.")
         return
+    overview(run_id, keys, smoothing, x_axis)
     for phase, group in group_keys(keys).items():
         st.subheader(phase)
         cols = st.columns(min(3, len(group)))
@@ -75,6 +92,11 @@ def run_info(run: api.RunRead) -> None:
         st.caption(f"owner {run.owner or '-'} · attempt {run.attempt} · created {fmt_time(run.created_at)}")
         if run.parent_run_id:
             st.markdown(f"Forked from run `{run.parent_run_id}` checkpoint #{run.parent_checkpoint_id}")
+        if run.kind == "evaluate":
+            st.markdown(f"Evaluation on {run.eval_data or 'the test split'}")
         forks = api.forks_of(run.id)
         if forks:
             st.markdown("Forks: " + ", ".join(f"`{f.id}` ({f.status})" for f in forks))
+        evaluations = api.evaluations_of(run.id)
+        if evaluations:
+            st.markdown("Evaluations: " + ", ".join(f"`{e.id}` of #{e.parent_checkpoint_id} ({e.status})" for e in evaluations))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, time
+
 import streamlit as st
 
 from workbench import api
@@ -11,13 +13,15 @@ from workbench.ui.newrun import CLONE_REQUEST
 STATUSES = ["queued", "starting", "running", "completed", "failed", "cancelled", "lost"]
 
 
-def filters() -> tuple[str | None, list[str], str, str]:
-    c1, c2, c3, c4 = st.columns([1, 2, 2, 1])
+def filters() -> tuple[str | None, list[str], str, str, float | None]:
+    c1, c2, c3, c4, c5 = st.columns([1, 2, 2, 1, 1])
     task = c1.selectbox("Task", ["(all)", *api.tasks()], key="runs_task")
     statuses = c2.multiselect("Status", STATUSES, key="runs_status")
     text = c3.text_input("Search (id, name, notes, owner)", key="runs_text")
     tag = c4.text_input("Tag", key="runs_tag")
-    return (None if task == "(all)" else task), statuses, text.strip(), tag.strip()
+    since = c5.date_input("Created since", value=None, key="runs_since")
+    since_ts = datetime.combine(since, time.min).timestamp() if since else None
+    return (None if task == "(all)" else task), statuses, text.strip(), tag.strip(), since_ts
 
 
 def selected_actions(chosen: list[api.RunRead]) -> None:

@@ -20,6 +20,12 @@ SPEC = TaskSpec(
         "import-paddlerec-config": "workbench.tasks.ctr_stream.cli:import_paddlerec_config",
     },
     evaluate_target="workbench.tasks.ctr_stream.train:evaluate",
+    overlays={
+        "AUC per pass: infer (before training on it) vs train": ("infer/auc", "train/auc"),
+        "COPC (predicted / actual clicks) per pass": ("infer/copc", "train/copc"),
+        "Sparse table: rows, rows with embedx": ("table/rows", "table/rows_with_embedx"),
+        "Sparse table: created vs deleted (shrink)": ("table/created", "table/deleted"),
+    },
     check_target="workbench.tasks.ctr_stream.predict:check_state",
     infer_target="workbench.tasks.ctr_stream.predict:infer",
     infer_input="a slot-format file ([ins_id<TAB>]label:1 feasign:slot ... per line)",

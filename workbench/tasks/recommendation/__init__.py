@@ -29,6 +29,7 @@ SPEC = TaskSpec(
         "session-stats": "workbench.tasks.recommendation.cli:session_stats",
     },
     evaluate_target="workbench.tasks.recommendation.train:evaluate",
+    overlays={"Recall@20 vs MRR@20 (valid)": ("valid/recall@20", "valid/mrr@20")},
     check_target="workbench.tasks.recommendation.model:check_state",
 )
 

@@ -25,6 +25,9 @@ SPEC = TaskSpec(
     },
     evaluate_target="workbench.tasks.spleeter.train:evaluate",
     infer_target="workbench.tasks.spleeter.separate:infer",
+    overlays={
+        "Vocals SI-SDR: model vs mixture baseline vs ideal mask": ("valid/si_sdr_vocals", "valid/si_sdr_vocals_mixture", "valid/si_sdr_vocals_irm"),
+    },
     infer_input="a song (WAV)",
 )
 

@@ -253,7 +253,7 @@ def run(cfg: SpleeterConfig, ctx: RunContext) -> None:
                 ctx.logger.info("step %d loss %.*f", loop.step, cfg.loss_decimal_place, loss.item())
             if loop.step % cfg.print_freq == 0 or loop.step == total_steps:
                 elapsed = time.perf_counter() - window_start
-                ctx.log({"train/loss": window_loss / window_items, "train/lr": lr,
+                ctx.log({"train/loss": window_loss / window_items, "train/lr": lr, "train/epoch": loop.epoch,
                          "train/samples_per_s": window_items * ctx.world_size / elapsed}, loop.step)
                 ctx.logger.info("epoch %d step %d/%d loss %.*f lr %.3g %.1f samples/s", loop.epoch, loop.step,
                                 total_steps, cfg.loss_decimal_place, window_loss / window_items, lr,
