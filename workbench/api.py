@@ -9,9 +9,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from pydantic import BaseModel
 
 from workbench.config.io import (
@@ -37,6 +36,9 @@ from workbench.store.metrics import Series
 from workbench.store.models import CheckpointRead, EventRead, RunRead
 from workbench.store.runs import RunNotFound
 from workbench.tasks import TASKS, TaskSpec
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported inside the functions that build frames: `workbench run` starts faster
 
 __all__ = [
     "ConfigError",
@@ -180,6 +182,8 @@ def get_run(run_id: str) -> RunRead:
 
 def runs_frame(runs: list[RunRead]) -> pd.DataFrame:
     """The runs table the UI and `workbench list` show."""
+    import pandas as pd
+
     now = time.time()
     rows = []
     for r in runs:
@@ -376,6 +380,8 @@ def reconcile() -> list[str]:
 # -- compare -----------------------------------------------------------------------------------------------------
 def overlay_series(run_id: str, keys: tuple[str, ...], max_points: int = 2000) -> pd.DataFrame:
     """Several metrics of one run in one frame, `series` column = metric key (for a task's overlay charts)."""
+    import pandas as pd
+
     frames = []
     for key in keys:
         s = series(run_id, key, max_points=max_points)
@@ -401,6 +407,7 @@ EPOCH_KEYS = ("train/epoch", "pass/global")  # what tasks log to say which epoch
 def _epoch_of_steps(run_id: str, steps: pd.Series) -> pd.Series:
     """Fractional epoch of each step, interpolated from the run's epoch series (NaN if it logs none)."""
     import numpy as np
+    import pandas as pd
 
     for key in EPOCH_KEYS:
         marks = series(run_id, key, max_points=100_000).frame
@@ -416,6 +423,8 @@ def compare_series(run_ids: list[str], key: str, max_points: int = 2000) -> pd.D
     """One metric of several runs, each downsampled like the dashboard; columns run, step, epoch (from the run's
     epoch or pass series), value, vmin, vmax, wall, elapsed_s (seconds since the run's first point of this key),
     downsampled, total_points."""
+    import pandas as pd
+
     frames = []
     for run_id in run_ids:
         s = series(run_id, key, max_points=max_points)
@@ -549,6 +558,8 @@ def _checkpoint_state(checkpoint_id: int) -> tuple[CheckpointRead, dict[str, Any
 
 def compare_checkpoint_tensors(checkpoint_a: int, checkpoint_b: int) -> pd.DataFrame:
     """Per-tensor L2 distance and relative change of the model weights between two checkpoints (any runs)."""
+    import pandas as pd
+
     from workbench.runner.checkpoints import tensor_differences
 
     _, a = _checkpoint_state(checkpoint_a)
@@ -560,6 +571,8 @@ def compare_checkpoint_tensors(checkpoint_a: int, checkpoint_b: int) -> pd.DataF
 
 def compare_checkpoint_metrics(checkpoint_ids: list[int]) -> pd.DataFrame:
     """Metrics at save time of several checkpoints, side by side (one row per checkpoint)."""
+    import pandas as pd
+
     eng = engine()
     rows = []
     for cid in checkpoint_ids:

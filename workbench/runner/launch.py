@@ -81,7 +81,7 @@ def create(
     return runs.get_run(engine, run.id)
 
 
-def _spawn_supervisor(run_id: str) -> None:
+def _spawn_supervisor(run_id: str, nproc_per_node: int) -> None:
     settings = get_settings()
     folder = run_dir(run_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -90,7 +90,7 @@ def _spawn_supervisor(run_id: str) -> None:
         env["WORKBENCH_DB_URL"] = settings.db_url
     with open(folder / "supervisor.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workbench.runner.supervisor", run_id],
+            [sys.executable, "-m", "workbench.runner.supervisor", run_id, str(nproc_per_node)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -112,7 +112,7 @@ def schedule(engine: Engine) -> list[str]:
                 break
             if runs.transition(engine, run.id, "starting", expect=("queued",), message="slot free: starting"):
                 runs.update_run(engine, run.id, heartbeat_at=time.time())
-                _spawn_supervisor(run.id)
+                _spawn_supervisor(run.id, int(run.config["nproc_per_node"]))
                 started.append(run.id)
                 active += 1
     return started

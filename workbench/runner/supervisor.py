@@ -16,10 +16,6 @@ from pathlib import Path
 
 import psutil
 
-from workbench.runner import launch
-from workbench.settings import get_settings
-from workbench.store import get_engine, runs
-
 POLL_S = 0.25  # how often the supervisor looks at the worker and the run row (cancel flag)
 
 
@@ -55,15 +51,7 @@ def _log_tail(path: Path, limit: int = 4000) -> str:
         return ""
 
 
-def supervise(run_id: str) -> int:
-    settings = get_settings()
-    engine = get_engine(settings.database_url)
-    run = runs.get_run(engine, run_id)
-    run_dir = settings.runs_dir / run.id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    me = psutil.Process()
-    runs.update_run(engine, run.id, supervisor_pid=me.pid, supervisor_start=me.create_time(), heartbeat_at=time.time(), started_at=time.time())
-
+def supervise(run_id: str, nproc_per_node: int) -> int:
     cancel = {"requested": False}
 
     def on_term(_signum: int, _frame: object) -> None:
@@ -72,13 +60,25 @@ def supervise(run_id: str) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
 
+    # Start the worker first, then import the store: the worker's own start-up (torch) overlaps ours.
+    # The launcher passed WORKBENCH_HOME (absolute) and WORKBENCH_DB_URL in our environment.
+    run_dir = Path(os.environ["WORKBENCH_HOME"]) / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "train.log"
-    nproc = int(run.config["nproc_per_node"])
-    env = {**os.environ, "WORKBENCH_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
-    if settings.db_url:
-        env["WORKBENCH_DB_URL"] = settings.db_url
     with open(log_path, "ab", buffering=0) as log:
-        worker = subprocess.Popen(worker_command(run.id, nproc), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        worker = subprocess.Popen(
+            worker_command(run_id, nproc_per_node), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        from workbench.runner import launch
+        from workbench.settings import get_settings
+        from workbench.store import get_engine, runs
+
+        settings = get_settings()
+        engine = get_engine(settings.database_url)
+        run = runs.get_run(engine, run_id)
+        me = psutil.Process()
+        runs.update_run(engine, run.id, supervisor_pid=me.pid, supervisor_start=me.create_time(), heartbeat_at=time.time(), started_at=time.time())
         term_sent_at: float | None = None
         last_beat = 0.0
         while worker.poll() is None:
@@ -115,4 +115,4 @@ def supervise(run_id: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(supervise(sys.argv[1]))
+    sys.exit(supervise(sys.argv[1], int(sys.argv[2])))

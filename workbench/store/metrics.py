@@ -13,12 +13,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from sqlalchemy import Engine, select, text
 
 from workbench.store.models import Metric, MetricSummary
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where frames are built: the worker and supervisor never need it
 
 Point = tuple[str, int, float, float]  # key, step, value, wall time
 
@@ -127,7 +130,7 @@ def summaries(engine: Engine, *, run_ids: list[str]) -> pd.DataFrame:
     """One row per (run, key): last, last_step, first_step, min, max, count."""
     with engine.connect() as conn:
         rows = conn.execute(select(MetricSummary).where(MetricSummary.run_id.in_(run_ids))).mappings().all()  # type: ignore[attr-defined]
-    return pd.DataFrame(rows, columns=["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"])
+    return _frame([tuple(r[c] for c in SUMMARY_COLUMNS) for r in rows], SUMMARY_COLUMNS)
 
 
 def read_since(engine: Engine, *, run_id: str, after_id: int = 0, keys: list[str] | None = None) -> pd.DataFrame:
@@ -142,7 +145,12 @@ def read_since(engine: Engine, *, run_id: str, after_id: int = 0, keys: list[str
     return _frame(rows, ["id", "key", "step", "value", "wall"])
 
 
+SUMMARY_COLUMNS = ["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"]
+
+
 def _frame(rows: list, columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
     # plain tuples: pandas probes SQLAlchemy Row objects attribute by attribute, ~10x slower
     return pd.DataFrame.from_records([tuple(r) for r in rows], columns=columns)
 
@@ -167,7 +175,7 @@ def read_series(engine: Engine, *, run_id: str, key: str, max_points: int = 2000
             text("SELECT first_step, last_step, count FROM metric_summary WHERE run_id = :r AND key = :k"), params
         ).first()
         if summary is None:
-            return Series(pd.DataFrame(columns=SERIES_COLUMNS), 0, False)
+            return Series(_frame([], SERIES_COLUMNS), 0, False)
         lo, hi, n = summary
         if n <= max_points:
             rows = conn.execute(
