@@ -131,3 +131,49 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
 
     (run,) = api.list_runs()
     assert run.name == "browser-quick" and run.config["learning_rate"] == 0.003 and run.status == "completed"
+
+
+def test_compare_two_runs_and_download_a_bundle(server, tmp_path):
+    import io
+    import zipfile
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.support.waiting import wait_status
+    from workbench import api
+
+    runs = []
+    for lr in (0.05, 0.01):
+        cfg = api.validate_dict({"task": "linreg", "epochs": 2, "train_batch_size": 8, "learning_rate": lr})
+        runs.append(wait_status(api.launch_run(cfg, name=f"lr-{lr}").id, ("completed",)))
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page.set_default_timeout(30_000)
+        page.goto(f"{server}/compare")
+        expect(page.get_by_role("heading", name="Compare runs")).to_be_visible()
+        for run in runs:
+            page.get_by_role("combobox", name="Runs").click()
+            page.get_by_role("option", name=re.compile(run.id)).click()
+            _settle(page)
+        page.keyboard.press("Escape")
+        expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(3, timeout=30_000)  # train/loss, train/lr, valid/loss
+        page.get_by_role("tab", name="Config diff").click()
+        expect(page.get_by_text("learning_rate").first).to_be_visible()
+        page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+
+        page.get_by_role("link", name="Checkpoints").click()
+        expect(page.get_by_role("heading", name="Checkpoints")).to_be_visible()
+        _settle(page)
+        with page.expect_download() as dl:
+            page.get_by_role("button", name="Download run bundle (zip)").click(timeout=60_000)
+        target = tmp_path / "bundle.zip"
+        dl.value.save_as(target)
+        browser.close()
+    with zipfile.ZipFile(io.BytesIO(target.read_bytes())) as zf:
+        names = zf.namelist()
+    shown = next(n.split("/")[0] for n in names)
+    assert shown in {r.id for r in runs}
+    assert {f"{shown}/config.yaml", f"{shown}/metrics.csv", f"{shown}/train.log"} <= set(names)
+    assert any(n.endswith(".pt") for n in names)
