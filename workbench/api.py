@@ -51,6 +51,11 @@ __all__ = [
 ]
 
 
+def store_location() -> str:
+    settings = get_settings()
+    return settings.db_url or str(settings.home_dir / "workbench.db")
+
+
 def engine():  # type: ignore[no-untyped-def]
     return get_engine(get_settings().database_url)
 

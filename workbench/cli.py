@@ -231,10 +231,10 @@ def delete(run_id: str, yes: Annotated[bool, typer.Option("--yes", help="Do not 
 @app.command()
 def ui(port: int = 8501, address: str = "127.0.0.1") -> None:
     """Serve the browser workbench (Streamlit) on ADDRESS:PORT."""
-    os.execvp(
-        sys.executable,
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true", "--server.address", address, "--server.port", str(port)],
-    )
+    from workbench.ui.serve import serve
+
+    typer.echo(f"Workbench on http://{address}:{port} (store: {api.store_location()})")
+    serve(address, port)
 
 
 def _mount_data_commands() -> None:
