@@ -39,12 +39,15 @@ if validate_clicked or launch_clicked:
     except api.ConfigError as exc:
         st.error(f"{len(exc.errors)} problem(s) in the config — nothing was launched:\n\n" + "\n".join(f"- `{e.path or 'config'}`: {e.message}" for e in exc.errors))
     else:
+        notes = api.ignored_settings(cfg)
+        for note in notes:
+            st.warning(note)
         st.session_state["last_config_yaml"] = api.to_yaml(cfg)
         st.session_state[f"form_values_{task}"] = api.to_dict(cfg)
         if launch_clicked:
             run = api.launch_run(cfg, name=name.strip() or task, tags=[t for t in tags.split(",") if t.strip()])
             st.session_state[SELECTED_RUN] = run.id
-            st.session_state["flash"] = f"Launched run {run.id}"
+            st.session_state["flash"] = f"Launched run {run.id}" + "".join(f"\n\nNote: {n}" for n in notes)
             st.switch_page("pages/dashboard.py")
         else:
             st.success("The config is valid.")

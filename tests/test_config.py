@@ -91,3 +91,29 @@ def test_default_config_yaml_round_trips():
         text = api.default_config_yaml(task)
         assert text.startswith("#")
         assert api.to_dict(api.validate_yaml(text)) == api.to_dict(api.default_config(task))
+
+
+@pytest.mark.parametrize("task", ["recommendation", "ctr_stream", "spleeter"])
+def test_not_used_settings_are_shared_settings_and_only_reported_when_changed(task):
+    not_used = api.not_used_settings(task)
+    assert not_used and set(not_used) <= api.common_setting_names()
+    default = api.default_config(task)
+    assert api.ignored_settings(default) == []  # defaults are never reported
+    name = next(n for n in sorted(not_used) if isinstance(getattr(default, n), (bool, int, float)))
+    value = getattr(default, name)
+    changed = (not value) if isinstance(value, bool) else value + 1 if isinstance(value, int) else value / 2
+    cfg = api.validate_dict({**api.to_dict(default), name: changed})
+    notes = api.ignored_settings(cfg)
+    assert len(notes) == 1 and notes[0].startswith(f"{name} = ") and task in notes[0]
+
+
+def test_validate_names_the_settings_a_task_ignores(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "ctr.yaml"
+    path.write_text("task: ctr_stream\nmin_std: 0.001\nscheduler_factor: 0.316\n")
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "validate", str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "min_std = 0.001 has no effect: ctr_stream does not use it" in out.stderr
+    assert "scheduler_factor" not in out.stderr  # 0.316 is its default: nothing to say

@@ -50,3 +50,13 @@ def test_config_modules_do_not_import_torch():
         if "torch" in {n.split(".")[0] for n in _imports(path)}:
             bad.append(str(path.relative_to(ROOT)))
     assert not bad, bad
+
+
+def test_the_api_imports_no_store_torch_or_pandas_until_used():
+    """`workbench validate`, `config` and the start of `run` skip SQLAlchemy (~0.4 s), pandas and torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, workbench.api; print(' '.join(m for m in ('sqlalchemy', 'sqlmodel', 'torch', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == ""

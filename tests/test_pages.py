@@ -67,6 +67,9 @@ def test_every_task_form_renders_and_validates_its_defaults(home):
     for task in api.tasks():
         at.selectbox(key="task_picker").set_value(task).run()
         assert not at.exception, (task, at.exception)
+        labels = [e.label for e in at.expander]
+        if api.not_used_settings(task):  # shared settings the task ignores sit apart from the ones it uses
+            assert f"Shared settings this task does not use ({len(api.not_used_settings(task))})" in labels, (task, labels)
         _button(at, "Validate").click().run()
         assert not at.exception, (task, at.exception)
         assert not at.error, (task, [e.value for e in at.error])

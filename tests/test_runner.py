@@ -15,6 +15,17 @@ def _cfg(**overrides):  # type: ignore[no-untyped-def]
     return api.validate_dict({"task": "linreg", "train_batch_size": 16, "learning_rate": 0.05, **overrides})
 
 
+def _processes_of(run_id: str) -> list[str]:
+    """Command lines of live processes (not zombies) started for this run."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and run_id in " ".join(p.info["cmdline"] or []):
+            out.append(" ".join(p.info["cmdline"]))
+    return out
+
+
 def _wait_running_with_steps(run_id: str, steps: int) -> None:
     wait_for(
         lambda: api.get_run(run_id).status == "running" and (api.get_run(run_id).progress_done or 0) >= steps,
@@ -116,6 +127,8 @@ def test_queue_respects_max_concurrent_runs(home, monkeypatch):
     first = api.launch_run(_cfg(epochs=2, step_sleep_s=0.02))
     second = api.launch_run(_cfg(epochs=1))
     assert api.get_run(second.id).status == "queued"
+    # the launch started a supervisor early; the run had to queue, so that supervisor and its worker are gone
+    wait_for(lambda: not _processes_of(second.id), 10, what="the queued run's early supervisor to be stopped")
     wait_status(first.id, ("completed",))
     done = wait_status(second.id, ("completed", "failed"))
     assert done.status == "completed"
@@ -156,3 +169,33 @@ def test_a_run_that_ignores_cancel_is_killed_after_the_grace_period(home, monkey
     done = wait_status(run.id, ("cancelled", "failed"), timeout=30)
     assert done.status == "cancelled"
     assert done.exit_signal == signal.SIGKILL and "SIGKILL" in done.error
+
+
+def test_a_supervisor_nobody_claims_leaves_without_touching_anything(home, monkeypatch):
+    """A launcher that dies between starting the supervisor and inserting its run leaves no process behind."""
+    from workbench.runner import spawn
+
+    monkeypatch.setenv("WORKBENCH_CLAIM_TIMEOUT_S", "1")
+    proc = spawn.start_supervisor("20990101-000000-dead", "linreg", 1)
+    wait_for(lambda: proc.poll() is not None, 30, what="the unclaimed supervisor to leave")
+    assert proc.returncode == 0
+    wait_for(lambda: not _processes_of("20990101-000000-dead"), 10, what="its gated worker to leave")
+    assert api.list_runs() == []
+
+
+def test_a_supervisor_runs_only_a_run_claimed_for_it(home, monkeypatch):
+    from workbench.runner import supervisor
+    from workbench.store import runs as run_store
+
+    monkeypatch.setattr(supervisor, "CLAIM_TIMEOUT_S", 0.3)
+    eng = api.engine()
+    assert supervisor.wait_for_claim(eng, "20990101-000000-none") is None  # never inserted
+    run = run_store.create_run(eng, task="linreg", name="c", config={}, monitor=("valid/loss", "min"))
+    run_store.update_run(eng, run.id, supervisor_pid=os.getpid())
+    assert supervisor.wait_for_claim(eng, run.id) is None  # ours, but still queued: the launcher queued it
+    run_store.transition(eng, run.id, "starting", expect=("queued",))
+    run_store.update_run(eng, run.id, supervisor_pid=os.getpid() + 1)
+    assert supervisor.wait_for_claim(eng, run.id) is None  # claimed for another supervisor
+    run_store.update_run(eng, run.id, supervisor_pid=os.getpid())
+    claimed = supervisor.wait_for_claim(eng, run.id)
+    assert claimed is not None and claimed.id == run.id and claimed.status == "starting"

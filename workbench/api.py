@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import importlib
 import io
 import time
 import zipfile
@@ -24,18 +25,45 @@ from workbench.config.io import (
     parse_config,
     parse_yaml_text,
 )
-from workbench.runner import launch
 from workbench.runner.checkpoints import best_of
 from workbench.settings import get_settings
-from workbench.store import checkpoints as ckpt_store
-from workbench.store import events as event_store
-from workbench.store import get_engine
-from workbench.store import metrics as metric_store
-from workbench.store import runs as run_store
-from workbench.store.metrics import Series
-from workbench.store.models import CheckpointRead, EventRead, RunRead
-from workbench.store.runs import RunNotFound
 from workbench.tasks import TASKS, TaskSpec
+
+
+class _Lazy:
+    """A module imported on its first attribute access."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if TYPE_CHECKING:
+    from workbench.runner import launch
+    from workbench.store import checkpoints as ckpt_store
+    from workbench.store import events as event_store
+    from workbench.store import metrics as metric_store
+    from workbench.store import runs as run_store
+    from workbench.store.metrics import Series
+    from workbench.store.models import CheckpointRead, EventRead, RunRead
+    from workbench.store.runs import RunNotFound
+else:
+    # The store and the launcher (SQLAlchemy, SQLModel: ~0.4 s) are imported on first use, so `workbench validate`
+    # and `config` never pay for them and `workbench run` starts the run's worker before it does (see launch_run).
+    launch = _Lazy("workbench.runner.launch")
+    ckpt_store = _Lazy("workbench.store.checkpoints")
+    event_store = _Lazy("workbench.store.events")
+    metric_store = _Lazy("workbench.store.metrics")
+    run_store = _Lazy("workbench.store.runs")
+    _LAZY_NAMES = {
+        "Series": "workbench.store.metrics",
+        "CheckpointRead": "workbench.store.models",
+        "EventRead": "workbench.store.models",
+        "RunRead": "workbench.store.models",
+        "RunNotFound": "workbench.store.runs",
+    }
 
 if TYPE_CHECKING:
     import pandas as pd  # imported inside the functions that build frames: `workbench run` starts faster
@@ -73,6 +101,8 @@ def store_location() -> str:
 
 
 def engine():  # type: ignore[no-untyped-def]
+    from workbench.store import get_engine
+
     return get_engine(get_settings().database_url)
 
 
@@ -90,6 +120,18 @@ def common_setting_names() -> set[str]:
     from workbench.config.common import CommonTrainingSettings
 
     return set(CommonTrainingSettings.model_fields)
+
+
+def not_used_settings(task: str) -> dict[str, str]:
+    """The shared settings this task has no use for: name -> why (the form shows them apart)."""
+    return dict(getattr(TASKS[task].config_cls, "not_used", {}))
+
+
+def ignored_settings(cfg: BaseModel) -> list[str]:
+    """A line for each setting the config's task does not use that is set away from its default."""
+    from workbench.config.common import CommonTrainingSettings, ignored_settings as ignored
+
+    return ignored(cfg) if isinstance(cfg, CommonTrainingSettings) else []
 
 
 def default_config(task: str) -> BaseModel:
@@ -158,17 +200,30 @@ def launch_run(
     parent_run_id: str | None = None,
     parent_checkpoint_id: int | None = None,
 ) -> RunRead:
+    """Launch a run. Its supervisor is started first, before the store is even imported, so that the worker's
+    start-up (torch, the task's code) overlaps the insert (runner/spawn.py); a run that has to queue stops it."""
+    from workbench.ids import new_run_id
+    from workbench.runner import spawn
+
     owner = getattr(cfg, "trainer", None) or _user()  # Spleeter's `trainer` is the run's owner
-    return launch.create(
-        engine(),
-        cfg,
-        name=name,
-        owner=owner,
-        tags=tags,
-        notes=notes,
-        parent_run_id=parent_run_id,
-        parent_checkpoint_id=parent_checkpoint_id,
-    )
+    run_id = new_run_id()
+    supervisor = spawn.start_supervisor(run_id, cfg.task, cfg.nproc_per_node)  # type: ignore[attr-defined]
+    try:
+        return launch.create(
+            engine(),
+            cfg,
+            name=name,
+            owner=owner,
+            tags=tags,
+            notes=notes,
+            parent_run_id=parent_run_id,
+            parent_checkpoint_id=parent_checkpoint_id,
+            run_id=run_id,
+            supervisor=supervisor,
+        )
+    except BaseException:
+        spawn.stop_supervisor(supervisor)
+        raise
 
 
 def _user() -> str:
@@ -199,6 +254,11 @@ def get_run(run_id: str) -> RunRead:
         launch.reconcile(eng)
         run = run_store.get_run(eng, run.id)
     return run
+
+
+def run_status(run_id: str) -> str | None:
+    """A run's status alone (exact id), cheap enough to poll many times a second; None if there is no such run."""
+    return run_store.get_status(engine(), run_id)
 
 
 def runs_frame(runs: list[RunRead]) -> pd.DataFrame:
@@ -398,22 +458,53 @@ def reconcile() -> list[str]:
     return launch.reconcile(engine())
 
 
-# The rest of the surface lives in api_artifacts (imported last: it builds on the functions above).
-from workbench.api_artifacts import (  # noqa: E402
-    EPOCH_KEYS,
-    overlay_series,
-    compare_keys,
-    compare_series,
-    compare_configs,
-    compare_summary,
-    run_bundle,
-    fork_run,
-    children_of,
-    forks_of,
-    evaluate_checkpoint,
-    evaluations_of,
-    compare_checkpoint_tensors,
-    compare_checkpoint_metrics,
-    import_checkpoint,
-    infer,
+# The rest of the surface lives in api_artifacts (it builds on the functions above); it and the store's read models
+# are resolved on first use (PEP 562), like the modules above.
+_ARTIFACT_NAMES = frozenset(
+    {
+        "EPOCH_KEYS",
+        "overlay_series",
+        "compare_keys",
+        "compare_series",
+        "compare_configs",
+        "compare_summary",
+        "run_bundle",
+        "fork_run",
+        "children_of",
+        "forks_of",
+        "evaluate_checkpoint",
+        "evaluations_of",
+        "compare_checkpoint_tensors",
+        "compare_checkpoint_metrics",
+        "import_checkpoint",
+        "infer",
+    }
 )
+
+if TYPE_CHECKING:
+    from workbench.api_artifacts import (
+        EPOCH_KEYS,
+        overlay_series,
+        compare_keys,
+        compare_series,
+        compare_configs,
+        compare_summary,
+        run_bundle,
+        fork_run,
+        children_of,
+        forks_of,
+        evaluate_checkpoint,
+        evaluations_of,
+        compare_checkpoint_tensors,
+        compare_checkpoint_metrics,
+        import_checkpoint,
+        infer,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ARTIFACT_NAMES:
+        return getattr(importlib.import_module("workbench.api_artifacts"), name)
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,9 +28,12 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _load(config: Path, overrides: list[str] | None):  # type: ignore[no-untyped-def]
     try:
-        return api.validate_file(config, overrides)
+        cfg = api.validate_file(config, overrides)
     except api.ConfigError as exc:
         _fail(str(exc))
+    for note in api.ignored_settings(cfg):
+        typer.echo(f"note: {config}: {note}", err=True)
+    return cfg
 
 
 @app.command()
@@ -64,6 +67,11 @@ def run(
         raise typer.Exit(_follow(run_.id))
 
 
+FOLLOW_REFRESH_S = 0.5  # progress line and new log lines
+FOLLOW_POLL_S = 0.05  # the status alone, so `--wait` returns as soon as the run ends
+ENDED = ("completed", "failed", "cancelled", "lost")
+
+
 def _follow(run_id: str) -> int:
     """Print progress and new log lines until the run ends. Exit code 0 only for `completed`."""
     log_pos = 0
@@ -90,13 +98,15 @@ def _follow(run_id: str) -> int:
             if line != last_line:
                 typer.echo(line, err=True)
                 last_line = line
-            if run_.status in ("completed", "failed", "cancelled", "lost"):
+            if run_.status in ENDED:
                 if run_.error:
                     typer.echo(f"error: {run_.error}", err=True)
                 best = f"; best {run_.monitor_key} = {run_.best_value:.4f}" if run_.best_value is not None else ""
                 typer.echo(f"run {run_.id} {run_.status}{best}")
                 return 0 if run_.status == "completed" else 1
-            time.sleep(0.2)
+            until = time.monotonic() + FOLLOW_REFRESH_S
+            while time.monotonic() < until and api.run_status(run_.id) not in ENDED:
+                time.sleep(FOLLOW_POLL_S)
     except KeyboardInterrupt:
         typer.echo(f"\nstopped following; the run goes on. Cancel it with: workbench cancel {run_id}", err=True)
         return 130
@@ -246,7 +256,19 @@ def main() -> None:
     # task data commands import their task's modules: only pay for that when a data command is asked for
     if len(sys.argv) > 1 and sys.argv[1] == "data":
         _mount_data_commands()
-    app()
+    if sys.argv[1:2] == ["ui"]:
+        app()
+    try:
+        app()
+    except SystemExit as exc:
+        # Skip the interpreter's teardown (~0.1 s of freeing SQLAlchemy and pydantic objects): by now every row is
+        # committed and every file we wrote is closed, and `run --wait` should return the moment its run ends.
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ an error rather than a silent pick.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -80,7 +80,14 @@ class ClipGradNorm(StrictModel):
 
 
 class CommonTrainingSettings(StrictModel):
-    """Settings every task's config carries. Task configs subclass this and may override defaults."""
+    """Settings every task's config carries. Task configs subclass this and may override defaults.
+
+    A task that has no use for some of them says so in `not_used` (setting -> why): every config still accepts them
+    (the seeds name them for every task), the form puts them in their own collapsed section, and a value other than
+    the default is reported by `ignored_settings` rather than silently dropped.
+    """
+
+    not_used: ClassVar[dict[str, str]] = {}
 
     # seed 000 (RecBole training settings)
     epochs: int = Field(300, ge=1, description="The number of training epochs.")
@@ -221,3 +228,15 @@ class CommonTrainingSettings(StrictModel):
                 f"epochs_warmup ({self.epochs_warmup}) + epochs_ending ({self.epochs_ending}) exceed epochs ({self.epochs})"
             )
         return self
+
+
+def ignored_settings(cfg: CommonTrainingSettings) -> list[str]:
+    """One line per setting the config's task does not use that is set to something other than its default."""
+    out = []
+    for name, why in type(cfg).not_used.items():
+        field = type(cfg).model_fields[name]
+        value = getattr(cfg, name)
+        default = field.get_default(call_default_factory=True)
+        if value != default:
+            out.append(f"{name} = {value!r} has no effect: {cfg.task} does not use it ({why})")  # type: ignore[attr-defined]
+    return out

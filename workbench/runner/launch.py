@@ -7,8 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from workbench.config.io import config_to_dict, config_to_yaml
+from workbench.runner import spawn
 from workbench.settings import get_settings
 from workbench.store import runs
 from workbench.store.events import add_event
@@ -56,8 +55,14 @@ def create(
     parent_checkpoint_id: int | None = None,
     kind: str = "train",
     eval_data: str | None = None,
+    run_id: str | None = None,
+    supervisor: subprocess.Popen[bytes] | None = None,
 ) -> RunRead:
-    """Insert the run as `queued`, write its config.yaml, and let the scheduler start it when a slot is free."""
+    """Insert the run as `queued`, write its config.yaml, and let the scheduler start it when a slot is free.
+
+    `supervisor`: one already started for `run_id` (spawn.start_supervisor): it is used if the run can start now,
+    and stopped if the run has to wait in the queue.
+    """
     task = cfg.task  # type: ignore[attr-defined]
     spec = TASKS[task]
     run = runs.create_run(
@@ -73,46 +78,40 @@ def create(
         parent_checkpoint_id=parent_checkpoint_id,
         kind=kind,
         eval_data=eval_data,
+        run_id=run_id,
     )
     folder = run_dir(run.id)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(config_to_yaml(cfg))
-    schedule(engine)
+    early = {run.id: supervisor} if supervisor is not None else {}
+    schedule(engine, early)
+    if early:  # not used: the run is queued (or another scheduler started it first)
+        spawn.stop_supervisor(supervisor)  # type: ignore[arg-type]
     return runs.get_run(engine, run.id)
 
 
-def _spawn_supervisor(run_id: str, nproc_per_node: int) -> None:
-    settings = get_settings()
-    folder = run_dir(run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "WORKBENCH_HOME": str(settings.home_dir), "PYTHONUNBUFFERED": "1"}
-    if settings.db_url:
-        env["WORKBENCH_DB_URL"] = settings.db_url
-    with open(folder / "supervisor.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workbench.runner.supervisor", run_id, str(nproc_per_node)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own session and process group: survives the UI/CLI that started it
-            env=env,
-            cwd=os.getcwd(),
-        )
-    # reap it when it ends so a long-lived UI process does not collect zombies
-    threading.Thread(target=proc.wait, daemon=True).start()
+def schedule(engine: Engine, early: dict[str, subprocess.Popen[bytes]] | None = None) -> list[str]:
+    """Start queued runs, oldest first, while fewer than `max_concurrent_runs` are active. Returns started ids.
 
-
-def schedule(engine: Engine) -> list[str]:
-    """Start queued runs, oldest first, while fewer than `max_concurrent_runs` are active. Returns started ids."""
+    Starting a run claims it for one supervisor process: `starting` plus that process's pid and start time. The
+    supervisor waits for exactly that claim before it runs anything. `early`: supervisors already started for some
+    runs (a launch's); the one used is popped from the dict.
+    """
     started: list[str] = []
+    early = early if early is not None else {}
     with _scheduler_lock():
         active = len(runs.active_runs(engine))
         for run in runs.queued_runs(engine):
             if active >= get_settings().max_concurrent_runs:
                 break
             if runs.transition(engine, run.id, "starting", expect=("queued",), message="slot free: starting"):
-                runs.update_run(engine, run.id, heartbeat_at=time.time())
-                _spawn_supervisor(run.id, int(run.config["nproc_per_node"]))
+                proc = early.pop(run.id, None) or spawn.start_supervisor(run.id, run.task, int(run.config["nproc_per_node"]))
+                try:
+                    created = psutil.Process(proc.pid).create_time()
+                except psutil.NoSuchProcess:
+                    created = None  # it died at once; the reconciler will find the run lost
+                runs.update_run(engine, run.id, supervisor_pid=proc.pid, supervisor_start=created, heartbeat_at=time.time())
+                spawn.release(proc)
                 started.append(run.id)
                 active += 1
     return started

@@ -1,22 +1,32 @@
-"""Supervisor: `python -m workbench.runner.supervisor RUN_ID`, started detached (own session and process group).
+"""Supervisor: `python -m workbench.runner.supervisor RUN_ID NPROC TASK`, started detached (own session and
+process group) by runner.spawn.
 
 It outlives the UI or CLI that launched it. It starts the worker (or torchrun), beats the heartbeat, enforces
 cancel (SIGTERM to the worker, SIGKILL after a grace period), records the exit code or signal, marks a run the
 worker could not finish as failed, and then starts the next queued run if a slot is free.
+
+A single-process worker is started at once, gated: it imports torch and the task's code, then waits on a pipe.
+The supervisor opens the gate only when the run is claimed for it (`starting`, `supervisor_pid` = this process);
+the launcher may start us before it has even inserted the run (see spawn.py). No claim in CLAIM_TIMEOUT_S: we
+leave, and the worker with us, without touching the run.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO, Any
 
 import psutil
 
 POLL_S = 0.25  # how often the supervisor looks at the worker and the run row (cancel flag)
+CLAIM_POLL_S = 0.02
+CLAIM_TIMEOUT_S = float(os.environ.get("WORKBENCH_CLAIM_TIMEOUT_S", "60"))  # an unclaimed supervisor leaves after this
 
 
 def worker_command(run_id: str, nproc_per_node: int) -> list[str]:
@@ -51,7 +61,51 @@ def _log_tail(path: Path, limit: int = 4000) -> str:
         return ""
 
 
-def supervise(run_id: str, nproc_per_node: int) -> int:
+def _start_worker(run_id: str, nproc_per_node: int, log: IO[bytes], task: str | None = None) -> tuple[subprocess.Popen[bytes], int | None]:
+    """Start the worker (or torchrun). With `task`, gated: it preloads the task and waits for `open_gate`."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    gate_r = gate_w = None
+    if task is not None:
+        gate_r, gate_w = os.pipe()
+        env.update(WORKBENCH_GATE_FD=str(gate_r), WORKBENCH_PRELOAD_TASK=task)
+    worker = subprocess.Popen(
+        worker_command(run_id, nproc_per_node), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=env, pass_fds=() if gate_r is None else (gate_r,),
+    )  # fmt: skip
+    if gate_r is not None:
+        os.close(gate_r)
+    return worker, gate_w
+
+
+def _open_gate(gate: int) -> None:
+    try:
+        os.write(gate, b"go\n")
+    except BrokenPipeError:
+        pass  # the worker is already gone: the loop below records how it ended
+    finally:
+        os.close(gate)
+
+
+def wait_for_claim(engine: Any, run_id: str, deadline: float | None = None) -> Any:
+    """The run once it is `starting` with this process as its supervisor; None if it is not by `deadline`
+    (time.monotonic(); default CLAIM_TIMEOUT_S from now). A cancel can only reach us after the claim:
+    launch.cancel finds the supervisor by the claimed pid."""
+    from workbench.store import runs
+
+    deadline = deadline if deadline is not None else time.monotonic() + CLAIM_TIMEOUT_S
+    while True:
+        try:
+            run = runs.get_run(engine, run_id)
+        except runs.RunNotFound:
+            run = None  # the launcher has not inserted it yet
+        if run is not None and run.supervisor_pid == os.getpid():
+            return run if run.status == "starting" else None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(CLAIM_POLL_S)
+
+
+def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
     cancel = {"requested": False}
 
     def on_term(_signum: int, _frame: object) -> None:
@@ -66,19 +120,28 @@ def supervise(run_id: str, nproc_per_node: int) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "train.log"
     with open(log_path, "ab", buffering=0) as log:
-        worker = subprocess.Popen(
-            worker_command(run_id, nproc_per_node), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+        worker, gate = _start_worker(run_id, 1, log, task) if nproc_per_node == 1 and task else (None, None)
+        deadline = time.monotonic() + CLAIM_TIMEOUT_S
+        select.select([sys.stdin], [], [], CLAIM_TIMEOUT_S)  # until the launcher has claimed the run (spawn.release)
         from workbench.runner import launch
         from workbench.settings import get_settings
         from workbench.store import get_engine, runs
 
         settings = get_settings()
         engine = get_engine(settings.database_url)
-        run = runs.get_run(engine, run_id)
+        run = wait_for_claim(engine, run_id, deadline)
+        if run is None:
+            if worker is not None:
+                worker.kill()
+                worker.wait()
+            return 0
         me = psutil.Process()
         runs.update_run(engine, run.id, supervisor_pid=me.pid, supervisor_start=me.create_time(), heartbeat_at=time.time(), started_at=time.time())
+        if gate is not None:
+            _open_gate(gate)
+        else:
+            worker, _ = _start_worker(run_id, nproc_per_node, log)
+        assert worker is not None
         term_sent_at: float | None = None
         last_beat = 0.0
         while worker.poll() is None:
@@ -115,4 +178,4 @@ def supervise(run_id: str, nproc_per_node: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(supervise(sys.argv[1], int(sys.argv[2])))
+    sys.exit(supervise(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None))

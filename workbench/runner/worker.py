@@ -6,6 +6,7 @@ ended. Its stdout/stderr are the run's train.log (the supervisor redirects them)
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -80,7 +81,25 @@ def _start_states(engine: Any, run: runs.RunRead, ctx_run_dir: Path, backend: St
     return None, None
 
 
+def _pass_gate() -> bool:
+    """Started ahead of its run's claim (see supervisor.py): import torch and the task's training code while the
+    launcher finishes, then wait for the supervisor's go. False: the run went to another supervisor; leave."""
+    fd = os.environ.pop("WORKBENCH_GATE_FD", None)
+    if fd is None:
+        return True
+    spec = TASKS.get(os.environ.pop("WORKBENCH_PRELOAD_TASK", ""))
+    if spec is not None:
+        try:
+            importlib.import_module(spec.run_target.partition(":")[0])
+        except Exception:
+            pass  # the run imports it again after the gate and fails there, with the traceback in the run's row
+    with os.fdopen(int(fd), "rb") as gate:
+        return gate.readline().strip() == b"go"
+
+
 def main(run_id: str) -> int:
+    if not _pass_gate():
+        return 0
     settings = get_settings()
     engine = get_engine(settings.database_url)
     run = runs.get_run(engine, run_id)

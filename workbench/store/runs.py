@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 import time
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, or_, update
 from sqlmodel import select
 
+from workbench.ids import new_run_id
 from workbench.store.engine import session
 from workbench.store.events import add_event
 from workbench.store.models import ACTIVE_STATUSES, MetricSummary, Run, RunRead
@@ -34,10 +33,6 @@ class RunNotFound(LookupError):
     pass
 
 
-def new_run_id(task: str) -> str:
-    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
 def create_run(
     engine: Engine,
     *,
@@ -52,11 +47,12 @@ def create_run(
     parent_checkpoint_id: int | None = None,
     kind: str = "train",
     eval_data: str | None = None,
+    run_id: str | None = None,
 ) -> RunRead:
     run = Run(
         kind=kind,
         eval_data=eval_data,
-        id=new_run_id(task),
+        id=run_id or new_run_id(),
         name=name,
         task=task,
         status="queued",
@@ -78,6 +74,12 @@ def create_run(
     what = "evaluation" if kind == "evaluate" else "run"
     add_event(engine, run_id=out.id, kind="queued", message=f"{task} {what} created")
     return out
+
+
+def get_status(engine: Engine, run_id: str) -> str | None:
+    """Just the status of a run (exact id): a one-column read for tight polling. None if there is no such run."""
+    with engine.connect() as conn:
+        return conn.execute(select(Run.status).where(Run.id == run_id)).scalar_one_or_none()  # type: ignore[arg-type]
 
 
 def get_run(engine: Engine, run_id: str) -> RunRead:

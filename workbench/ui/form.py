@@ -66,14 +66,19 @@ class SchemaForm:
         """Draw all sections; return the nested dict of raw values (validate it with the task's config class)."""
         fields = self.cls.model_fields
         common = api.common_setting_names()
+        not_used: dict[str, str] = dict(getattr(self.cls, "not_used", {}))
         own = [n for n in fields if n not in common and n != "task"]
-        shared = [n for n in fields if n in common]
+        shared = [n for n in fields if n in common and n not in not_used]
         out: dict[str, Any] = {"task": self.values.get("task", fields["task"].default if "task" in fields else None)}
         if own:
             st.markdown("**Task settings**")
             out.update(self._fields(self.cls, own, self.values, "", columns=2))
         with st.expander("Training settings (common to every task)", expanded=False):
             out.update(self._fields(self.cls, shared, self.values, "", columns=2))
+        if not_used:
+            with st.expander(f"Shared settings this task does not use ({len(not_used)})", expanded=False):
+                st.caption("Every config accepts them (the seeds name them for every task); they have no effect here.")
+                out.update(self._fields(self.cls, [n for n in fields if n in not_used], self.values, "", columns=2))
         return out
 
     def _fields(self, cls: type[BaseModel], names: list[str], values: dict[str, Any], path: str, columns: int) -> dict[str, Any]:

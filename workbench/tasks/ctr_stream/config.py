@@ -8,7 +8,7 @@ the code. No torch import here: the CLI and the form validate configs without it
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -89,6 +89,23 @@ class CtrStreamConfig(CommonTrainingSettings):
     """Streaming CTR training with a PaddleRec-faithful sparse feature table (task `ctr_stream`)."""
 
     task: Literal["ctr_stream"] = Field("ctr_stream", description="Task name.")
+
+    not_used: ClassVar[dict[str, str]] = {
+        "epochs": "the passes come from start_day..end_day and split_interval/split_per_pass, each seen once",
+        "train_neg_sample_args": "the negatives are the stream's non-clicked impressions",
+        "eval_step": "every pass is evaluated (infer before train)",
+        "stopping_step": "a stream is never stopped early",
+        "min_delta": "a stream is never stopped early",
+        "loss_decimal_place": "its log lines have a fixed format",
+        "require_pow": "the sparse table regularises through embed_sgd_param / embedx_sgd_param",
+        "enable_scaler": "enable_amp autocasts to bfloat16, which needs no loss scaling",
+        "epochs_warmup": "the dense learning rate is constant over the stream",
+        "epochs_ending": "the dense learning rate is constant over the stream",
+        "scheduler_patience": "the dense learning rate is constant over the stream",
+        "scheduler_factor": "the dense learning rate is constant over the stream",
+        "min_std": "it standardises nothing",
+        "train_ratio": "each pass is evaluated before it is trained on (no held-out split)",
+    }
 
     # -- settings shared with the other tasks, with streaming meanings ------------------------------------------
     epochs: int = Field(

@@ -44,7 +44,9 @@ class CtrTrainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if not self.cfg.enable_amp:
             return contextlib.nullcontext()
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        # bfloat16 needs no loss scaling (the sparse push reads the raw gradients); float16 only on GPUs without it
+        bf16 = self.device.type != "cuda" or torch.cuda.is_bf16_supported()
+        dtype = torch.bfloat16 if bf16 else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
     def forward_batch(self, batch: Batch, rows: np.ndarray, keep: bool, grad: bool) -> tuple[torch.Tensor, torch.Tensor, dict]:

@@ -7,7 +7,7 @@ reported at once with its own field path (see `_raise_all`), not one generic "va
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -120,6 +120,11 @@ class RecommendationConfig(CommonTrainingSettings):
     """Session-based recommendation: predict the next clicked item from the session so far."""
 
     task: Literal["recommendation"] = Field("recommendation", description="Task name (fixed).")
+
+    not_used: ClassVar[dict[str, str]] = {
+        "min_std": "it standardises nothing",
+        "train_ratio": "the data is always split by `data.split` (leave_one_out or time)",
+    }
     model: ModelName = Field(
         "STAMP",
         description="`STAMP`: short-term attention/memory priority (Liu et al. 2018); `BPR`: matrix factorisation "

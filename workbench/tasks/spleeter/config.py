@@ -7,7 +7,7 @@ validating a config must stay cheap (the form re-validates on every submit).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -213,6 +213,12 @@ class SpleeterConfig(CommonTrainingSettings):
     )
 
     # -- common settings that do not apply to this task ------------------------------------------------------
+    not_used: ClassVar[dict[str, str]] = {
+        "learner": "the optimizer is `optimizer` (seed 003)",
+        "train_neg_sample_args": "no negative sampling in source separation",
+        "require_pow": "it has no embedding regulariser",
+        "min_std": "it standardises nothing",
+    }
     learner: Learner = Field("adam", description="Not used by spleeter: the optimizer is `optimizer` (seed 003).")
     train_neg_sample_args: NegSampleArgs | None = Field(
         None, description="Not used by spleeter (no negative sampling in source separation)."
