@@ -68,7 +68,9 @@ else:
 if TYPE_CHECKING:
     import pandas as pd  # imported inside the functions that build frames: `workbench run` starts faster
 
-__all__ = [
+# The part of the surface that lives in api_artifacts (it builds on the functions below): compare, bundles, forks,
+# evaluation jobs, checkpoint import and inference. Resolved on first use, like the store (see __getattr__).
+_ARTIFACTS = (
     "EPOCH_KEYS",
     "overlay_series",
     "compare_keys",
@@ -85,14 +87,8 @@ __all__ = [
     "compare_checkpoint_metrics",
     "import_checkpoint",
     "infer",
-    "ConfigError",
-    "FieldError",
-    "RunNotFound",
-    "RunRead",
-    "CheckpointRead",
-    "EventRead",
-    "Series",
-]
+)
+__all__ = [*_ARTIFACTS, "ConfigError", "FieldError", "RunNotFound", "RunRead", "CheckpointRead", "EventRead", "Series"]
 
 
 def store_location() -> str:
@@ -458,52 +454,12 @@ def reconcile() -> list[str]:
     return launch.reconcile(engine())
 
 
-# The rest of the surface lives in api_artifacts (it builds on the functions above); it and the store's read models
-# are resolved on first use (PEP 562), like the modules above.
-_ARTIFACT_NAMES = frozenset(
-    {
-        "EPOCH_KEYS",
-        "overlay_series",
-        "compare_keys",
-        "compare_series",
-        "compare_configs",
-        "compare_summary",
-        "run_bundle",
-        "fork_run",
-        "children_of",
-        "forks_of",
-        "evaluate_checkpoint",
-        "evaluations_of",
-        "compare_checkpoint_tensors",
-        "compare_checkpoint_metrics",
-        "import_checkpoint",
-        "infer",
-    }
-)
-
 if TYPE_CHECKING:
-    from workbench.api_artifacts import (
-        EPOCH_KEYS,
-        overlay_series,
-        compare_keys,
-        compare_series,
-        compare_configs,
-        compare_summary,
-        run_bundle,
-        fork_run,
-        children_of,
-        forks_of,
-        evaluate_checkpoint,
-        evaluations_of,
-        compare_checkpoint_tensors,
-        compare_checkpoint_metrics,
-        import_checkpoint,
-        infer,
-    )
+    from workbench.api_artifacts import *  # noqa: F403
 
 
 def __getattr__(name: str) -> Any:
-    if name in _ARTIFACT_NAMES:
+    if name in _ARTIFACTS:
         return getattr(importlib.import_module("workbench.api_artifacts"), name)
     if name in _LAZY_NAMES:
         return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
