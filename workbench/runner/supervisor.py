@@ -62,7 +62,7 @@ def _log_tail(path: Path, limit: int = 4000) -> str:
 
 
 def _start_worker(run_id: str, nproc_per_node: int, log: IO[bytes], task: str | None = None) -> tuple[subprocess.Popen[bytes], int | None]:
-    """Start the worker (or torchrun). With `task`, gated: it preloads the task and waits for `open_gate`."""
+    """Start the worker (or torchrun). With `task`, gated: it preloads the task and waits for `_open_gate`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     gate_r = gate_w = None
     if task is not None:
