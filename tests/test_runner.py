@@ -199,3 +199,26 @@ def test_a_supervisor_runs_only_a_run_claimed_for_it(home, monkeypatch):
     run_store.update_run(eng, run.id, supervisor_pid=os.getpid())
     claimed = supervisor.wait_for_claim(eng, run.id)
     assert claimed is not None and claimed.id == run.id and claimed.status == "starting"
+
+
+def test_a_launch_that_fails_stops_its_early_supervisor(home, monkeypatch):
+    import psutil
+
+    from workbench.store import runs as run_store
+
+    def no_space(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_store, "create_run", no_space)
+    with pytest.raises(OSError, match="No space"):
+        api.launch_run(_cfg(epochs=1))
+
+    def my_supervisors() -> list[int]:
+        out = []
+        for p in psutil.process_iter(["ppid", "cmdline", "status"]):
+            if p.info["ppid"] == os.getpid() and p.info["status"] != psutil.STATUS_ZOMBIE and "workbench.runner.supervisor" in " ".join(p.info["cmdline"] or []):
+                out.append(p.pid)
+        return out
+
+    wait_for(lambda: not my_supervisors(), 10, what="the early supervisor to be stopped")
+    assert api.list_runs() == []

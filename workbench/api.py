@@ -205,21 +205,23 @@ def launch_run(
     run_id = new_run_id()
     supervisor = spawn.start_supervisor(run_id, cfg.task, cfg.nproc_per_node)  # type: ignore[attr-defined]
     try:
-        return launch.create(
-            engine(),
-            cfg,
-            name=name,
-            owner=owner,
-            tags=tags,
-            notes=notes,
-            parent_run_id=parent_run_id,
-            parent_checkpoint_id=parent_checkpoint_id,
-            run_id=run_id,
-            supervisor=supervisor,
-        )
+        eng = engine()
     except BaseException:
         spawn.stop_supervisor(supervisor)
         raise
+    # from here on launch.create owns the early supervisor: it uses it, or stops it
+    return launch.create(
+        eng,
+        cfg,
+        name=name,
+        owner=owner,
+        tags=tags,
+        notes=notes,
+        parent_run_id=parent_run_id,
+        parent_checkpoint_id=parent_checkpoint_id,
+        run_id=run_id,
+        supervisor=supervisor,
+    )
 
 
 def _user() -> str:

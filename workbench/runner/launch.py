@@ -63,30 +63,32 @@ def create(
     `supervisor`: one already started for `run_id` (spawn.start_supervisor): it is used if the run can start now,
     and stopped if the run has to wait in the queue.
     """
-    task = cfg.task  # type: ignore[attr-defined]
-    spec = TASKS[task]
-    run = runs.create_run(
-        engine,
-        task=task,
-        name=name or f"{task}",
-        config=config_to_dict(cfg),
-        monitor=spec.monitor(cfg),
-        owner=owner,
-        tags=tags,
-        notes=notes,
-        parent_run_id=parent_run_id,
-        parent_checkpoint_id=parent_checkpoint_id,
-        kind=kind,
-        eval_data=eval_data,
-        run_id=run_id,
-    )
-    folder = run_dir(run.id)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(config_to_yaml(cfg))
-    early = {run.id: supervisor} if supervisor is not None else {}
-    schedule(engine, early)
-    if early:  # not used: the run is queued (or another scheduler started it first)
-        spawn.stop_supervisor(supervisor)  # type: ignore[arg-type]
+    early = {run_id: supervisor} if supervisor is not None and run_id is not None else {}
+    try:
+        task = cfg.task  # type: ignore[attr-defined]
+        spec = TASKS[task]
+        run = runs.create_run(
+            engine,
+            task=task,
+            name=name or f"{task}",
+            config=config_to_dict(cfg),
+            monitor=spec.monitor(cfg),
+            owner=owner,
+            tags=tags,
+            notes=notes,
+            parent_run_id=parent_run_id,
+            parent_checkpoint_id=parent_checkpoint_id,
+            kind=kind,
+            eval_data=eval_data,
+            run_id=run_id,
+        )
+        folder = run_dir(run.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(config_to_yaml(cfg))
+        schedule(engine, early)
+    finally:
+        for proc in early.values():  # not used: the run queued, another scheduler started it first, or we failed
+            spawn.stop_supervisor(proc)
     return runs.get_run(engine, run.id)
 
 
