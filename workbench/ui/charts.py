@@ -43,20 +43,33 @@ def group_keys(keys: list[str]) -> dict[str, list[str]]:
     return dict(sorted(groups.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 
 
+FEW_POINTS = 60  # lines with at most this many points also draw their points (one validation point is visible)
+
+
+def x_axis(field: str, title: str) -> alt.X:
+    """Wall time as dates; steps, epochs and seconds as whole numbers with SI suffixes (1.2k, 3M), so a chart with
+    a single point does not label its axis 35.000000."""
+    if field.endswith(":T"):
+        return alt.X(field, title=title)
+    return alt.X(field, title=title, axis=alt.Axis(format="~s", tickMinStep=1))
+
+
 def metric_chart(series: api.Series, key: str, smoothing: float, x: str = "step", height: int = 220) -> alt.Chart:
     """Raw line (faint), smoothed line, and the min/max band when the series was downsampled."""
     df = series.frame.copy()
     df["smoothed"] = smooth_ema(df["value"].to_numpy(), smoothing)
     if x == "wall":
         df["wall"] = pd.to_datetime(df["wall"], unit="s")
-    base = alt.Chart(df).encode(x=alt.X(f"{x}:{'T' if x == 'wall' else 'Q'}", title=x))
+    base = alt.Chart(df).encode(x=x_axis(f"{x}:{'T' if x == 'wall' else 'Q'}", x))
     layers = []
     if series.downsampled:
         layers.append(base.mark_area(opacity=0.18).encode(y=alt.Y("vmin:Q", title=key), y2="vmax:Q"))
+    points = len(df) <= FEW_POINTS
     raw_opacity = 0.3 if smoothing > 0 else 1.0
-    layers.append(base.mark_line(opacity=raw_opacity).encode(y=alt.Y("value:Q", title=key, scale=y_scale(df["value"]))))
+    raw = base.mark_line(opacity=raw_opacity, point=points and smoothing <= 0)
+    layers.append(raw.encode(y=alt.Y("value:Q", title=key, scale=y_scale(df["value"])), tooltip=[x, "value"]))
     if smoothing > 0:
-        layers.append(base.mark_line().encode(y="smoothed:Q", tooltip=[x, "value", "smoothed"]))
+        layers.append(base.mark_line(point=points).encode(y="smoothed:Q", tooltip=[x, "value", "smoothed"]))
     title = key if not series.downsampled else f"{key}  ({len(df)} of {series.total_points} points, min/max band)"
     return alt.layer(*layers).properties(title=title, height=height)
 

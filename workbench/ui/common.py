@@ -8,14 +8,15 @@ import streamlit as st
 
 from workbench import api
 
+# Material Symbols ship with Streamlit's frontend (no network, no emoji font needed on the viewing machine)
 STATUS_ICON = {
-    "queued": "⏳",
-    "starting": "🚀",
-    "running": "🟢",
-    "completed": "✅",
-    "failed": "❌",
-    "cancelled": "⏹️",
-    "lost": "❓",
+    "queued": ":material/schedule:",
+    "starting": ":material/rocket_launch:",
+    "running": ":material/play_circle:",
+    "completed": ":material/check_circle:",
+    "failed": ":material/error:",
+    "cancelled": ":material/stop_circle:",
+    "lost": ":material/help:",
 }
 SELECTED_RUN = "selected_run"  # session-state key: the run the dashboard/checkpoints pages show
 
@@ -56,7 +57,7 @@ def pick_run(key: str, runs: list[api.RunRead] | None = None) -> api.RunRead | N
 def status_line(run: api.RunRead) -> None:
     p = api.progress(run)
     cols = st.columns(4)
-    cols[0].metric("Status", f"{STATUS_ICON.get(run.status, '')} {run.status}")
+    cols[0].metric(f"Status {STATUS_ICON.get(run.status, '')}", run.status)
     cols[1].metric("Duration", fmt_duration(run.duration_s))
     best = "-" if run.best_value is None else f"{run.best_value:.4f}"
     cols[2].metric(f"Best {run.monitor_key or ''}", best)

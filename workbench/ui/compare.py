@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench import api
-from workbench.ui.charts import group_keys, smooth_ema, y_scale
+from workbench.ui.charts import FEW_POINTS, group_keys, smooth_ema, x_axis, y_scale
 
 PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -35,15 +35,16 @@ def overlay_chart(frame: pd.DataFrame, key: str, smoothing: float, x: str, by: s
     # runs keep a colour of their own everywhere; a task's metrics just take the strong colours in order
     colours = [run_colour(r) for r in names] if by == "run" else [PALETTE[i % 10] for i in range(len(names))]
     color = alt.Color(f"{by}:N", scale=alt.Scale(domain=names, range=colours), legend=alt.Legend(orient="bottom", title=None, labelLimit=400))
-    base = alt.Chart(df).encode(x=alt.X(X_FIELDS[x], title=x), color=color)
+    base = alt.Chart(df).encode(x=x_axis(X_FIELDS[x], x), color=color)
     layers = []
     if df["downsampled"].any():
         layers.append(base.mark_area(opacity=0.12).encode(y="vmin:Q", y2="vmax:Q"))
+    points = bool(len(df)) and int(df.groupby(by).size().max()) <= FEW_POINTS
     if smoothing > 0:
         layers.append(base.mark_line(opacity=0.25).encode(y=alt.Y("value:Q", title=key if by == "run" else None, scale=y_scale(df["value"]))))
-        layers.append(base.mark_line().encode(y="smoothed:Q", tooltip=[by, "step", "value", "smoothed"]))
+        layers.append(base.mark_line(point=points).encode(y="smoothed:Q", tooltip=[by, "step", "value", "smoothed"]))
     else:
-        layers.append(base.mark_line().encode(y=alt.Y("value:Q", title=key if by == "run" else None, scale=y_scale(df["value"])), tooltip=[by, "step", "value"]))
+        layers.append(base.mark_line(point=points).encode(y=alt.Y("value:Q", title=key if by == "run" else None, scale=y_scale(df["value"])), tooltip=[by, "step", "value"]))
     shown = len(df)
     total = int(df.groupby(by)["total_points"].first().sum())
     return alt.layer(*layers).properties(title=alt.TitleParams(key, subtitle=f"{shown:,} of {total:,} points"), height=240)
