@@ -222,3 +222,5 @@ def test_a_launch_that_fails_stops_its_early_supervisor(home, monkeypatch):
 
     wait_for(lambda: not my_supervisors(), 10, what="the early supervisor to be stopped")
     assert api.list_runs() == []
+    runs_dir = home / "runs"
+    assert not runs_dir.exists() or not any(runs_dir.iterdir()), "the folder of a run that was never inserted is removed"

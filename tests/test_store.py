@@ -94,3 +94,16 @@ def test_delete_removes_every_row(engine):
     with engine.connect() as conn:
         for table in ("run", "metric", "metric_summary", "metric_rollup", "event"):
             assert conn.exec_driver_sql(f"SELECT COUNT(*) FROM {table}").scalar() == 0
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """The first `workbench run`s on a fresh machine race to create the tables; none may fail for it."""
+    import subprocess
+    import sys
+
+    code = "import sys; from workbench.store import get_engine; get_engine(sys.argv[1])"
+    for round_ in range(2):
+        url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
+        procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        errors = [p.communicate()[1] for p in procs if p.wait() != 0]
+        assert not errors, errors[0][-500:]

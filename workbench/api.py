@@ -207,7 +207,7 @@ def launch_run(
     try:
         eng = engine()
     except BaseException:
-        spawn.stop_supervisor(supervisor)
+        spawn.discard(supervisor, run_id)
         raise
     # from here on launch.create owns the early supervisor: it uses it, or stops it
     return launch.create(

@@ -8,10 +8,12 @@ benchmarks (`MemoryBackend`, `RunContext.local`).
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -124,6 +126,74 @@ class MetricBuffer:
         self.flush()
 
 
+class ThreadShare:
+    """Keeps a run's torch intra-op threads in step with the other runs on the machine.
+
+    The task picks its threads at start (tasks.common.cpu_threads() divides the cores by the training processes
+    active then). A watcher thread counts the training processes every `interval` seconds; when the count changes,
+    the task's own choice is rescaled to it, so two runs on two cores do not run four spinning threads (which made
+    two quick STAMP runs take 41.9 s instead of 12.8 s). OpenMP keeps the thread count per calling thread, so the
+    change must be made on the training thread: the watcher interrupts the main thread with SIGUSR1 (Python runs
+    the handler there between two ops), and ctx.log / ctx.progress apply it too. Off when WORKBENCH_CPU_THREADS
+    fixes the count.
+    """
+
+    def __init__(self, processes_sharing: Callable[[], int], interval: float = 2.0, logger: logging.Logger | None = None):
+        self._sharing = processes_sharing
+        self._interval = interval
+        self._logger = logger
+        self._seen: int | None = None  # the count the watcher saw last
+        self._applied: int | None = None  # the count the training thread applied last
+        self._base: tuple[int, int] | None = None  # (threads the task chose, processes sharing when it chose)
+        self._set: int | None = None  # the threads we set last
+        self._interrupt = False
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, lambda _signum, _frame: self.apply())
+            self._interrupt = True
+        threading.Thread(target=self._watch, name="thread-share", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            if self.poll() and self._interrupt:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # type: ignore[arg-type]
+
+    def poll(self) -> bool:
+        """Count the processes sharing the cores (a database read). True if the count changed."""
+        if os.environ.get("WORKBENCH_CPU_THREADS"):
+            return False
+        try:
+            sharing = max(1, self._sharing())
+        except Exception:
+            return False  # a busy database must not stop training; look again next time
+        changed, self._seen = sharing != self._seen, sharing
+        return changed
+
+    def apply(self) -> None:
+        """On the training thread: rescale the task's threads to the latest count (a no-op when nothing changed)."""
+        sharing = self._seen
+        if sharing is None or sharing == self._applied or os.environ.get("WORKBENCH_CPU_THREADS"):
+            return
+        import torch
+
+        current = torch.get_num_threads()
+        if self._base is None or current != self._set:  # first change, or the task set its threads itself since
+            self._base = (current, int(os.environ.get("WORKBENCH_CPU_SHARE") or 1))
+        threads, shared_then = self._base
+        wanted = max(1, threads * shared_then // sharing)
+        if wanted != current:
+            torch.set_num_threads(wanted)
+            if self._logger is not None:
+                self._logger.info("%d training process(es) now share the CPU cores: %d torch thread(s)", sharing, wanted)
+        os.environ["WORKBENCH_CPU_SHARE"] = str(sharing)  # what cpu_threads() answers from now on
+        self._set, self._applied = wanted, sharing
+
+
 class RunContext:
     """What a task gets. See DESIGN.md "RunContext".
 
@@ -152,6 +222,7 @@ class RunContext:
         init_state: dict[str, Any] | None = None,
         logger: logging.Logger | None = None,
         flush_interval: float = 0.5,
+        thread_share: ThreadShare | None = None,
     ):
         self.run_id = run_id
         self.run_dir = Path(run_dir)
@@ -167,6 +238,9 @@ class RunContext:
         self._backend: RunBackend = backend if self.is_main else _NullBackend()
         self._buffer = MetricBuffer(self._backend, flush_interval)
         self._stop = threading.Event()
+        self._threads = thread_share
+        if thread_share is not None:
+            thread_share.start()
         self.logger = logger or _console_logger(run_id)
         self.checkpoints = CheckpointManager(
             run_dir=self.run_dir,
@@ -181,10 +255,14 @@ class RunContext:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         if self.is_main:
             self._buffer.add(metrics, step)
+        if self._threads is not None:
+            self._threads.apply()
 
     def progress(self, done: float, total: float | None, unit: str = "steps") -> None:
         if self.is_main:
             self._backend.set_progress(done, total, unit)
+        if self._threads is not None:
+            self._threads.apply()
 
     def phase(self, text: str | None) -> None:
         """A short human status shown on the dashboard next to the progress bar; None clears it."""
@@ -207,6 +285,8 @@ class RunContext:
         self._buffer.flush()
 
     def close(self) -> None:
+        if self._threads is not None:
+            self._threads.stop()
         self._buffer.close()
 
     @classmethod

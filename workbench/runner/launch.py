@@ -64,6 +64,7 @@ def create(
     and stopped if the run has to wait in the queue.
     """
     early = {run_id: supervisor} if supervisor is not None and run_id is not None else {}
+    inserted = False
     try:
         task = cfg.task  # type: ignore[attr-defined]
         spec = TASKS[task]
@@ -82,13 +83,17 @@ def create(
             eval_data=eval_data,
             run_id=run_id,
         )
+        inserted = True
         folder = run_dir(run.id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.yaml").write_text(config_to_yaml(cfg))
         schedule(engine, early)
     finally:
-        for proc in early.values():  # not used: the run queued, another scheduler started it first, or we failed
-            spawn.stop_supervisor(proc)
+        for rid, proc in early.items():  # not used: the run queued, another scheduler started it first, or we failed
+            if inserted:
+                spawn.stop_supervisor(proc)
+            else:
+                spawn.discard(proc, rid)  # and its folder: there is no run to own it
     return runs.get_run(engine, run.id)
 
 

@@ -13,6 +13,7 @@ before it imports the store itself, so that its import does not take a core from
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,3 +62,13 @@ def stop_supervisor(proc: subprocess.Popen[bytes]) -> None:
     except ProcessLookupError:
         pass
     release(proc)
+
+
+def discard(proc: subprocess.Popen[bytes], run_id: str) -> None:
+    """Stop an early supervisor whose run was never inserted, and remove the folder it started."""
+    stop_supervisor(proc)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    shutil.rmtree(get_settings().runs_dir / run_id, ignore_errors=True)

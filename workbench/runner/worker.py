@@ -17,7 +17,7 @@ from typing import Any
 
 from workbench.config.io import parse_config
 from workbench.runner.checkpoints import load_checkpoint_file
-from workbench.runner.context import RunContext
+from workbench.runner.context import RunContext, ThreadShare
 from workbench.runner.store_backend import StoreBackend
 from workbench.settings import get_settings
 from workbench.store import checkpoints as ckpt_store
@@ -97,6 +97,12 @@ def _pass_gate() -> bool:
         return gate.readline().strip() == b"go"
 
 
+def _processes_sharing(engine: Any) -> int:
+    """Training processes on this machine now: the ranks of every active run (this one included)."""
+    active = runs.active_runs(engine)
+    return max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), sum(int(r.config.get("nproc_per_node", 1)) for r in active))
+
+
 def main(run_id: str) -> int:
     if not _pass_gate():
         return 0
@@ -110,6 +116,8 @@ def main(run_id: str) -> int:
     logger = _logger(run.id, rank)
     monitor = spec.monitor(cfg)
     backend = StoreBackend(engine, run.id)
+    sharing = _processes_sharing(engine)
+    os.environ["WORKBENCH_CPU_SHARE"] = str(sharing)  # tasks.common.cpu_threads() divides the cores by it
     is_main = rank == 0
     if is_main:
         runs.transition(engine, run.id, "running", expect=("starting",), worker_pid=os.getpid(), message=f"attempt {run.attempt}")
@@ -128,6 +136,7 @@ def main(run_id: str) -> int:
             resume_state=resume_state,
             init_state=init_state,
             logger=logger,
+            thread_share=ThreadShare(lambda: _processes_sharing(engine), logger=logger),
         )
     except Exception as exc:
         return _fail(engine, run.id, exc, is_main, logger)
@@ -138,7 +147,13 @@ def main(run_id: str) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    logger.info("run %s (%s) attempt %d on %s, world size %d", run.id, run.task, run.attempt, ctx.device, world_size)
+    from workbench.tasks.common import cpu_threads
+
+    logger.info(
+        "run %s (%s) attempt %d on %s, world size %d; %d training process(es) share the CPU cores (%d torch threads "
+        "each unless the task or WORKBENCH_CPU_THREADS says otherwise)", run.id, run.task, run.attempt, ctx.device,
+        world_size, sharing, cpu_threads(),
+    )
     if resume_state is not None:
         logger.info("resuming from the latest checkpoint (step %s)", resume_state.get("step"))
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, create_engine
 
 from workbench.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -33,9 +34,21 @@ def get_engine(url: str) -> Engine:
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
                 engine = create_engine(url, pool_pre_ping=True)
-            SQLModel.metadata.create_all(engine)
+            _create_tables(engine)
             _engines[url] = engine
         return engine
+
+
+def _create_tables(engine: Engine, attempts: int = 5) -> None:
+    """create_all, safe when several processes open a new store at once (a UI and two `workbench run`s): it checks
+    for each table, then creates it, and another process may create it in between. Then it runs again."""
+    for attempt in range(attempts):
+        try:
+            SQLModel.metadata.create_all(engine)
+            return
+        except DBAPIError as exc:
+            if "already exists" not in str(exc.orig) or attempt == attempts - 1:
+                raise
 
 
 def dispose_engines() -> None:

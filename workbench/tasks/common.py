@@ -32,14 +32,15 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
 def cpu_threads() -> int:
     """Threads for intra-op parallelism.
 
-    `WORKBENCH_CPU_THREADS` wins when set. Otherwise the cores this process may use, split across local ranks.
-    On a busy machine (other runs, a browser) fewer threads than cores is much faster for small models: torch's
-    threads wait on each other at every op, 150-300 ms per STAMP step with 2 contended threads against 15-30 ms
-    with 1, so set WORKBENCH_CPU_THREADS=1 when runs share the cores.
+    `WORKBENCH_CPU_THREADS` wins when set. Otherwise the cores this process may use, split across the training
+    processes that share them: `WORKBENCH_CPU_SHARE`, which the worker sets to the processes of all active runs
+    when it starts (see runner/worker.py), else this run's local ranks. Oversubscribing is far worse than idling a
+    core: torch's threads wait on each other at every op, so two quick STAMP runs with 2 threads each on 2 cores
+    took 41.9 s, against 12.8 s with 1 thread each (one alone: 8.3 s with 2 threads).
     """
     forced = os.environ.get("WORKBENCH_CPU_THREADS")
     if forced:
         return max(1, int(forced))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, cores // local)
+    sharing = int(os.environ.get("WORKBENCH_CPU_SHARE") or os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, cores // max(1, sharing))
