@@ -113,11 +113,8 @@ def schedule(engine: Engine, early: dict[str, subprocess.Popen[bytes]] | None = 
                 break
             if runs.transition(engine, run.id, "starting", expect=("queued",), message="slot free: starting"):
                 proc = early.pop(run.id, None) or spawn.start_supervisor(run.id, run.task, int(run.config["nproc_per_node"]))
-                try:
-                    created = psutil.Process(proc.pid).create_time()
-                except psutil.NoSuchProcess:
-                    created = None  # it died at once; the reconciler will find the run lost
-                runs.update_run(engine, run.id, supervisor_pid=proc.pid, supervisor_start=created, heartbeat_at=time.time())
+                # the claim; the supervisor adds its start time once it has taken it (and can take a SIGTERM)
+                runs.update_run(engine, run.id, supervisor_pid=proc.pid, heartbeat_at=time.time())
                 spawn.release(proc)
                 started.append(run.id)
                 active += 1
@@ -170,7 +167,9 @@ def cancel(engine: Engine, run_id: str) -> str:
         return run.status
     runs.update_run(engine, run.id, cancel_requested=True)
     add_event(engine, run_id=run.id, kind="cancel requested", message="SIGTERM sent; the run saves a checkpoint and stops")
-    if _process_alive(run.supervisor_pid, run.supervisor_start):
+    # A supervisor that has not yet taken its claim (no start time recorded) may not have its SIGTERM handler yet:
+    # it reads the flag when it takes the claim instead.
+    if run.supervisor_start is not None and _process_alive(run.supervisor_pid, run.supervisor_start):
         try:
             os.kill(run.supervisor_pid, signal.SIGTERM)  # type: ignore[arg-type]
         except ProcessLookupError:

@@ -137,6 +137,13 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
             return 0
         me = psutil.Process()
         runs.update_run(engine, run.id, supervisor_pid=me.pid, supervisor_start=me.create_time(), heartbeat_at=time.time(), started_at=time.time())
+        if runs.get_run(engine, run.id).cancel_requested:  # cancelled between the claim and now: never start it
+            if worker is not None:
+                worker.kill()
+                worker.wait()
+            runs.transition(engine, run.id, "cancelled", expect=("starting",), on_attempt=run.attempt, message="cancelled before it started")
+            launch.schedule(engine)
+            return 0
         if gate is not None:
             _open_gate(gate)
         else:
