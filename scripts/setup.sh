@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11+) and install the workbench into it. Idempotent: a second run is quick.
-# Usage: scripts/setup.sh [--test]   (--test also installs pytest, Playwright and Debian's Chromium)
+# Usage: scripts/setup.sh [--test]   (--test also installs pytest, Playwright, psycopg, and Debian's Chromium and
+# PostgreSQL: the tests start a throwaway PostgreSQL server of their own)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -10,11 +11,15 @@ fi
 extras=""
 if [ "${1:-}" = "--test" ]; then
   extras="[test]"
-  if [ ! -x /usr/bin/chromium ]; then
-    # Playwright cannot download its own browser here: use Debian's Chromium.
+  missing=""
+  # Playwright cannot download its own browser here: use Debian's Chromium.
+  [ -x /usr/bin/chromium ] || missing="$missing chromium"
+  # the store tests run on SQLite and on a real PostgreSQL server (initdb + pg_ctl into a temporary folder)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+  if [ -n "$missing" ]; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
   fi
 fi
 stamp=".venv/.installed$extras"

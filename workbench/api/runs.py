@@ -1,0 +1,206 @@
+"""Runs: launch, list, read, cancel, resume, delete, edit, logs and events."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from workbench.api.base import current_user, engine
+from workbench.config.io import parse_config
+from workbench.runner import launch
+from workbench.store import events as event_store
+from workbench.store import runs as run_store
+from workbench.store.models import EventRead, RunRead
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def launch_run(
+    cfg: BaseModel,
+    *,
+    name: str | None = None,
+    tags: list[str] | None = None,
+    notes: str = "",
+    parent_run_id: str | None = None,
+    parent_checkpoint_id: int | None = None,
+) -> RunRead:
+    """Launch a run. Its supervisor is started first, before the store is even imported, so that the worker's
+    start-up (torch, the task's code) overlaps the insert (runner/spawn.py); a run that has to queue stops it."""
+    from workbench.ids import new_run_id
+    from workbench.runner import spawn
+
+    owner = getattr(cfg, "trainer", None) or current_user()  # Spleeter's `trainer` is the run's owner
+    run_id = new_run_id()
+    supervisor = spawn.start_supervisor(run_id, cfg.task, cfg.nproc_per_node)  # type: ignore[attr-defined]
+    try:
+        eng = engine()
+    except BaseException:
+        spawn.discard(supervisor, run_id)
+        raise
+    # from here on launch.create owns the early supervisor: it uses it, or stops it
+    return launch.create(
+        eng,
+        cfg,
+        name=name,
+        owner=owner,
+        tags=tags,
+        notes=notes,
+        parent_run_id=parent_run_id,
+        parent_checkpoint_id=parent_checkpoint_id,
+        run_id=run_id,
+        supervisor=supervisor,
+    )
+
+
+
+
+def list_runs(
+    *,
+    task: str | None = None,
+    statuses: list[str] | None = None,
+    text: str | None = None,
+    tag: str | None = None,
+    since: float | None = None,
+    limit: int = 500,
+) -> list[RunRead]:
+    eng = engine()
+    launch.reconcile(eng)
+    return run_store.list_runs(eng, task=task, statuses=statuses, text=text, tag=tag, since=since, limit=limit)
+
+
+def get_run(run_id: str) -> RunRead:
+    eng = engine()
+    run = run_store.get_run(eng, run_id)
+    if run.status in ("starting", "running"):
+        launch.reconcile(eng)
+        run = run_store.get_run(eng, run.id)
+    return run
+
+
+def run_status(run_id: str) -> str | None:
+    """A run's status alone (exact id), cheap enough to poll many times a second; None if there is no such run."""
+    return run_store.get_status(engine(), run_id)
+
+
+def runs_frame(runs: list[RunRead]) -> pd.DataFrame:
+    """The runs table the UI and `workbench list` show."""
+    import pandas as pd
+
+    now = time.time()
+    rows = []
+    for r in runs:
+        rows.append(
+            {
+                "id": r.id,
+                "name": r.name,
+                "task": r.task,
+                "kind": r.kind,
+                "status": r.status,
+                "started": pd.to_datetime(r.started_at or r.created_at, unit="s", utc=True).tz_convert(None),
+                "duration_s": round(((r.ended_at or now) - r.started_at), 1) if r.started_at else None,
+                "best": r.best_value,
+                "metric": r.monitor_key,
+                "progress": _fraction(r),
+                "tags": ", ".join(r.tags),
+                "owner": r.owner,
+                "attempt": r.attempt,
+            }
+        )
+    return pd.DataFrame(rows, columns=["id", "name", "task", "kind", "status", "started", "duration_s", "best", "metric", "progress", "tags", "owner", "attempt"])
+
+
+def _fraction(r: RunRead) -> float | None:
+    if r.status == "completed":
+        return 1.0
+    if r.progress_total and r.progress_done is not None:
+        return max(0.0, min(1.0, r.progress_done / r.progress_total))
+    return None
+
+
+@dataclass
+class Progress:
+    done: float | None
+    total: float | None
+    unit: str
+    fraction: float | None
+    eta_s: float | None
+    rate: float | None  # units per second this attempt
+
+
+def progress(run: RunRead) -> Progress:
+    frac = _fraction(run)
+    eta = rate = None
+    if (
+        run.status == "running"
+        and run.progress_started_at
+        and run.progress_total
+        and run.progress_done is not None
+        and run.progress_done_at_start is not None
+    ):
+        elapsed = time.time() - run.progress_started_at
+        done_now = run.progress_done - run.progress_done_at_start
+        if elapsed > 0 and done_now > 0:
+            rate = done_now / elapsed
+            eta = max(0.0, (run.progress_total - run.progress_done) / rate)
+    return Progress(run.progress_done, run.progress_total, run.progress_unit or "steps", frac, eta, rate)
+
+
+def cancel_run(run_id: str) -> str:
+    return launch.cancel(engine(), run_id)
+
+
+def resume_run(run_id: str) -> RunRead:
+    return launch.resume(engine(), run_id)
+
+
+def delete_run(run_id: str) -> None:
+    launch.delete(engine(), run_id)
+
+
+def run_config(run_id: str) -> BaseModel:
+    """The run's config, validated again (for cloning into the form or a fork)."""
+    run = run_store.get_run(engine(), run_id)
+    return parse_config(run.config, source=f"run {run.id}")
+
+
+def update_run_info(run_id: str, *, name: str | None = None, tags: list[str] | None = None, notes: str | None = None) -> None:
+    fields: dict[str, Any] = {}
+    if name is not None:
+        fields["name"] = name
+    if tags is not None:
+        fields["tags"] = sorted({t.strip() for t in tags if t.strip()})
+    if notes is not None:
+        fields["notes"] = notes
+    if fields:
+        run_store.update_run(engine(), run_id, **fields)
+
+
+def events(run_id: str, limit: int = 200) -> list[EventRead]:
+    return event_store.list_events(engine(), run_id=run_id, limit=limit)
+
+
+def run_dir(run_id: str) -> Path:
+    return launch.run_dir(run_id)
+
+
+def log_tail(run_id: str, max_bytes: int = 20_000) -> str:
+    path = run_dir(run_id) / "train.log"
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(0, size - max_bytes))
+        data = f.read().decode("utf-8", "replace")
+    return data if size <= max_bytes else data.split("\n", 1)[-1]
+
+
+def reconcile() -> list[str]:
+    return launch.reconcile(engine())
+
+
