@@ -1,0 +1,1 @@
+"""Workbench: train recommendation, streaming-CTR and source-separation models from a browser or the CLI."""
