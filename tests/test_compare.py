@@ -71,7 +71,7 @@ def test_bundle_has_config_metrics_log_and_checkpoints(home):
         ckpts = [n for n in names if n.endswith(".pt")]
         assert 1 <= len(ckpts) <= 2  # best and latest (the same file when the last one is the best)
         state = torch.load(io.BytesIO(zf.read(ckpts[0])), weights_only=True)
-        assert "model" in state
+        assert state["format"] == "workbench.checkpoint/1" and "model" in state["state"]
         assert "train/loss" in zf.read(f"{run.id}/metrics.csv").decode()
 
 

@@ -16,21 +16,22 @@ def test_retention_keeps_last_n_and_the_best(tmp_path):
     ctx = RunContext.local(tmp_path, monitor=("valid/auc", "max"), keep_ckpt=2)
     values = [0.5, 0.9, 0.6, 0.7, 0.65]
     for step, v in enumerate(values, start=1):
-        ctx.checkpoints.save({"w": torch.ones(2) * step, "step": step}, step=step, metrics={"valid/auc": v})
+        ctx.checkpoints.save({"w": torch.ones(2) * step}, step=step, config={}, metrics={"valid/auc": v})
     kept = [c.step for c in ctx.checkpoints.list()]
     assert kept == [2, 4, 5]  # best (0.9 at step 2) + last two
     on_disk = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert on_disk == ["checkpoint-step000000002.pt", "checkpoint-step000000004.pt", "checkpoint-step000000005.pt"]
     assert ctx.checkpoints.best()["step"] == 2 and ctx.checkpoints.latest()["step"] == 5
+    assert ctx.checkpoints.best()["state"]["w"].sum() == 4
 
 
 def test_retention_tolerates_files_already_gone(tmp_path):
     ctx = RunContext.local(tmp_path, monitor=("valid/loss", "min"), keep_ckpt=1)
-    ctx.checkpoints.save({"step": 1}, step=1, metrics={"valid/loss": 1.0})
-    ctx.checkpoints.save({"step": 2}, step=2, metrics={"valid/loss": 0.5})
+    ctx.checkpoints.save({}, step=1, config={}, metrics={"valid/loss": 1.0})
+    ctx.checkpoints.save({}, step=2, config={}, metrics={"valid/loss": 0.5})
     (tmp_path / "checkpoints" / "checkpoint-step000000002.pt").unlink()
-    ctx.checkpoints.save({"step": 3}, step=3, metrics={"valid/loss": 0.7})
-    ctx.checkpoints.save({"step": 4}, step=4, metrics={"valid/loss": 0.8})
+    ctx.checkpoints.save({}, step=3, config={}, metrics={"valid/loss": 0.7})
+    ctx.checkpoints.save({}, step=4, config={}, metrics={"valid/loss": 0.8})
     assert [c.step for c in ctx.checkpoints.list()] == [2, 4]  # best row kept, even with its file gone
     assert ctx.checkpoints.latest()["step"] == 4
 
@@ -42,7 +43,7 @@ def test_failed_save_leaves_nothing_listed(tmp_path):
 
     ctx = RunContext.local(tmp_path)
     with pytest.raises(OSError, match="No space"):
-        ctx.checkpoints.save({"w": torch.zeros(1000), "bad": Boom()}, step=1)
+        ctx.checkpoints.save({"w": torch.zeros(1000), "bad": Boom()}, step=1, config={})
     assert ctx.checkpoints.list() == []
     assert list((tmp_path / "checkpoints").iterdir()) == []  # the temp file is removed too
 

@@ -77,7 +77,7 @@ def test_resume_from_a_mid_day_checkpoint_continues_with_the_next_pass(stream, t
     full.close()
     first_state = next(c for c in full.backend.checkpoints if c.path.endswith(".pt"))
     state = load_checkpoint_file(tmp_path / "full" / first_state.path)  # saved after pass 2 of day 1
-    assert state["progress"]["last_done"] == ["20190720", 2]
+    assert state["state"]["progress"]["last_done"] == ["20190720", 2] and state["epoch"] is None
 
     resumed = local(tmp_path / "resumed", resume_state=state)
     run(small(stream), resumed)
@@ -106,7 +106,7 @@ def test_cancel_mid_pass_then_resume_matches_an_uninterrupted_run(stream, tmp_pa
     run(small(stream), cut)
     cut.close()
     state = cut.checkpoints.latest()
-    assert state["progress"]["partial"]["pass_id"] == 3 and state["step"] == 12
+    assert state["state"]["progress"]["partial"]["pass_id"] == 3 and state["step"] == 12
     assert any(kind == "cancelled" for kind, _ in cut.backend.events)
 
     resumed = local(tmp_path / "resumed", resume_state=state)
@@ -148,11 +148,11 @@ def test_evaluate_and_dump(stream, tmp_path):
     ins_id, click, predict, fc0 = lines[0].split("\t")
     assert ins_id.startswith("20190720") and click.startswith("click:1:") and fc0.startswith("fc_0:16:")
     assert (tmp_path / "dump" / "20190720" / "1" / "params.txt").read_text().startswith("mlp.0.bias:16:")
-    metrics = evaluate(cfg, ctx.checkpoints.latest(), str(stream / "20190721"), ctx)
+    metrics = evaluate(cfg, ctx.checkpoints.latest()["state"], str(stream / "20190721"), ctx)
     assert 0.5 < metrics["test/auc"] < 1 and metrics["test/examples"] == 1200
     # without a data path: the config's last day; for a synthetic stream only that day is generated, identically
     synthetic = CtrStreamConfig(**{**SMALL, "synthetic": SYNTH.model_dump()})
-    again = evaluate(synthetic, ctx.checkpoints.latest(), None, local(tmp_path / "eval"))
+    again = evaluate(synthetic, ctx.checkpoints.latest()["state"], None, local(tmp_path / "eval"))
     assert again == pytest.approx(metrics)
     assert sorted(p.name for p in (tmp_path / "eval" / "synthetic_data").iterdir() if p.is_dir()) == ["20190721"]
 
@@ -182,7 +182,7 @@ def test_checkpoint_hooks_check_the_state_and_predict_a_file(stream, tmp_path):
     ctx = local(tmp_path / "run")
     run(cfg, ctx)
     ctx.close()
-    state = ctx.checkpoints.latest()
+    state = ctx.checkpoints.latest()["state"]
     assert check_state(cfg, state) == []
     problems = check_state(small(stream, embedx_dim=4, layer_sizes=[8]), state)
     assert any("embedx_w has width 8" in p for p in problems) and any("shape" in p for p in problems)

@@ -56,7 +56,8 @@ def test_resume_continues_steps_and_cancel_saves(tmp_path):
     first.request_stop()  # cancel during the first step: the loop must checkpoint and return
     run(cfg, first)
     state = first.checkpoints.latest()
-    assert state["loop"]["step"] == 1 and state["loop"]["epoch_batches"] == 1
+    assert state["step"] == 1 and state["epoch"] == 0
+    assert state["state"]["loop"]["step"] == 1 and state["state"]["loop"]["epoch_batches"] == 1
     assert ("cancelled", "stopped at step 1; checkpoint saved") in first.backend.events
 
     second = RunContext.local(tmp_path / "run", monitor=MONITOR, keep_ckpt=1, resume_state=state)
@@ -65,9 +66,9 @@ def test_resume_continues_steps_and_cancel_saves(tmp_path):
     steps = [s for s, _ in second.backend.series("train/loss")]
     assert steps[0] > 1 and max(steps) == 4  # 2 epochs x 2 steps in total, counting on from step 1
     final = second.checkpoints.latest()
-    assert final["loop"]["epoch"] == 2 and final["loop"]["step"] == 4
+    assert final["epoch"] == 2 and final["step"] == 4 and final["state"]["loop"]["step"] == 4
     torch.testing.assert_close(  # the optimizer state came back (Adam's step count continues)
-        final["optimizer"]["state"][0]["step"], torch.tensor(4.0)
+        final["state"]["optimizer"]["state"][0]["step"], torch.tensor(4.0)
     )
     assert any(kind == "resume" for kind, _ in second.backend.events)
 
@@ -80,12 +81,15 @@ def test_fork_without_optimizer_and_evaluate(tmp_path):
     fork_cfg = cfg.model_copy(update={"load_optimizer": False, "start": 0})
     child = RunContext.local(tmp_path / "child", monitor=MONITOR, init_state=state)
     run(fork_cfg, child)
-    child_state = child.checkpoints.latest()
+    child_state = child.checkpoints.latest()["state"]
     assert child_state["loop"]["step"] == 2  # a fork starts its own step count
     assert child_state["optimizer"]["state"][0]["step"].item() == 2.0  # fresh optimizer
     metrics = evaluate(cfg, child_state, None, child)
     assert {"valid/si_sdr_vocals", "valid/sdr_accompaniment", "valid/si_sdr_vocals_irm", "valid/loss"} <= set(metrics)
-    exported = load_checkpoint_file(tmp_path / "child" / "model" / "spleeter-2stems.pt")
+    # the exported model is Spleeter's own flat file, not an envelope; loading it wraps it as the state
+    wrapped = load_checkpoint_file(tmp_path / "child" / "model" / "spleeter-2stems.pt")
+    exported = wrapped["state"]
+    assert wrapped["config"] == exported["config"] and wrapped["step"] == 0
     song = next((tmp_path / "cache" / "songs").glob("synth-*/valid/song_0000/mixture.wav"))
     paths = separate_file(exported, exported["config"], song, tmp_path / "sep")
     assert paths["vocals"].is_file()
