@@ -79,6 +79,14 @@ def test_resume_from_a_mid_day_checkpoint_continues_with_the_next_pass(stream, t
     state = load_checkpoint_file(tmp_path / "full" / first_state.path)  # saved after pass 2 of day 1
     assert state["state"]["progress"]["last_done"] == ["20190720", 2] and state["epoch"] is None
 
+    # donefile.txt names each checkpoint pass's own folder (checkpoint_per_pass == save_delta_frequency once
+    # made the delta folder's path land on the checkpoint's line) and each day's batch model
+    donefile = [line.split("\t") for line in (tmp_path / "full" / "model" / "donefile.txt").read_text().splitlines()]
+    root = tmp_path / "full" / "model"
+    assert [(day, path, pass_id) for day, _, path, pass_id, _ in donefile] == [
+        ("20190720", str(root / "20190720" / "2"), "2"), ("20190721", str(root / "20190721" / "0"), "-1"),
+        ("20190721", str(root / "20190721" / "2"), "2"), ("20190722", str(root / "20190722" / "0"), "-1")]
+
     resumed = local(tmp_path / "resumed", resume_state=state)
     run(small(stream), resumed)
     resumed.close()
@@ -191,3 +199,26 @@ def test_checkpoint_hooks_check_the_state_and_predict_a_file(stream, tmp_path):
     assert lines[0] == "ins_id\tclick\tpredicted_ctr" and len(lines) == 301
     assert 0 < float(lines[1].split("\t")[2]) < 1
     assert json.loads(files["metrics.json"].read_text())["examples"] == 300
+
+
+def test_an_existing_base_of_the_next_day_is_kept_and_no_batch_model_is_written(stream, tmp_path):
+    cfg = small(stream, end_day="20190720")
+    plain = local(tmp_path / "plain")
+    run(cfg, plain)
+    plain.close()
+    base = tmp_path / "rerun" / "model" / "20190721" / "base"
+    base.mkdir(parents=True)
+    (base / "from-an-earlier-run").write_text("kept")
+    rerun = local(tmp_path / "rerun")
+    run(cfg, rerun)
+    rerun.close()
+    model = tmp_path / "rerun" / "model"
+    assert not (model / "20190721" / "0").exists()  # PaddleRec writes base and batch model together or neither
+    assert sorted(p.name for p in base.iterdir()) == ["from-an-earlier-run"]
+    assert [line.split("\t")[3] for line in (model / "donefile.txt").read_text().splitlines()] == ["2"]
+    assert not (model / "base_donefile.txt").exists()
+    assert {c.kind for c in rerun.backend.checkpoints} == {"checkpoint", "delta"}
+    # the table took both saves' after-save updates all the same: the stream trains as if they were written
+    want, got = plain.checkpoints.latest()["state"]["table"], rerun.checkpoints.latest()["state"]["table"]
+    for column in ("unseen_days", "delta_score", "keys"):
+        assert torch.equal(want[column]["tensor"], got[column]["tensor"]), column
