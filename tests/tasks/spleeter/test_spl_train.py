@@ -107,3 +107,37 @@ def test_four_stems_in_process_data_mode(tmp_path):
         assert {f"valid/si_sdr_{stem}", f"valid/si_sdri_{stem}", f"valid/sdr_{stem}_irm"} <= keys
     assert any("process_data: built spectrogram cache" in message for _, message in ctx.backend.events)
     assert ctx.backend.phase is None  # the "process_data: n/N songs" status is cleared once training starts
+
+
+def _pre_envelope(envelope: dict) -> dict:
+    """The flat layout main wrote (step in `loop`, early stopping in `loop`, NumPy's RNG as numpy_keys/pos)."""
+    state = envelope["state"]
+    loop = {k: v for k, v in state["loop"].items() if k != "early_stopping"} | state["loop"]["early_stopping"]
+    rng = {"torch": state["rng"]["torch"], "numpy_keys": state["rng"]["numpy"]["keys"],
+           "numpy_pos": state["rng"]["numpy"]["pos"]}
+    return {**state, "loop": loop, "rng": rng, "config": envelope["config"]}
+
+
+def test_evaluations_are_logged_at_the_checkpoints_step_and_old_files_resume(tmp_path):
+    from types import SimpleNamespace
+
+    from workbench.runner.worker import _evaluate
+
+    cfg = tiny_cfg(tmp_path / "cache")
+    parent = RunContext.local(tmp_path / "parent", monitor=MONITOR)
+    run(cfg, parent)
+    envelope = parent.checkpoints.latest()
+    assert envelope["step"] == 2
+    for name, start in (("new", envelope), ("old", _pre_envelope(envelope))):
+        job = RunContext.local(tmp_path / f"eval-{name}", monitor=MONITOR, init_state=start)
+        _evaluate(TASKS["spleeter"], cfg, job, SimpleNamespace(parent_checkpoint_id=1, eval_data=None))
+        job.flush()
+        steps = {step for _, step, _, _ in job.backend.metrics}
+        assert steps == {2}, name  # the worker once read a top-level "step" Spleeter never had, and logged step 0
+
+    resumed = RunContext.local(tmp_path / "resumed", monitor=MONITOR, resume_state=_pre_envelope(envelope))
+    run(cfg.model_copy(update={"epochs": 2}), resumed)
+    resumed.flush()
+    steps = [s for s, _ in resumed.backend.series("train/loss")]
+    assert min(steps) > 2 and max(steps) == 4  # counting on from the old file's loop.step
+    assert resumed.checkpoints.latest()["state"]["loop"]["early_stopping"]["best"] is not None
