@@ -222,3 +222,18 @@ def test_an_existing_base_of_the_next_day_is_kept_and_no_batch_model_is_written(
     want, got = plain.checkpoints.latest()["state"]["table"], rerun.checkpoints.latest()["state"]["table"]
     for column in ("unseen_days", "delta_score", "keys"):
         assert torch.equal(want[column]["tensor"], got[column]["tensor"]), column
+
+
+def test_a_state_written_before_the_envelope_resumes_and_evaluates(tmp_path):
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "pre_envelope" / "ctr_stream.pt"
+    flat = torch.load(fixture, weights_only=True)  # main's layout: format ctr_stream/1, step, config at the top
+    assert flat["progress"]["last_done"] == ["20190720", 2]
+    cfg = CtrStreamConfig(**{**flat["config"], "end_day": "20190721"})
+    assert check_state(cfg, load_checkpoint_file(fixture)["state"]) == []
+    resumed = local(tmp_path, resume_state=flat)
+    run(cfg, resumed)
+    resumed.close()
+    assert sorted(pass_metrics(resumed, "infer/auc")) == [3, 4]  # only the second day's two passes
+    assert resumed.checkpoints.latest()["step"] > flat["step"] == 4
+    metrics = evaluate(cfg, load_checkpoint_file(fixture)["state"], None, local(tmp_path / "eval"))
+    assert metrics["test/examples"] == 200

@@ -149,3 +149,16 @@ def test_bpr_mf_with_sparse_adam_and_dynamic_popularity_negatives(home, tmp_path
     ctx = _train(cfg, tmp_path)
     assert _series(ctx, "test/recall@20")
     assert torch.isfinite(torch.tensor([v for _, v in _series(ctx, "train/loss")])).all()
+
+
+PRE_ENVELOPE = Path(__file__).resolve().parents[2] / "fixtures" / "pre_envelope" / "recommendation.pt"
+
+
+def test_a_checkpoint_written_before_the_envelope_evaluates_and_resumes(home, tmp_path):
+    flat = torch.load(PRE_ENVELOPE, weights_only=True)  # main's layout: step, epoch, config at the top
+    cfg = parse_config({**flat["config"], "epochs": 3})
+    metrics = evaluate(cfg, load_checkpoint_file(PRE_ENVELOPE)["state"], None, RunContext.local(tmp_path / "eval"))
+    assert 0 < metrics["test/recall@20"] <= 1
+    resumed = _train(cfg, tmp_path / "resumed", resume_state=flat)
+    assert min(s for s, _ in _series(resumed, "train/loss")) > flat["step"] == 16
+    assert resumed.checkpoints.latest()["epoch"] == 3
