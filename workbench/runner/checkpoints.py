@@ -40,7 +40,9 @@ class Envelope(TypedDict):
     state: dict[str, Any]  # the task's own state dict: tensors and plain Python values only
 
 
-def make_envelope(state: Mapping[str, Any], *, step: int, epoch: int | None, config: Mapping[str, Any] | None) -> Envelope:
+def make_envelope(
+    state: Mapping[str, Any], *, step: int, epoch: int | None, config: Mapping[str, Any] | None
+) -> Envelope:
     return Envelope(format=CHECKPOINT_FORMAT, step=int(step), epoch=None if epoch is None else int(epoch),
                     config=None if config is None else dict(config), state=dict(state))
 

@@ -134,7 +134,8 @@ def test_evaluate_and_fork_use_the_best_checkpoint(reference, tmp_path):
     assert metrics["test/recall@20"] == pytest.approx(_series(reference, "test/recall@20")[-1][1])
     # a fork starts from those weights: with a near-zero learning rate its first validation matches the best one
     fork = _train(_cfg(epochs=1, learning_rate=1e-9), tmp_path, init_state=best)
-    assert _series(fork, "valid/recall@20")[0][1] == pytest.approx(best["state"]["metrics"]["valid/recall@20"], abs=1e-3)
+    first_valid = _series(fork, "valid/recall@20")[0][1]
+    assert first_valid == pytest.approx(best["state"]["metrics"]["valid/recall@20"], abs=1e-3)
     other = _cfg(data={"min_item_count": 1, "synthetic": {"n_items": 150, "n_sessions": 1500, "seed": 99}})
     with pytest.raises(ValueError, match="other items"):
         evaluate(other, best["state"], None, reference)
