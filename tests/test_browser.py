@@ -125,7 +125,7 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
         target = tmp_path / "ckpt.pt"
         dl.value.save_as(target)
         state = torch.load(target, weights_only=True)
-        assert "model" in state and state["step"] > 0
+        assert state["format"] == "workbench.checkpoint/1" and "model" in state["state"] and state["step"] > 0
         browser.close()
     from workbench import api
 

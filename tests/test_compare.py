@@ -71,7 +71,7 @@ def test_bundle_has_config_metrics_log_and_checkpoints(home):
         ckpts = [n for n in names if n.endswith(".pt")]
         assert 1 <= len(ckpts) <= 2  # best and latest (the same file when the last one is the best)
         state = torch.load(io.BytesIO(zf.read(ckpts[0])), weights_only=True)
-        assert "model" in state
+        assert state["format"] == "workbench.checkpoint/1" and "model" in state["state"]
         assert "train/loss" in zf.read(f"{run.id}/metrics.csv").decode()
 
 
@@ -145,3 +145,33 @@ def test_epoch_alignment_interpolates_the_epoch_series(home):
     m.write_metrics(eng, run_id=r.id, points=[("train/epoch", 20, 1.0, 0.0), ("train/epoch", 40, 2.0, 0.0)])
     frame = api.compare_series([r.id], "train/loss").set_index("step")
     assert frame.loc[10, "epoch"] == 0.5 and frame.loc[20, "epoch"] == 1.0 and frame.loc[30, "epoch"] == 1.5
+
+
+def test_a_checkpoint_written_before_the_envelope_evaluates_forks_compares_and_downloads(home):
+    """tests/fixtures/pre_envelope/linreg.pt is a flat file from main (step 10, epoch 1), put in place of the
+    run's own step-10 checkpoint."""
+    import shutil
+
+    run = _run(epochs=2, steps_per_epoch=5, learning_rate=0.05, keep_ckpt=5)
+    old, new = sorted((c for c in api.checkpoints(run.id) if c.kind == "checkpoint"), key=lambda c: c.step)[::-1]
+    assert old.step == 10
+    shutil.copy(ROOT / "tests" / "fixtures" / "pre_envelope" / "linreg.pt", api.run_dir(run.id) / old.path)
+
+    assert set(api.compare_checkpoint_tensors(old.id, new.id).tensor) == {"weight", "bias"}
+    job = api.evaluate_checkpoint(run.id, old.id)
+    done = wait_status(job.id, ("completed", "failed"))
+    assert done.status == "completed", done.error
+    (point,) = api.metrics_since(job.id).itertuples()
+    assert point.key == "test/loss" and point.step == 10  # the step the old file kept at its top level
+
+    cfg = api.run_config(run.id).model_copy(update={"epochs": 1})
+    child = wait_status(api.fork_run(run.id, old.id, cfg).id, ("completed", "failed"))
+    assert child.status == "completed", child.error
+
+    name, data = api.checkpoint_download(run.id, old.id)
+    assert "model" in torch.load(io.BytesIO(data), weights_only=True)  # served as it is on disk
+    with zipfile.ZipFile(io.BytesIO(api.run_bundle(run.id)[1])) as zf:
+        assert f"{run.id}/{old.path}" in zf.namelist()
+    imported = api.import_checkpoint(cfg, "old.pt", data)  # an old file imports as an envelope with its step
+    (ic,) = api.checkpoints(imported.id)
+    assert ic.step == 10 and api.compare_checkpoint_tensors(ic.id, old.id).l2_distance.max() == 0

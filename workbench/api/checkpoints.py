@@ -7,14 +7,14 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from workbench.api.base import current_user, engine
 from workbench.api.runs import get_run, run_dir
 from workbench.config.io import config_to_dict, config_to_yaml
-from workbench.runner.checkpoints import best_of
+from workbench.runner.checkpoints import Envelope, best_of
 from workbench.settings import get_settings
 from workbench.store import checkpoints as ckpt_store
 from workbench.store import runs as run_store
@@ -87,7 +87,7 @@ def checkpoint_download(run_id: str, checkpoint_id: int) -> tuple[str, bytes]:
     return name, produce()
 
 
-def _checkpoint_state(checkpoint_id: int) -> tuple[CheckpointRead, dict[str, Any]]:
+def _checkpoint_state(checkpoint_id: int) -> tuple[CheckpointRead, Envelope]:
     from workbench.runner.checkpoints import load_checkpoint_file
 
     ckpt = ckpt_store.get_checkpoint(engine(), checkpoint_id=checkpoint_id)
@@ -107,9 +107,9 @@ def compare_checkpoint_tensors(checkpoint_a: int, checkpoint_b: int) -> pd.DataF
 
     _, a = _checkpoint_state(checkpoint_a)
     _, b = _checkpoint_state(checkpoint_b)
-    if "model" not in a or "model" not in b:
+    if "model" not in a["state"] or "model" not in b["state"]:
         raise ValueError("both checkpoints must hold a 'model' state dict")
-    return pd.DataFrame(tensor_differences(a["model"], b["model"]))
+    return pd.DataFrame(tensor_differences(a["state"]["model"], b["state"]["model"]))
 
 
 def compare_checkpoint_metrics(checkpoint_ids: list[int]) -> pd.DataFrame:
@@ -128,20 +128,25 @@ def compare_checkpoint_metrics(checkpoint_ids: list[int]) -> pd.DataFrame:
 def import_checkpoint(cfg: BaseModel, file_name: str, data: bytes, *, name: str | None = None) -> RunRead:
     """Register a checkpoint produced elsewhere as an `import` run, so it can be evaluated or forked.
 
-    The file is read with torch.load(weights_only=True) and checked against the task's model (missing or
-    unexpected tensors, wrong shapes); nothing is stored if the check fails.
+    The file is read with torch.load(weights_only=True): a workbench checkpoint (an envelope) or a flat dict
+    with a 'model' state dict. Its state is checked against the task's model (missing or unexpected tensors,
+    wrong shapes); nothing is stored if the check fails. It is stored as an envelope with this config.
     """
     import torch
 
-    from workbench.runner.checkpoints import atomic_torch_save, sha256_of
+    from workbench.runner.checkpoints import as_envelope, atomic_torch_save, make_envelope, sha256_of
 
     spec = TASKS[cfg.task]  # type: ignore[attr-defined]
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{file_name}: not a checkpoint that loads with torch.load(weights_only=True): {exc}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise ValueError(f"{file_name}: expected a dict with a 'model' state dict, got {type(state).__name__}")
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{file_name}: expected a dict with a 'model' state dict, got {type(loaded).__name__}")
+    envelope = as_envelope(loaded, source=file_name)
+    state = envelope["state"]
+    if not isinstance(state.get("model"), dict):
+        raise ValueError(f"{file_name}: expected a dict with a 'model' state dict, found keys {sorted(state)[:10]}")
     if spec.check_target is not None:
         from workbench.tasks.spec import load_target
 
@@ -157,10 +162,10 @@ def import_checkpoint(cfg: BaseModel, file_name: str, data: bytes, *, name: str 
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(config_to_yaml(cfg))
     target = folder / "checkpoints" / "imported.pt"
-    atomic_torch_save(state, target)
-    step = int(state["step"]) if isinstance(state.get("step"), int) else 0
+    step, epoch = envelope["step"], envelope["epoch"]
+    atomic_torch_save(make_envelope(state, step=step, epoch=epoch, config=config_to_dict(cfg)), target)
     ckpt_store.add_checkpoint(
-        eng, run_id=run.id, path="checkpoints/imported.pt", kind="checkpoint", step=step, epoch=None, metrics={},
+        eng, run_id=run.id, path="checkpoints/imported.pt", kind="checkpoint", step=step, epoch=epoch, metrics={},
         size_bytes=target.stat().st_size, sha256=sha256_of(target), created_at=time.time(),
     )  # fmt: skip
     run_store.mark_imported(eng, run.id)
@@ -177,6 +182,6 @@ def infer(run_id: str, checkpoint_id: int, input_path: str | Path) -> dict[str, 
         raise ValueError(f"the {run.task} task has no inference preview")
     if not Path(input_path).is_file():
         raise FileNotFoundError(f"input not found: {input_path}")
-    _, state = _checkpoint_state(checkpoint_id)
+    _, checkpoint = _checkpoint_state(checkpoint_id)
     out_dir = run_dir(run.id) / "inference" / f"ckpt{checkpoint_id}-{Path(input_path).stem}"
-    return load_target(spec.infer_target)(state, run.config, input_path, out_dir)
+    return load_target(spec.infer_target)(checkpoint["state"], run.config, input_path, out_dir)

@@ -119,13 +119,14 @@ class CommonTrainingSettings(StrictModel):
         10,
         ge=1,
         validation_alias=aliased("stopping_step"),
-        description="Early stopping: stop after this many consecutive evaluations without an improvement of at "
-        "least `min_delta`. Alias: `patience`.",
+        description="Early stopping: stop after this many consecutive evaluations without an improvement of more "
+        "than `min_delta`. Alias: `patience`.",
     )
     min_delta: float = Field(
         0.001,
         ge=0,
-        description="The smallest gain of the valid metric over the best value so far that counts as an improvement.",
+        description="An evaluation improves only when the valid metric beats the best value so far by more than "
+        "this (a tie never counts).",
     )
     clip_grad_norm: ClipGradNorm | None = Field(
         None,

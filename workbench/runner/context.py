@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from workbench.runner.checkpoints import CheckpointInfo, CheckpointManager
+from workbench.runner.checkpoints import CheckpointInfo, CheckpointManager, Envelope, as_envelope
 
 
 class RunBackend(Protocol):
@@ -202,8 +202,11 @@ class RunContext:
       (e.g. "waiting for data: 20190720/0005").
     - `checkpoints.save(...)`, `checkpoints.latest()`, `checkpoints.best()`, `checkpoints.register(...)`.
     - `should_stop()`: True once a cancel was requested; finish the step, save a checkpoint, return.
-    - `resume_state`: the checkpoint dict to continue this same run from (None on a fresh start).
-    - `init_state`: weights to start from when the run is a fork of another run's checkpoint (None otherwise).
+    - `resume_state`: the task's state (what it handed to checkpoints.save) to continue this same run from
+      (None on a fresh start); `resume_checkpoint`: the whole envelope, for its step, epoch and config.
+    - `init_state` / `init_checkpoint`: the same for the checkpoint a fork (or an evaluation) starts from.
+    The constructor takes loaded checkpoint files for both: envelopes, or flat dicts, which are wrapped (see
+    checkpoints.as_envelope), so a file written before the envelope still resumes.
     """
 
     def __init__(
@@ -218,8 +221,8 @@ class RunContext:
         rank: int = 0,
         world_size: int = 1,
         local_rank: int = 0,
-        resume_state: dict[str, Any] | None = None,
-        init_state: dict[str, Any] | None = None,
+        resume_state: Mapping[str, Any] | None = None,
+        init_state: Mapping[str, Any] | None = None,
         logger: logging.Logger | None = None,
         flush_interval: float = 0.5,
         thread_share: ThreadShare | None = None,
@@ -231,8 +234,14 @@ class RunContext:
         self.world_size = world_size
         self.local_rank = local_rank
         self.device = device
-        self.resume_state = resume_state
-        self.init_state = init_state
+        self.resume_checkpoint: Envelope | None = (
+            as_envelope(dict(resume_state), "the checkpoint to resume from") if resume_state is not None else None
+        )
+        self.init_checkpoint: Envelope | None = (
+            as_envelope(dict(init_state), "the checkpoint to start from") if init_state is not None else None
+        )
+        self.resume_state: dict[str, Any] | None = self.resume_checkpoint["state"] if self.resume_checkpoint else None
+        self.init_state: dict[str, Any] | None = self.init_checkpoint["state"] if self.init_checkpoint else None
         self.monitor = monitor
         self.is_main = rank == 0
         self._backend: RunBackend = backend if self.is_main else _NullBackend()
@@ -297,8 +306,8 @@ class RunContext:
         monitor: tuple[str, Literal["max", "min"]] = ("valid/loss", "min"),
         keep_ckpt: int = 3,
         device: str = "cpu",
-        resume_state: dict[str, Any] | None = None,
-        init_state: dict[str, Any] | None = None,
+        resume_state: Mapping[str, Any] | None = None,
+        init_state: Mapping[str, Any] | None = None,
         run_id: str = "local",
     ) -> RunContext:
         """A context with an in-memory backend (`ctx.backend`), for tests, benchmarks and bare runs."""

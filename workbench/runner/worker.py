@@ -64,7 +64,8 @@ def _device_name(choice: str, local_rank: int) -> str:
 
 
 def _start_states(engine: Any, run: runs.RunRead, ctx_run_dir: Path, backend: StoreBackend, monitor: tuple[str, str]) -> tuple[dict | None, dict | None]:
-    """(resume_state, init_state): the latest own checkpoint on a resumed attempt; the parent's for a fork."""
+    """(resume_state, init_state): the latest own checkpoint on a resumed attempt; the parent's for a fork or an
+    evaluation. Both are envelopes (`{format, step, epoch, config, state}`; older flat files come wrapped)."""
     from workbench.runner.checkpoints import CheckpointManager
 
     if run.attempt > 1:
@@ -180,12 +181,13 @@ def _evaluate(spec: Any, cfg: Any, ctx: RunContext, run: runs.RunRead) -> None:
 
     if spec.evaluate_target is None:
         raise RuntimeError(f"the {spec.name} task cannot evaluate checkpoints")
-    if ctx.init_state is None:
+    checkpoint = ctx.init_checkpoint
+    if checkpoint is None:
         raise RuntimeError("an evaluation needs a checkpoint to evaluate")
-    step = int(ctx.init_state.get("step", 0))
+    step = checkpoint["step"]  # the metrics belong to the checkpoint's step, read from its envelope
     ctx.progress(0, 1, "evaluations")
     ctx.phase(f"evaluating checkpoint #{run.parent_checkpoint_id} on {run.eval_data or 'the test split'}")
-    metrics = load_target(spec.evaluate_target)(cfg, ctx.init_state, run.eval_data, ctx)
+    metrics = load_target(spec.evaluate_target)(cfg, checkpoint["state"], run.eval_data, ctx)
     ctx.log(metrics, step)
     ctx.logger.info("evaluation: %s", ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items())))
     ctx.progress(1, 1, "evaluations")
