@@ -15,6 +15,7 @@ from workbench.runner import launch
 from workbench.store import events as event_store
 from workbench.store import runs as run_store
 from workbench.store.models import EventRead, RunRead
+from workbench.tags import clean_tags
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -168,12 +169,13 @@ def run_config(run_id: str) -> BaseModel:
     return parse_config(run.config, source=f"run {run.id}")
 
 
-def update_run_info(run_id: str, *, name: str | None = None, tags: list[str] | None = None, notes: str | None = None) -> None:
+def update_run_info(run_id: str, *, name: str | None = None, tags: str | list[str] | None = None, notes: str | None = None) -> None:
+    """Rename, re-tag (a list, or one comma-separated string; see workbench/tags.py) or annotate a run."""
     fields: dict[str, Any] = {}
     if name is not None:
         fields["name"] = name
     if tags is not None:
-        fields["tags"] = sorted({t.strip() for t in tags if t.strip()})
+        fields["tags"] = clean_tags(tags)
     if notes is not None:
         fields["notes"] = notes
     if fields:

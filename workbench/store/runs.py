@@ -12,6 +12,7 @@ from workbench.ids import new_run_id
 from workbench.store.engine import session
 from workbench.store.events import add_event
 from workbench.store.models import ACTIVE_STATUSES, MetricSummary, Run, RunRead
+from workbench.tags import clean_tags
 
 # status -> statuses it may move to. Everything else is a bug and raises.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -59,7 +60,7 @@ def create_run(
         config=config,
         created_at=time.time(),
         owner=owner,
-        tags=tags or [],
+        tags=clean_tags(tags),
         notes=notes,
         parent_run_id=parent_run_id,
         parent_checkpoint_id=parent_checkpoint_id,
@@ -125,8 +126,8 @@ def list_runs(
             q = q.where(Run.parent_run_id == parent_run_id)
         q = q.order_by(Run.created_at.desc()).limit(limit)  # type: ignore[attr-defined]
         runs = [RunRead.model_validate(r, from_attributes=True) for r in s.exec(q).all()]
-        if tag:
-            runs = [r for r in runs if tag in r.tags]
+        if tag and tag.strip():
+            runs = [r for r in runs if tag.strip() in r.tags]
         if runs:
             ids = [r.id for r in runs]
             summaries = s.exec(select(MetricSummary).where(MetricSummary.run_id.in_(ids))).all()  # type: ignore[attr-defined]

@@ -108,6 +108,33 @@ class CtrStreamConfig(CommonTrainingSettings):
         "train_ratio": "each pass is evaluated before it is trained on (no held-out split)",
     }
 
+    # The form's sections, as PaddleRec's config_online.yaml groups these settings (runner, table_parameters with
+    # its accessor and the two sparse SGD rules, hyper_parameters), so that the dense `learning_rate` and the
+    # embed/embedx ones are told apart. Settings not listed here stay in the common section.
+    sections: ClassVar[dict[str, tuple[str, ...]]] = {
+        "Data and passes (runner)": (
+            "train_data_dir", "split_interval", "split_per_pass", "start_day", "end_day", "data_donefile",
+            "data_sleep_second", "data_max_wait_second", "prefetch", "is_data_hourly_placed", "shuffle",
+            "max_bad_line_ratio", "train_thread_num", "synthetic",
+        ),
+        "Saving and dumps (runner)": (
+            "save_model_path", "checkpoint_per_pass", "save_delta_frequency", "init_model_path", "dump_fields",
+            "dump_param", "dump_fields_path", "dump_phase",
+        ),
+        "Sparse table and accessor (table_parameters)": (
+            "table_class", "accessor_class", "shard_num", "nonclk_coeff", "click_coeff", "embedx_threshold",
+            "embedx_dim", "fea_dim", "show_click_decay_rate", "delete_threshold", "delete_after_unseen_days",
+            "base_threshold", "delta_threshold", "delta_keep_days", "converter", "deconverter", "zero_init",
+            "show_scale", "enable_create_feasign_randomly",
+        ),
+        "Embed SGD: the 1-dim embed_w (embed_sgd_param)": ("embed_sgd_param",),
+        "Embedx SGD: the extended embedding (embedx_sgd_param)": ("embedx_sgd_param",),
+        "Dense network and its optimizer (hyper_parameters)": (
+            "slot_num", "sparse_slots", "layer_sizes", "dnn_init_range", "learner", "learning_rate", "adam_d2sum",
+            "train_batch_size", "clip_grad_norm",
+        ),
+    }  # fmt: skip
+
     # -- settings shared with the other tasks, with streaming meanings ------------------------------------------
     epochs: int = Field(
         1,
@@ -219,8 +246,8 @@ class CtrStreamConfig(CommonTrainingSettings):
     save_delta_frequency: int = Field(
         6,
         ge=1,
-        description="Save a delta inference model (mode 1) to {day}/delta-{pass} every this many passes (the seed "
-        "writes `delta_`; PaddleRec's code writes `delta-`, which we follow).",
+        description="Save a delta inference model (mode 1) to {day}/delta-{pass} every this many passes (PaddleRec's "
+        "online-training guide says `delta_`; its code, like the workbench, writes `delta-`).",
     )
     init_model_path: str = Field(
         "",
@@ -261,7 +288,7 @@ class CtrStreamConfig(CommonTrainingSettings):
         ge=0,
         description="A feature's extended embedding (embedx) is created once score(show, click) >= this threshold; "
         "the gradient of the push that creates it is discarded. Score = (show - click) * nonclk_coeff + click * "
-        "click_coeff (the code's formula; the seed's prose has the sign of (click - show) wrong). PaddleRec's "
+        "click_coeff (PaddleRec's accessor code; its online-training guide has the sign of (click - show) wrong). PaddleRec's "
         "config uses 10.",
     )
     embedx_dim: int = Field(

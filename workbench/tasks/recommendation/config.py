@@ -90,7 +90,7 @@ class RecommendationData(StrictModel):
     min_item_count: int = Field(
         5,
         ge=1,
-        description="Items clicked fewer times are dropped (seed 004's Diginetica filter: drop length-1 sessions, "
+        description="Items clicked fewer times are dropped (the usual Diginetica filter: drop length-1 sessions, "
         "then rare items, then length-1 sessions again). 1 keeps every item.",
     )
     split: SplitMode = Field(

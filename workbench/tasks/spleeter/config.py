@@ -7,12 +7,21 @@ validating a config must stay cheap (the form re-validates on every submit).
 
 from __future__ import annotations
 
+import getpass
 from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, model_validator
 
 from workbench.config.common import CommonTrainingSettings, Learner, NegSampleArgs, StrictModel, aliased
 from workbench.config.rules import Problems
+
+def _current_user() -> str:
+    # the seed's example name would make every run look like one stranger's; the login is the honest default
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (e.g. a container user without a passwd entry)
+        return "unknown"
+
 
 STEM_NAMES: dict[int, tuple[str, ...]] = {
     2: ("vocals", "accompaniment"),
@@ -199,7 +208,11 @@ class SpleeterConfig(CommonTrainingSettings):
     keep_ckpt: int = Field(
         1, ge=1, description="Number of most recent checkpoints kept; the best by valid/si_sdr_vocals is kept too."
     )
-    trainer: str = Field("daShiChangZhaoLei", description="Name of the person training; shown as the run's owner.")
+    trainer: str = Field(
+        default_factory=lambda: _current_user(),
+        description="Name of the person training, shown as the run's owner. Defaults to the account running the "
+        "workbench.",
+    )
     clean_logs: bool = Field(
         True,
         description="Keep the console and train.log short: one line per print_freq steps and per evaluation "
@@ -214,12 +227,12 @@ class SpleeterConfig(CommonTrainingSettings):
 
     # -- common settings that do not apply to this task ------------------------------------------------------
     not_used: ClassVar[dict[str, str]] = {
-        "learner": "the optimizer is `optimizer` (seed 003)",
+        "learner": "its optimizer is the `optimizer` setting",
         "train_neg_sample_args": "no negative sampling in source separation",
         "require_pow": "it has no embedding regulariser",
         "min_std": "it standardises nothing",
     }
-    learner: Learner = Field("adam", description="Not used by spleeter: the optimizer is `optimizer` (seed 003).")
+    learner: Learner = Field("adam", description="Not used by spleeter: its optimizer is the `optimizer` setting.")
     train_neg_sample_args: NegSampleArgs | None = Field(
         None, description="Not used by spleeter (no negative sampling in source separation)."
     )
