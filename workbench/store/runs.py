@@ -83,6 +83,15 @@ def get_status(engine: Engine, run_id: str) -> str | None:
         return conn.execute(select(Run.status).where(Run.id == run_id)).scalar_one_or_none()  # type: ignore[arg-type]
 
 
+def get_statuses(engine: Engine, run_ids: list[str]) -> dict[str, str]:
+    """Status of each listed run that exists, in one two-column read (the Runs page polls it while runs are active)."""
+    if not run_ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(select(Run.id, Run.status).where(Run.id.in_(run_ids)))  # type: ignore[attr-defined]
+        return {run_id: status for run_id, status in rows}
+
+
 def get_run(engine: Engine, run_id: str) -> RunRead:
     with session(engine) as s:
         run = s.get(Run, run_id)
