@@ -142,6 +142,7 @@ def runs_table(
     if stat not in METRIC_STATS:
         raise ValueError(f"stat must be one of {', '.join(METRIC_STATS)}, got {stat!r}")
     frame = runs_frame(runs)
+    base = list(frame.columns)
     flat = [_flatten(r.config) for r in runs]
     paths = list(dict.fromkeys(p for f in flat for p in f if p != "task"))
     for path in config_columns:
@@ -152,7 +153,10 @@ def runs_table(
         chosen = summaries[summaries["key"] == key] if summaries is not None else None
         by_run = dict(zip(chosen["run_id"], chosen[stat])) if chosen is not None else {}
         frame[f"{key} ({stat})"] = [by_run.get(r.id) for r in runs]
-    return RunsTable(frame, paths, keys)
+    # the chosen columns right after the status, where they are seen without scrolling the wide table sideways
+    extra = [c for c in frame.columns if c not in base]
+    at = base.index("status") + 1
+    return RunsTable(frame[[*base[:at], *extra, *base[at:]]], paths, keys)
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -75,8 +75,10 @@ def pick_run(key: str, runs: list[api.RunRead] | None = None) -> api.RunRead | N
         if st.session_state[key] is not None:
             st.query_params[RUN_PARAM] = st.session_state[key]
 
+    # index 0 only to keep the box unclearable (the session state set above decides what it shows); None for
+    # the unknown-id case, where the box must show no run at all
     chosen = st.selectbox(
-        "Run", list(by_id), index=None, key=key, on_change=follow, placeholder="Choose a run",
+        "Run", list(by_id), index=None if target is None else 0, key=key, on_change=follow, placeholder="Choose a run",
         format_func=lambda i: run_label(by_id[i]),
     )
     if chosen is None:
