@@ -166,3 +166,15 @@ def test_empty_runs_page_offers_a_quick_run(home):
     at = _app("pages/runs.py")
     assert any("No runs yet" in i.value for i in at.info)
     assert any(b.label == "Launch a quick run" for b in at.button)
+
+
+def test_an_imported_yaml_with_errors_is_loaded_and_marked_with_its_lines(home):
+    at = _app()
+    at.selectbox(key="task_picker").set_value("recommendation").run()
+    text = b"task: recommendation\nembedding_size: 0\nvalid_metric: nope@3\n"
+    at.get("file_uploader")[0].set_value(("bad.yaml", text, "text/yaml")).run()
+    assert not at.exception, at.exception
+    assert any("bad.yaml (has errors)" in c.value for c in at.caption)
+    summary = next(e.value for e in at.error if "nothing was launched" in e.value)
+    assert "`embedding_size` (line 2)" in summary and "`valid_metric` (line 3)" in summary
+    assert any("'nope@3' is not among" in e.value and "line" not in e.value for e in at.error)  # the mark itself

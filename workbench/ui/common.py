@@ -112,6 +112,24 @@ def pick_runs(key: str, runs: list[api.RunRead]) -> list[str]:
     return chosen
 
 
+ACTIVE = ("queued", "starting", "running")
+
+
+def cancel_with_confirmation(runs: list[api.RunRead], *, key: str, label: str = "Cancel") -> bool:
+    """A Cancel pop-up that asks before it stops anything (training is lost work if the click was a slip).
+
+    Only the active runs among `runs` are cancelled; True once they were (the caller redraws the page).
+    """
+    active = [r for r in runs if r.status in ACTIVE]
+    with st.popover(label, disabled=not active):
+        st.write(f"Stop {len(active)} active run(s)? Each saves a checkpoint and ends `cancelled`; Resume continues it.")
+        if st.button("Cancel the run(s)", type="primary", key=key):
+            for r in active:
+                st.toast(f"{r.id}: {api.cancel_run(r.id)}")
+            return True
+    return False
+
+
 def _find_run(run_id: str) -> api.RunRead | None:
     try:
         return api.get_run(run_id)

@@ -62,13 +62,17 @@ def yaml_import_box(task: str) -> None:
     try:
         cfg = api.validate_yaml(text, source=upload.name)
     except api.ConfigError as exc:
-        st.error(str(exc))
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError:
-            return
+            data = None
         if isinstance(data, dict) and data.get("task") == task:
+            # its values go into the form, and its problems are marked there and listed under it, with their lines
             load_values(task, data, source=f"{upload.name} (has errors)")
+            generation = st.session_state[f"form_generation_{task}"]
+            st.session_state[_outcome_key(task)] = {"generation": generation, "errors": exc.errors, "notes": []}
+        else:
+            st.error(str(exc))
         return
     st.session_state[TASK_REQUEST] = cfg.task  # type: ignore[attr-defined]
     load_values(cfg.task, api.to_dict(cfg), source=upload.name)  # type: ignore[attr-defined]
@@ -125,7 +129,7 @@ def show_outcome(task: str, generation: int) -> None:
         return
     errors = outcome["errors"]
     if errors:
-        listing = "\n".join(f"- `{e.path or 'config'}`: {e.message}" for e in errors)
+        listing = "\n".join(f"- `{e.path or 'config'}`" + (f" (line {e.line})" if e.line else "") + f": {e.message}" for e in errors)
         st.error(f"{len(errors)} problem(s) in the config, each also marked at its field above; nothing was launched:\n\n{listing}")
         return
     for note in outcome["notes"]:

@@ -8,11 +8,10 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from workbench import api
-from workbench.ui.common import RUN_PARAM, RUNS_PARAM, SELECTED_RUN
+from workbench.ui.common import ACTIVE, RUN_PARAM, RUNS_PARAM, SELECTED_RUN, cancel_with_confirmation
 from workbench.ui.newrun import CLONE_REQUEST
 
 STATUSES = ["queued", "starting", "running", "completed", "failed", "cancelled", "lost"]
-ACTIVE = ("queued", "starting", "running")
 WATCH_S = 3.0  # status poll while runs are active: one two-column read, nothing a training run would notice
 TABLE_GENERATION = "runs_table_generation"  # bumped to give the table a new key, which clears its selection
 FLASH = "runs_flash"
@@ -124,7 +123,9 @@ def selected_actions(chosen: list[api.RunRead]) -> None:
     if len(chosen) == 1:
         cols[0].page_link("pages/dashboard.py", label="Open dashboard", query_params={RUN_PARAM: first.id})
         cols[1].page_link("pages/checkpoints.py", label="Checkpoints", query_params={RUN_PARAM: first.id})
-    _cancel(cols[2], [r for r in chosen if r.status in ACTIVE])
+    with cols[2]:
+        if cancel_with_confirmation(chosen, key="confirm_cancel"):
+            st.rerun()
     if cols[3].button("Resume"):
         for r in chosen:
             try:
@@ -139,17 +140,6 @@ def selected_actions(chosen: list[api.RunRead]) -> None:
         st.session_state["compare_runs"] = [r.id for r in chosen]
         st.switch_page("pages/compare.py", query_params={RUNS_PARAM: ",".join(r.id for r in chosen)})
     _delete(cols[6], chosen)
-
-
-def _cancel(col: DeltaGenerator, active: list[api.RunRead]) -> None:
-    """Cancelling stops training (after a checkpoint): asked first, like a delete."""
-    with col.popover("Cancel", disabled=not active):
-        st.write(f"Stop {len(active)} active run(s)? Each saves a checkpoint and ends `cancelled`; Resume continues it.")
-        if st.button("Cancel the run(s)", type="primary", key="confirm_cancel"):
-            for r in active:
-                st.toast(f"{r.id}: {api.cancel_run(r.id)}")
-            clear_selection()
-            st.rerun()
 
 
 def _delete(col: DeltaGenerator, chosen: list[api.RunRead]) -> None:
