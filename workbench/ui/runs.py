@@ -36,7 +36,7 @@ def quick_run_offer() -> None:
     if not tasks:
         st.page_link("pages/new_run.py", label="Go to New run")
         return
-    c1, c2 = st.columns([2, 1])
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     task = c1.selectbox("Task", list(tasks), format_func=lambda t: tasks[t].title, key="quick_task")
     if c2.button("Launch a quick run", type="primary"):
         run = api.launch_run(api.load_preset(task, "quick"), name=f"{task}-quick", tags=["quick"])
