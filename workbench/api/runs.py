@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,7 +133,7 @@ class RunsTable:
 
 
 def runs_table(
-    runs: list[RunRead], *, config_columns: list[str] = (), metric_columns: list[str] = (), stat: str = "last"  # type: ignore[assignment]
+    runs: list[RunRead], *, config_columns: Sequence[str] = (), metric_columns: Sequence[str] = (), stat: str = "last"
 ) -> RunsTable:
     """The runs table with chosen hyper-parameters and metrics as extra (sortable) columns, as in MLflow's run list.
 

@@ -136,7 +136,7 @@ def list_runs(
         q = q.order_by(Run.created_at.desc()).limit(limit)  # type: ignore[attr-defined]
         runs = [RunRead.model_validate(r, from_attributes=True) for r in s.exec(q).all()]
         if tag and tag.strip():
-            runs = [r for r in runs if tag.strip() in r.tags]
+            runs = [r for r in runs if tag.strip() in clean_tags(r.tags)]  # rows stored before tags were cleaned too
         if runs:
             ids = [r.id for r in runs]
             summaries = s.exec(select(MetricSummary).where(MetricSummary.run_id.in_(ids))).all()  # type: ignore[attr-defined]
