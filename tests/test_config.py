@@ -36,6 +36,10 @@ def test_aliases_and_conflicts():
     assert (cfg.learning_rate, cfg.train_batch_size, cfg.stopping_step, cfg.weight_decay, cfg.enable_amp) == (0.1, 7, 3, 0.01, True)
     with pytest.raises(ConfigError, match="same setting"):
         api.validate_dict({"task": "linreg", "lr": 0.1, "learning_rate": 0.2})
+    # a conflict sits under its setting and hides nothing else
+    with pytest.raises(ConfigError) as info:
+        api.validate_dict({"task": "linreg", "lr": 0.1, "learning_rate": 0.2, "epochs": 0})
+    assert [e.path for e in info.value.errors] == ["learning_rate", "epochs"]
     # the stored form uses the canonical names
     assert "learning_rate" in api.to_dict(cfg) and "lr" not in api.to_dict(cfg)
 
