@@ -119,7 +119,7 @@ def runs_frame(runs: list[RunRead]) -> pd.DataFrame:
 
 def run_statuses(run_ids: list[str]) -> dict[str, str]:
     """Statuses of these runs in one cheap read: what a table polls to learn that it is out of date."""
-    return run_store.get_statuses(engine(), run_ids)
+    return run_store.get_statuses(engine(), run_ids=run_ids)
 
 
 METRIC_STATS = ("last", "min", "max")

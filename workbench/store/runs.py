@@ -83,7 +83,7 @@ def get_status(engine: Engine, run_id: str) -> str | None:
         return conn.execute(select(Run.status).where(Run.id == run_id)).scalar_one_or_none()  # type: ignore[arg-type]
 
 
-def get_statuses(engine: Engine, run_ids: list[str]) -> dict[str, str]:
+def get_statuses(engine: Engine, *, run_ids: list[str]) -> dict[str, str]:
     """Status of each listed run that exists, in one two-column read (the Runs page polls it while runs are active)."""
     if not run_ids:
         return {}
