@@ -130,7 +130,7 @@ def show_outcome(task: str, generation: int) -> None:
     errors = outcome["errors"]
     if errors:
         listing = "\n".join(f"- `{e.path or 'config'}`" + (f" (line {e.line})" if e.line else "") + f": {e.message}" for e in errors)
-        st.error(f"{len(errors)} problem(s) in the config, each also marked at its field above; nothing was launched:\n\n{listing}")
+        st.error(f"{len(errors)} problem(s) in the config (the fields in error are marked in the form above); nothing was launched:\n\n{listing}")
         return
     for note in outcome["notes"]:
         st.warning(note)
