@@ -12,6 +12,7 @@ from workbench.ids import new_run_id
 from workbench.store.engine import session
 from workbench.store.events import add_event
 from workbench.store.models import ACTIVE_STATUSES, MetricSummary, Run, RunRead
+from workbench.tags import clean_tags
 
 # status -> statuses it may move to. Everything else is a bug and raises.
 TRANSITIONS: dict[str, tuple[str, ...]] = {
@@ -59,7 +60,7 @@ def create_run(
         config=config,
         created_at=time.time(),
         owner=owner,
-        tags=tags or [],
+        tags=clean_tags(tags),
         notes=notes,
         parent_run_id=parent_run_id,
         parent_checkpoint_id=parent_checkpoint_id,
@@ -80,6 +81,15 @@ def get_status(engine: Engine, run_id: str) -> str | None:
     """Just the status of a run (exact id): a one-column read for tight polling. None if there is no such run."""
     with engine.connect() as conn:
         return conn.execute(select(Run.status).where(Run.id == run_id)).scalar_one_or_none()  # type: ignore[arg-type]
+
+
+def get_statuses(engine: Engine, *, run_ids: list[str]) -> dict[str, str]:
+    """Status of each listed run that exists, in one two-column read (the Runs page polls it while runs are active)."""
+    if not run_ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(select(Run.id, Run.status).where(Run.id.in_(run_ids)))  # type: ignore[attr-defined]
+        return {run_id: status for run_id, status in rows}
 
 
 def get_run(engine: Engine, run_id: str) -> RunRead:
@@ -125,8 +135,8 @@ def list_runs(
             q = q.where(Run.parent_run_id == parent_run_id)
         q = q.order_by(Run.created_at.desc()).limit(limit)  # type: ignore[attr-defined]
         runs = [RunRead.model_validate(r, from_attributes=True) for r in s.exec(q).all()]
-        if tag:
-            runs = [r for r in runs if tag in r.tags]
+        if tag and tag.strip():
+            runs = [r for r in runs if tag.strip() in clean_tags(r.tags)]  # rows stored before tags were cleaned too
         if runs:
             ids = [r.id for r in runs]
             summaries = s.exec(select(MetricSummary).where(MetricSummary.run_id.in_(ids))).all()  # type: ignore[attr-defined]
