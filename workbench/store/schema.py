@@ -107,12 +107,13 @@ def current(url: str) -> SchemaState:
         eng.dispose()
 
 
-def upgrade(url: str) -> tuple[SchemaState, SchemaState]:
-    """Bring the store to HEAD (a new one is created). Returns the states before and after."""
-    return _migrate(url, only_if_empty=False)
+def upgrade(url: str, revision: str = "head") -> tuple[SchemaState, SchemaState]:
+    """Bring the store to `revision` (default: HEAD; a new store is created). Returns the states before and after.
+    (An older `revision` is for tests that build a store as an older workbench left it.)"""
+    return _migrate(url, only_if_empty=False, revision=revision)
 
 
-def _migrate(url: str, *, only_if_empty: bool) -> tuple[SchemaState, SchemaState]:
+def _migrate(url: str, *, only_if_empty: bool, revision: str = "head") -> tuple[SchemaState, SchemaState]:
     from alembic import command
     from alembic.config import Config
 
@@ -123,7 +124,7 @@ def _migrate(url: str, *, only_if_empty: bool) -> tuple[SchemaState, SchemaState
                 # held until this transaction ends; a second process waits here, then sees the finished schema
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             before = _read_state(conn, url)
-            if before.up_to_date or (only_if_empty and before.revision is not None):
+            if before.revision == (HEAD if revision == "head" else revision) or (only_if_empty and before.revision is not None):
                 return before, before
             if before.revision not in (None, *_known_revisions()):
                 raise StoreSchemaError(refusal(before))
@@ -132,7 +133,7 @@ def _migrate(url: str, *, only_if_empty: bool) -> tuple[SchemaState, SchemaState
             cfg.attributes["connection"] = conn
             if not before.versioned:
                 command.stamp(cfg, BASELINE)  # a create_all store is the baseline schema
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
             after = _read_state(conn, url)
         return before, after
     finally:

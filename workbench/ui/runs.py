@@ -10,7 +10,7 @@ from workbench import api
 from workbench.ui.common import SELECTED_RUN
 from workbench.ui.newrun import CLONE_REQUEST
 
-STATUSES = ["queued", "starting", "running", "completed", "failed", "cancelled", "lost"]
+STATUSES = [s.value for s in api.RunStatus]  # every status the store allows, `pruned` included
 
 
 def filters() -> tuple[str | None, list[str], str, str, float | None]:
