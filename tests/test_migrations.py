@@ -132,7 +132,6 @@ def test_an_old_store_is_refused_then_upgraded_with_every_row_kept(home, store_b
     run_store.update_run(eng, run_id=lin.id, run_in=RunUpdate(host="node-1", journal_seq=3))
     with eng.begin() as conn:
         conn.execute(text("UPDATE run SET status = 'pruned' WHERE id = :id"), {"id": lin.id})
-    api.events(lin.id)  # noqa: B018
     from workbench.store.events import add_event
     from workbench.store.models import EventCreate
 

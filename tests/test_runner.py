@@ -121,7 +121,7 @@ def test_failure_stores_traceback(home):
     assert done.status == "failed"
     assert "asked to fail at step 7" in done.error
     assert "Traceback" in done.traceback and "linreg_task.py" in done.traceback
-    assert wait_for(lambda: api.get_run(run.id).exit_code, 10, what="the exit code") == 1
+    assert wait_for(lambda: api.get_run(run.id).exit_code, 30, what="the exit code") == 1
 
 
 def test_queue_respects_max_concurrent_runs(home, monkeypatch):
