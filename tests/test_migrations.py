@@ -3,7 +3,6 @@ and `workbench db upgrade` keeps every row, on SQLite (a store made by c1f55c2, 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sqlite3
@@ -12,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, Table, create_engine, insert, select, text
 
 from workbench.settings import get_settings
 from workbench.store import StoreSchemaError, dispose_engines, get_engine, schema
@@ -20,19 +19,16 @@ from workbench.store import StoreSchemaError, dispose_engines, get_engine, schem
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "workbench_c1f55c2.db"
 TABLES = ["run", "metric", "metric_summary", "metric_rollup", "checkpoint", "event"]
-JSON_COLUMNS = {"config", "tags", "metrics"}
 ORDER = {"run": "id", "metric": "id", "metric_summary": "run_id, key", "metric_rollup": "run_id, key, level, bucket", "checkpoint": "id", "event": "id"}
 
 pytestmark = pytest.mark.both_backends
 
 
 def _rows(conn, table: str, columns: list[str] | None = None) -> list[dict]:  # type: ignore[no-untyped-def]
-    """Every row of a table, JSON columns parsed (SQLite gives text, PostgreSQL parsed values)."""
-    out = []
-    for row in conn.execute(text(f"SELECT * FROM {table} ORDER BY {ORDER[table]}")).mappings():
-        d = {k: (json.loads(v) if k in JSON_COLUMNS and isinstance(v, str) else v) for k, v in row.items()}
-        out.append({k: d[k] for k in columns} if columns else d)
-    return out
+    """Every row of a table as the database's own column types read it (JSON parsed, booleans as bool)."""
+    t = Table(table, MetaData(), autoload_with=conn)
+    rows = conn.execute(select(t).order_by(*[t.c[c.strip()] for c in ORDER[table].split(",")])).mappings()
+    return [{k: r[k] for k in columns} if columns else dict(r) for r in rows]
 
 
 def _fixture_rows() -> dict[str, list[dict]]:
@@ -62,9 +58,7 @@ def _old_store(home: Path, store_backend: str) -> str:
     with eng.begin() as conn:
         for table, rows in _fixture_rows().items():
             if rows:
-                cols = list(rows[0])
-                values = [{k: (json.dumps(v) if k in JSON_COLUMNS else v) for k, v in r.items()} for r in rows]
-                conn.execute(text(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})"), values)
+                conn.execute(insert(Table(table, MetaData(), autoload_with=conn)), rows)
         conn.execute(text("DROP TABLE alembic_version"))
         # serial columns continue after the copied ids, as they would in a store that made those rows
         for table in ("metric", "checkpoint", "event"):
