@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import MetaData, Table, create_engine, insert, select, text
+from sqlalchemy import MetaData, Table, create_engine, insert, inspect, select, text
 
 from workbench.settings import get_settings
 from workbench.store import StoreSchemaError, dispose_engines, get_engine, schema
@@ -167,3 +167,23 @@ def test_the_app_shows_the_upgrade_message_for_an_old_store(home, store_backend)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception
     assert len(at.error) == 1 and "workbench db upgrade" in at.error[0].value
+
+
+def test_a_failed_upgrade_leaves_the_store_as_it_was(home, store_backend):
+    """The stamp and every revision run in one transaction: a revision that fails undoes all of it."""
+    home.mkdir(parents=True, exist_ok=True)
+    url = _old_store(home, store_backend)
+    eng = create_engine(url)
+    with eng.begin() as conn:
+        if store_backend == "sqlite":
+            conn.execute(text("CREATE TABLE _alembic_tmp_run (x INTEGER)"))  # the batch copy of `run` cannot be made
+        else:
+            conn.execute(text("ALTER TABLE run ADD COLUMN host VARCHAR"))  # 0002's add_column fails
+    with pytest.raises(Exception, match="_alembic_tmp_run|host"):
+        schema.upgrade(url)
+    with eng.connect() as conn:
+        assert not inspect(conn).has_table("alembic_version")
+        assert "journal_seq" not in {c["name"] for c in inspect(conn).get_columns("run")}
+        assert len(_rows(conn, "metric")) == 174
+    eng.dispose()
+    assert not schema.current(url).versioned

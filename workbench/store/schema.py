@@ -98,7 +98,7 @@ def ensure_current(engine: Engine, url: str) -> None:
 
 
 def current(url: str) -> SchemaState:
-    """The store's revision; creates nothing."""
+    """The store's revision; changes nothing in the store."""
     eng = create_engine(url, poolclass=NullPool)
     try:
         with eng.connect() as conn:
