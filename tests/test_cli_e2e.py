@@ -1,4 +1,5 @@
-"""The real CLI end to end: quick presets train, list/show/eval/validate answer, exit codes mean something."""
+"""The real CLI end to end, on SQLite and PostgreSQL: quick presets train, list/show/eval/validate answer, exit codes
+mean something."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_backends]
 
 
 def wb(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -140,7 +140,9 @@ def test_epoch_alignment_interpolates_the_epoch_series(home):
     from workbench.store import runs as run_store
 
     eng = get_engine(get_settings().database_url)
-    r = run_store.create_run(eng, task="linreg", name="e", config={}, monitor=("valid/loss", "min"))
+    from workbench.store.models import RunCreate
+
+    r = run_store.create_run(eng, run_in=RunCreate(task="linreg", name="e", monitor_key="valid/loss", monitor_mode="min"))
     m.write_metrics(eng, run_id=r.id, points=[("train/loss", s, 1.0 / s, 0.0) for s in range(1, 41)])
     m.write_metrics(eng, run_id=r.id, points=[("train/epoch", 20, 1.0, 0.0), ("train/epoch", 40, 2.0, 0.0)])
     frame = api.compare_series([r.id], "train/loss").set_index("step")

@@ -17,6 +17,8 @@ from workbench import api
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train recommendation, streaming-CTR and Spleeter models.")
 data_app = typer.Typer(no_args_is_help=True, help="Data generators, importers and converters.")
 app.add_typer(data_app, name="data")
+db_app = typer.Typer(no_args_is_help=True, help="The store's schema: show its revision, upgrade it.")
+app.add_typer(db_app, name="db")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +71,7 @@ def run(
 
 FOLLOW_REFRESH_S = 0.5  # progress line and new log lines
 FOLLOW_POLL_S = 0.05  # the status alone, so `--wait` returns as soon as the run ends
-ENDED = ("completed", "failed", "cancelled", "lost")
+ENDED = api.ENDED
 
 
 def _follow(run_id: str) -> int:
@@ -198,7 +200,7 @@ def eval_cmd(
     except (api.RunNotFound, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(f"evaluation {job.id} of {run_id} queued", err=True)
-    while (job := api.get_run(job.id)).status not in ("completed", "failed", "cancelled", "lost"):
+    while (job := api.get_run(job.id)).status not in ENDED:
         time.sleep(0.5)
     if job.status != "completed":
         _fail(f"evaluation {job.id} {job.status}: {job.error}", 1)
@@ -247,6 +249,32 @@ def ui(port: int = 8501, address: str = "127.0.0.1") -> None:
     serve(address, port)
 
 
+@db_app.command("current")
+def db_current() -> None:
+    """Print the store's schema revision and the one this workbench needs."""
+    rev = api.db_current()
+    if rev.revision is None:
+        typer.echo(f"{rev.location}: empty (created at revision {rev.head} when first opened)")
+    elif rev.up_to_date:
+        typer.echo(f"{rev.location}: revision {rev.revision} (up to date)")
+    else:
+        made = " (made before the schema was versioned)" if not rev.versioned else ""
+        typer.echo(f"{rev.location}: revision {rev.revision}{made}; this workbench needs {rev.head}: run `workbench db upgrade`")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Upgrade the store in place to the revision this workbench needs (one transaction; every run is kept)."""
+    before, after = api.db_upgrade()
+    if before.revision == after.revision:
+        typer.echo(f"{after.location}: already at revision {after.revision}; nothing to do")
+    elif before.revision is None:
+        typer.echo(f"{after.location}: created at revision {after.revision}")
+    else:
+        made = " (made before the schema was versioned)" if not before.versioned else ""
+        typer.echo(f"{after.location}: upgraded from revision {before.revision}{made} to {after.revision}")
+
+
 def _mount_data_commands() -> None:
     for name, func in api.data_commands().items():
         data_app.command(name, help=(func.__doc__ or "").strip().split("\n")[0] or None)(func)
@@ -259,7 +287,11 @@ def main() -> None:
     if sys.argv[1:2] == ["ui"]:
         app()
     try:
-        app()
+        try:
+            app()
+        except api.StoreSchemaError as exc:  # an old store: say what to run, not a traceback
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     except SystemExit as exc:
         # Skip the interpreter's teardown (~0.1 s of freeing SQLAlchemy and pydantic objects): by now every row is
         # committed and every file we wrote is closed, and `run --wait` should return the moment its run ends.

@@ -6,12 +6,16 @@ base (engine, user) -> configs -> runs -> metrics -> checkpoints -> compare, lin
 
 from workbench.config.io import ConfigError, FieldError
 from workbench.store.metrics import Series
-from workbench.store.models import CheckpointRead, EventRead, RunRead
+from workbench.store.models import ACTIVE, ENDED, CheckpointRead, EventRead, RunRead, RunStatus
 from workbench.store.runs import RunNotFound
 from workbench.tags import clean_tags
+from workbench.store.schema import StoreSchemaError
 from workbench.api.base import (
     engine,
     store_location,
+    DbRevision,
+    db_current,
+    db_upgrade,
     current_user,
 )
 from workbench.api.configs import (
@@ -87,4 +91,5 @@ from workbench.api.lineage import (
     evaluations_of,
 )
 
-__all__ = ['ConfigError', 'FieldError', 'Series', 'CheckpointRead', 'EventRead', 'RunRead', 'RunNotFound', 'clean_tags', 'engine', 'store_location', 'current_user', 'tasks', 'config_class', 'common_setting_names', 'not_used_settings', 'ignored_settings', 'default_config', 'presets', 'load_preset', 'validate_yaml', 'validate_file', 'validate_dict', 'to_yaml', 'to_dict', 'data_commands', 'default_config_yaml', 'launch_run', 'list_runs', 'get_run', 'run_status', 'runs_frame', 'run_statuses', 'runs_table', 'RunsTable', 'METRIC_STATS', 'Progress', 'progress', 'cancel_run', 'resume_run', 'delete_run', 'run_config', 'update_run_info', 'events', 'run_dir', 'log_tail', 'reconcile', 'metric_keys', 'series', 'metric_summaries', 'metrics_since', 'overlay_series', 'checkpoints', 'UnsafePath', 'safe_run_file', 'checkpoint_file', 'checkpoint_download', 'compare_checkpoint_tensors', 'compare_checkpoint_metrics', 'import_checkpoint', 'infer', 'compare_keys', 'compare_series', 'compare_configs', 'compare_summary', 'run_bundle', 'EPOCH_KEYS', 'fork_run', 'children_of', 'forks_of', 'evaluate_checkpoint', 'evaluations_of']
+# everything imported above is the api (submodule names included: harmless)
+__all__ = [name for name in dir() if not name.startswith("_")]

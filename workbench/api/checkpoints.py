@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import time
 import zipfile
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from workbench.runner.checkpoints import Envelope, best_of
 from workbench.settings import get_settings
 from workbench.store import checkpoints as ckpt_store
 from workbench.store import runs as run_store
-from workbench.store.models import CheckpointRead, RunRead
+from workbench.store.models import CheckpointCreate, CheckpointRead, RunCreate, RunRead
 from workbench.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 def checkpoints(run_id: str) -> list[CheckpointRead]:
     """The run's checkpoints and outputs, with `is_best` set on the best by the run's monitored metric."""
     eng = engine()
-    run = run_store.get_run(eng, run_id)
+    run = run_store.get_run(eng, run_id=run_id)
     rows = ckpt_store.list_checkpoints(eng, run_id=run.id)
     if run.monitor_key:
         from workbench.runner.store_backend import to_info
@@ -64,7 +65,7 @@ def checkpoint_file(run_id: str, checkpoint_id: int) -> tuple[str, Callable[[], 
     the bytes are read only when asked for. A folder output (CTR base/delta) comes as a zip."""
     eng = engine()
     ckpt = ckpt_store.get_checkpoint(eng, checkpoint_id=checkpoint_id)
-    if ckpt is None or ckpt.run_id != run_store.get_run(eng, run_id).id:
+    if ckpt is None or ckpt.run_id != run_store.get_run(eng, run_id=run_id).id:
         raise FileNotFoundError(f"run {run_id} has no checkpoint #{checkpoint_id}")
     path = safe_run_file(ckpt.run_id, ckpt.path)
     if path.is_dir():
@@ -153,23 +154,34 @@ def import_checkpoint(cfg: BaseModel, file_name: str, data: bytes, *, name: str 
         problems = load_target(spec.check_target)(cfg, state)
         if problems:
             raise ValueError(f"{file_name} does not fit the {spec.name} model of this config:\n- " + "\n- ".join(problems))
+    # The file first, then the run, already `completed`, with its checkpoint row in one transaction: the
+    # scheduler never sees an import queued, and a failed write leaves no row behind.
+    from workbench.ids import new_run_id
+
     eng = engine()
-    run = run_store.create_run(
-        eng, task=spec.name, name=name or f"import {file_name}", config=config_to_dict(cfg), monitor=spec.monitor(cfg),
-        owner=current_user(), notes=f"imported from {file_name}", kind="import",
-    )  # fmt: skip
-    folder = run_dir(run.id)
-    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(config_to_yaml(cfg))
-    target = folder / "checkpoints" / "imported.pt"
-    step, epoch = envelope["step"], envelope["epoch"]
-    atomic_torch_save(make_envelope(state, step=step, epoch=epoch, config=config_to_dict(cfg)), target)
-    ckpt_store.add_checkpoint(
-        eng, run_id=run.id, path="checkpoints/imported.pt", kind="checkpoint", step=step, epoch=epoch, metrics={},
-        size_bytes=target.stat().st_size, sha256=sha256_of(target), created_at=time.time(),
-    )  # fmt: skip
-    run_store.mark_imported(eng, run.id)
-    return run_store.get_run(eng, run.id)
+    run_id = new_run_id()
+    folder = run_dir(run_id)
+    folder.mkdir()  # a new folder: on any failure below it is removed whole
+    try:
+        (folder / "checkpoints").mkdir()
+        (folder / "config.yaml").write_text(config_to_yaml(cfg))
+        target = folder / "checkpoints" / "imported.pt"
+        step, epoch = envelope["step"], envelope["epoch"]
+        atomic_torch_save(make_envelope(state, step=step, epoch=epoch, config=config_to_dict(cfg)), target)
+        monitor_key, monitor_mode = spec.monitor(cfg)
+        run_in = RunCreate(
+            id=run_id, task=spec.name, name=name or f"import {file_name}", config=config_to_dict(cfg),
+            monitor_key=monitor_key, monitor_mode=monitor_mode, owner=current_user(), notes=f"imported from {file_name}",
+            kind="import",
+        )  # fmt: skip
+        checkpoint_in = CheckpointCreate(
+            path="checkpoints/imported.pt", kind="checkpoint", step=step, epoch=epoch,
+            size_bytes=target.stat().st_size, sha256=sha256_of(target), created_at=time.time(),
+        )  # fmt: skip
+        return run_store.create_imported_run(eng, run_in=run_in, checkpoint_in=checkpoint_in)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def infer(run_id: str, checkpoint_id: int, input_path: str | Path) -> dict[str, Path]:

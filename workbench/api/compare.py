@@ -72,7 +72,7 @@ def compare_configs(run_ids: list[str], only_differing: bool = True) -> pd.DataF
     from workbench.compare import config_diff
 
     eng = engine()
-    return config_diff({r: run_store.get_run(eng, r).config for r in run_ids}, only_differing=only_differing)
+    return config_diff({r: run_store.get_run(eng, run_id=r).config for r in run_ids}, only_differing=only_differing)
 
 
 def compare_summary(run_ids: list[str]) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from workbench.runner import launch
 from workbench.store import events as event_store
 from workbench.store import metrics as metric_store
 from workbench.store import runs as run_store
-from workbench.store.models import EventRead, RunRead
+from workbench.store.models import ACTIVE, EventRead, RunRead, RunStatus, RunUpdate
 from workbench.tags import clean_tags
 
 if TYPE_CHECKING:
@@ -78,16 +78,16 @@ def list_runs(
 
 def get_run(run_id: str) -> RunRead:
     eng = engine()
-    run = run_store.get_run(eng, run_id)
-    if run.status in ("starting", "running"):
+    run = run_store.get_run(eng, run_id=run_id)
+    if run.status in ACTIVE:
         launch.reconcile(eng)
-        run = run_store.get_run(eng, run.id)
+        run = run_store.get_run(eng, run_id=run.id)
     return run
 
 
-def run_status(run_id: str) -> str | None:
+def run_status(run_id: str) -> RunStatus | None:
     """A run's status alone (exact id), cheap enough to poll many times a second; None if there is no such run."""
-    return run_store.get_status(engine(), run_id)
+    return run_store.get_status(engine(), run_id=run_id)
 
 
 def runs_frame(runs: list[RunRead]) -> pd.DataFrame:
@@ -176,7 +176,7 @@ def _cell(value: Any) -> Any:
 
 
 def _fraction(r: RunRead) -> float | None:
-    if r.status == "completed":
+    if r.status == RunStatus.COMPLETED:
         return 1.0
     if r.progress_total and r.progress_done is not None:
         return max(0.0, min(1.0, r.progress_done / r.progress_total))
@@ -197,7 +197,7 @@ def progress(run: RunRead) -> Progress:
     frac = _fraction(run)
     eta = rate = None
     if (
-        run.status == "running"
+        run.status == RunStatus.RUNNING
         and run.progress_started_at
         and run.progress_total
         and run.progress_done is not None
@@ -225,7 +225,7 @@ def delete_run(run_id: str) -> None:
 
 def run_config(run_id: str) -> BaseModel:
     """The run's config, validated again (for cloning into the form or a fork)."""
-    run = run_store.get_run(engine(), run_id)
+    run = run_store.get_run(engine(), run_id=run_id)
     return parse_config(run.config, source=f"run {run.id}")
 
 
@@ -238,8 +238,7 @@ def update_run_info(run_id: str, *, name: str | None = None, tags: str | list[st
         fields["tags"] = clean_tags(tags)
     if notes is not None:
         fields["notes"] = notes
-    if fields:
-        run_store.update_run(engine(), run_id, **fields)
+    run_store.update_run(engine(), run_id=run_id, run_in=RunUpdate(**fields))
 
 
 def events(run_id: str, limit: int = 200) -> list[EventRead]:

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from workbench.runner.checkpoints import CheckpointInfo
 from workbench.store import checkpoints as ckpt_store
 from workbench.store import events, metrics, runs
+from workbench.store.models import CheckpointCreate, EventCreate, RunUpdate
 
 
 class StoreBackend:
@@ -19,27 +20,28 @@ class StoreBackend:
         self._progress_origin: tuple[float, float] | None = None
 
     def write_metrics(self, points: list[tuple[str, int, float, float]]) -> None:
-        metrics.write_metrics(self.engine, run_id=self.run_id, points=points)
+        metrics.write_metrics(self.engine, run_id=self.run_id, points=points)  # raises if the points were not stored
 
     def set_progress(self, done: float, total: float | None, unit: str) -> None:
-        fields: dict[str, object] = {"progress_done": done, "progress_total": total, "progress_unit": unit}
+        origin: dict[str, float] = {}
         if self._progress_origin is None:
             # the ETA counts from this attempt's first report, so a resumed run's earlier work does not skew it
             self._progress_origin = (time.time(), done)
-            fields["progress_started_at"], fields["progress_done_at_start"] = self._progress_origin
-        runs.update_run(self.engine, self.run_id, **fields)
+            origin = {"progress_started_at": self._progress_origin[0], "progress_done_at_start": done}
+        update = RunUpdate(progress_done=done, progress_total=total, progress_unit=unit, **origin)
+        runs.update_run(self.engine, run_id=self.run_id, run_in=update)
 
     def set_phase(self, text: str | None) -> None:
-        runs.update_run(self.engine, self.run_id, phase=text)
+        runs.update_run(self.engine, run_id=self.run_id, run_in=RunUpdate(phase=text))
 
     def event(self, kind: str, message: str) -> None:
-        events.add_event(self.engine, run_id=self.run_id, kind=kind, message=message)
+        events.add_event(self.engine, run_id=self.run_id, event_in=EventCreate(kind=kind, message=message))
 
     def add_checkpoint(self, info: CheckpointInfo) -> int:
         fields = asdict(info)
         fields.pop("id")
         fields["created_at"] = fields.pop("created")
-        return ckpt_store.add_checkpoint(self.engine, run_id=self.run_id, **fields)
+        return ckpt_store.add_checkpoint(self.engine, run_id=self.run_id, checkpoint_in=CheckpointCreate(**fields))
 
     def delete_checkpoint(self, checkpoint_id: int) -> None:
         ckpt_store.delete_checkpoint(self.engine, checkpoint_id=checkpoint_id)

@@ -91,15 +91,16 @@ def wait_for_claim(engine: Any, run_id: str, deadline: float | None = None) -> A
     (time.monotonic(); default CLAIM_TIMEOUT_S from now). A cancel can only reach us after the claim:
     launch.cancel finds the supervisor by the claimed pid."""
     from workbench.store import runs
+    from workbench.store.models import RunStatus
 
     deadline = deadline if deadline is not None else time.monotonic() + CLAIM_TIMEOUT_S
     while True:
         try:
-            run = runs.get_run(engine, run_id)
+            run = runs.get_run(engine, run_id=run_id)
         except runs.RunNotFound:
             run = None  # the launcher has not inserted it yet
         if run is not None and run.supervisor_pid == os.getpid():
-            return run if run.status == "starting" else None
+            return run if run.status == RunStatus.STARTING else None
         if time.monotonic() >= deadline:
             return None
         time.sleep(CLAIM_POLL_S)
@@ -126,6 +127,7 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
         from workbench.runner import launch
         from workbench.settings import get_settings
         from workbench.store import get_engine, runs
+        from workbench.store.models import ACTIVE, RunStatus, RunUpdate
 
         settings = get_settings()
         engine = get_engine(settings.database_url)
@@ -136,12 +138,16 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
                 worker.wait()
             return 0
         me = psutil.Process()
-        runs.update_run(engine, run.id, supervisor_pid=me.pid, supervisor_start=me.create_time(), heartbeat_at=time.time(), started_at=time.time())
-        if runs.get_run(engine, run.id).cancel_requested:  # cancelled between the claim and now: never start it
+        claim = RunUpdate(supervisor_pid=me.pid, supervisor_start=me.create_time(), heartbeat_at=time.time(), started_at=time.time())
+        runs.update_run(engine, run_id=run.id, run_in=claim)
+        if runs.get_run(engine, run_id=run.id).cancel_requested:  # cancelled between the claim and now: never start it
             if worker is not None:
                 worker.kill()
                 worker.wait()
-            runs.transition(engine, run.id, "cancelled", expect=("starting",), on_attempt=run.attempt, message="cancelled before it started")
+            runs.transition(
+                engine, run_id=run.id, to=RunStatus.CANCELLED, expect=[RunStatus.STARTING], on_attempt=run.attempt,
+                message="cancelled before it started",
+            )  # fmt: skip
             launch.schedule(engine)
             return 0
         if gate is not None:
@@ -154,12 +160,12 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
         while worker.poll() is None:
             now = time.time()
             if now - last_beat >= settings.heartbeat_s:
-                runs.update_run(engine, run.id, on_attempt=run.attempt, heartbeat_at=now)
+                runs.update_run(engine, run_id=run.id, on_attempt=run.attempt, run_in=RunUpdate(heartbeat_at=now))
                 last_beat = now
-                if not cancel["requested"] and runs.get_run(engine, run.id).cancel_requested:
+                if not cancel["requested"] and runs.get_run(engine, run_id=run.id).cancel_requested:
                     cancel["requested"] = True
             if cancel["requested"] and term_sent_at is None:
-                runs.update_run(engine, run.id, cancel_requested=True)
+                runs.update_run(engine, run_id=run.id, run_in=RunUpdate(cancel_requested=True))
                 worker.send_signal(signal.SIGTERM)  # torchrun forwards it to its workers
                 term_sent_at = now
             elif term_sent_at is not None and now - term_sent_at > settings.cancel_grace_s:
@@ -168,18 +174,20 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
     code = worker.returncode
     exit_code, exit_signal = (None, -code) if code < 0 else (code, None)
     # everything below is guarded by the attempt: the run may already have been resumed by someone else
-    runs.update_run(engine, run.id, on_attempt=run.attempt, exit_code=exit_code, exit_signal=exit_signal, heartbeat_at=time.time())
-    now_run = runs.get_run(engine, run.id)
-    if now_run.attempt == run.attempt and now_run.status in ("starting", "running"):
+    ended = RunUpdate(exit_code=exit_code, exit_signal=exit_signal, heartbeat_at=time.time())
+    runs.update_run(engine, run_id=run.id, on_attempt=run.attempt, run_in=ended)
+    now_run = runs.get_run(engine, run_id=run.id)
+    if now_run.attempt == run.attempt and now_run.status in ACTIVE:
         # the worker died before it could report: say how, and keep the end of its log
         if exit_signal is not None:
             how = f"worker killed by signal {signal.Signals(exit_signal).name} ({exit_signal})"
         else:
             how = f"worker exited with code {exit_code} without reporting"
-        target = "cancelled" if cancel["requested"] else "failed"
+        target = RunStatus.CANCELLED if cancel["requested"] else RunStatus.FAILED
         runs.transition(
-            engine, run.id, target, expect=("starting", "running"), on_attempt=run.attempt, error=how, traceback=_log_tail(log_path), message=how
-        )
+            engine, run_id=run.id, to=target, expect=ACTIVE, on_attempt=run.attempt,
+            run_in=RunUpdate(error=how, traceback=_log_tail(log_path)), message=how,
+        )  # fmt: skip
     launch.schedule(engine)
     return 0
 

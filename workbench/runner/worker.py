@@ -22,6 +22,7 @@ from workbench.runner.store_backend import StoreBackend
 from workbench.settings import get_settings
 from workbench.store import checkpoints as ckpt_store
 from workbench.store import get_engine, runs
+from workbench.store.models import ACTIVE, RunRead, RunStatus, RunUpdate
 from workbench.tasks import TASKS
 
 TRACEBACK_TAIL = 8000  # characters of traceback kept in the run row
@@ -63,7 +64,7 @@ def _device_name(choice: str, local_rank: int) -> str:
     return "cpu"
 
 
-def _start_states(engine: Any, run: runs.RunRead, ctx_run_dir: Path, backend: StoreBackend, monitor: tuple[str, str]) -> tuple[dict | None, dict | None]:
+def _start_states(engine: Any, run: RunRead, ctx_run_dir: Path, backend: StoreBackend, monitor: tuple[str, str]) -> tuple[dict | None, dict | None]:
     """(resume_state, init_state): the latest own checkpoint on a resumed attempt; the parent's for a fork or an
     evaluation. Both are envelopes (`{format, step, epoch, config, state}`; older flat files come wrapped)."""
     from workbench.runner.checkpoints import CheckpointManager
@@ -109,7 +110,7 @@ def main(run_id: str) -> int:
         return 0
     settings = get_settings()
     engine = get_engine(settings.database_url)
-    run = runs.get_run(engine, run_id)
+    run = runs.get_run(engine, run_id=run_id)
     run_dir = settings.runs_dir / run.id
     spec = TASKS[run.task]
     cfg = parse_config(run.config, source=f"run {run.id} config")
@@ -121,7 +122,10 @@ def main(run_id: str) -> int:
     os.environ["WORKBENCH_CPU_SHARE"] = str(sharing)  # tasks.common.cpu_threads() divides the cores by it
     is_main = rank == 0
     if is_main:
-        runs.transition(engine, run.id, "running", expect=("starting",), worker_pid=os.getpid(), message=f"attempt {run.attempt}")
+        runs.transition(
+            engine, run_id=run.id, to=RunStatus.RUNNING, expect=[RunStatus.STARTING], run_in=RunUpdate(worker_pid=os.getpid()),
+            message=f"attempt {run.attempt}",
+        )  # fmt: skip
     try:
         resume_state, init_state = _start_states(engine, run, run_dir, backend, monitor)
         ctx = RunContext(
@@ -168,14 +172,14 @@ def main(run_id: str) -> int:
         return _fail(engine, run.id, exc, is_main, logger)
     if is_main:
         if ctx.should_stop():
-            runs.transition(engine, run.id, "cancelled", expect=("running",), message="stopped on request after a checkpoint")
+            runs.transition(engine, run_id=run.id, to=RunStatus.CANCELLED, expect=[RunStatus.RUNNING], message="stopped on request after a checkpoint")
         else:
-            runs.transition(engine, run.id, "completed", expect=("running",), phase=None)
+            runs.transition(engine, run_id=run.id, to=RunStatus.COMPLETED, expect=[RunStatus.RUNNING], run_in=RunUpdate(phase=None))
     logger.info("run %s %s", run.id, "cancelled" if ctx.should_stop() else "completed")
     return 0
 
 
-def _evaluate(spec: Any, cfg: Any, ctx: RunContext, run: runs.RunRead) -> None:
+def _evaluate(spec: Any, cfg: Any, ctx: RunContext, run: RunRead) -> None:
     """An evaluation job: the parent checkpoint (ctx.init_state) on the config's test split or `eval_data`."""
     from workbench.tasks.spec import load_target
 
@@ -200,11 +204,10 @@ def _fail(engine: Any, run_id: str, exc: BaseException, is_main: bool, logger: l
     if is_main:
         runs.transition(
             engine,
-            run_id,
-            "failed",
-            expect=("starting", "running"),
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=tb[-TRACEBACK_TAIL:],
+            run_id=run_id,
+            to=RunStatus.FAILED,
+            expect=ACTIVE,
+            run_in=RunUpdate(error=f"{type(exc).__name__}: {exc}", traceback=tb[-TRACEBACK_TAIL:]),
             message=f"{type(exc).__name__}: {exc}"[:500],
         )
     return 1

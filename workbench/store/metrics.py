@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, TextClause, select, text
 
 from workbench.store.models import Metric, MetricSummary
 
@@ -28,28 +29,39 @@ Point = tuple[str, int, float, float]  # key, step, value, wall time
 MIN_LEVEL = 2  # buckets narrower than 16 steps: grouping the raw points is cheap enough
 MAX_LEVEL = 10  # 4**10 ~ 1M steps per bucket
 
-_SUMMARY_UPSERT = text(
+# The upserts keep the larger/smaller of the stored and the new value: SQLite spells that with its two-argument
+# MAX/MIN, PostgreSQL with GREATEST/LEAST (its MAX/MIN are aggregates only). {hi} and {lo} are filled per dialect.
+_SUMMARY_UPSERT = (
     "INSERT INTO metric_summary (run_id, key, last, last_step, first_step, min, max, count) "
     "VALUES (:run_id, :key, :last, :last_step, :first_step, :min, :max, :count) "
     "ON CONFLICT (run_id, key) DO UPDATE SET "
     "last = CASE WHEN excluded.last_step >= metric_summary.last_step THEN excluded.last ELSE metric_summary.last END, "
-    "last_step = MAX(excluded.last_step, metric_summary.last_step), "
-    "first_step = MIN(excluded.first_step, metric_summary.first_step), "
-    "min = MIN(excluded.min, metric_summary.min), "
-    "max = MAX(excluded.max, metric_summary.max), "
+    "last_step = {hi}(excluded.last_step, metric_summary.last_step), "
+    "first_step = {lo}(excluded.first_step, metric_summary.first_step), "
+    "min = {lo}(excluded.min, metric_summary.min), "
+    "max = {hi}(excluded.max, metric_summary.max), "
     "count = metric_summary.count + excluded.count"
 )
-_ROLLUP_UPSERT = text(
+_ROLLUP_UPSERT = (
     "INSERT INTO metric_rollup (run_id, key, level, bucket, step_max, total, count, vmin, vmax, wall) "
     "VALUES (:run_id, :key, :level, :bucket, :step_max, :total, :count, :vmin, :vmax, :wall) "
     "ON CONFLICT (run_id, key, level, bucket) DO UPDATE SET "
-    "step_max = MAX(excluded.step_max, metric_rollup.step_max), "
+    "step_max = {hi}(excluded.step_max, metric_rollup.step_max), "
     "total = metric_rollup.total + excluded.total, "
     "count = metric_rollup.count + excluded.count, "
-    "vmin = MIN(excluded.vmin, metric_rollup.vmin), "
-    "vmax = MAX(excluded.vmax, metric_rollup.vmax), "
-    "wall = MAX(excluded.wall, metric_rollup.wall)"
+    "vmin = {lo}(excluded.vmin, metric_rollup.vmin), "
+    "vmax = {hi}(excluded.vmax, metric_rollup.vmax), "
+    "wall = {hi}(excluded.wall, metric_rollup.wall)"
 )
+_GREATEST_LEAST = {"sqlite": ("MAX", "MIN"), "postgresql": ("GREATEST", "LEAST")}
+
+
+@lru_cache(maxsize=None)
+def _upserts(dialect: str) -> tuple[TextClause, TextClause]:
+    if dialect not in _GREATEST_LEAST:
+        raise RuntimeError(f"the metric store supports SQLite and PostgreSQL, not {dialect!r} (WORKBENCH_DB_URL)")
+    hi, lo = _GREATEST_LEAST[dialect]
+    return text(_SUMMARY_UPSERT.format(hi=hi, lo=lo)), text(_ROLLUP_UPSERT.format(hi=hi, lo=lo))
 
 
 _INSERT_POINTS = text("INSERT INTO metric (run_id, key, step, value, wall) VALUES (:run_id, :key, :step, :value, :wall)")
@@ -111,11 +123,13 @@ def write_metrics(engine: Engine, *, run_id: str, points: Iterable[Point]) -> in
         summary, rollups = _aggregate(run_id, key, steps_a[mask], values_a[mask], walls_a[mask])
         summary_rows.append(summary)
         rollup_rows.extend(rollups)
+    summary_upsert, rollup_upsert = _upserts(engine.dialect.name)
+    # one transaction: the points and their summaries/rollups are stored together or not at all (and then this raises)
     with engine.begin() as conn:
         _executemany(conn, _INSERT_POINTS, ["run_id", "key", "step", "value", "wall"], rows)
-        _executemany(conn, _SUMMARY_UPSERT, ["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"], summary_rows)
+        _executemany(conn, summary_upsert, ["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"], summary_rows)
         _executemany(
-            conn, _ROLLUP_UPSERT, ["run_id", "key", "level", "bucket", "step_max", "total", "count", "vmin", "vmax", "wall"], rollup_rows
+            conn, rollup_upsert, ["run_id", "key", "level", "bucket", "step_max", "total", "count", "vmin", "vmax", "wall"], rollup_rows
         )
     return len(rows)
 

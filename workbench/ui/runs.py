@@ -11,7 +11,7 @@ from workbench import api
 from workbench.ui.common import ACTIVE, RUN_PARAM, RUNS_PARAM, SELECTED_RUN, cancel_with_confirmation
 from workbench.ui.newrun import CLONE_REQUEST
 
-STATUSES = ["queued", "starting", "running", "completed", "failed", "cancelled", "lost"]
+STATUSES = [s.value for s in api.RunStatus]  # every status the store allows, `pruned` included
 WATCH_S = 3.0  # status poll while runs are active: one two-column read, nothing a training run would notice
 TABLE_GENERATION = "runs_table_generation"  # bumped to give the table a new key, which clears its selection
 FLASH = "runs_flash"
