@@ -151,37 +151,67 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
         assert worker is not None
         term_sent_at: float | None = None
         last_beat = 0.0
+        store_down = False
         while worker.poll() is None:
             now = time.time()
             if now - last_beat >= settings.heartbeat_s:
-                runs.update_run(engine, run.id, on_attempt=run.attempt, heartbeat_at=now)
                 last_beat = now
-                if not cancel["requested"] and runs.get_run(engine, run.id).cancel_requested:
-                    cancel["requested"] = True
+                # The store may be away for a while (a PostgreSQL restart): the worker trains on and journals its
+                # records, so we must neither die nor touch the worker; we beat again once the store is back.
+                try:
+                    runs.update_run(engine, run.id, on_attempt=run.attempt, heartbeat_at=now)
+                    if not cancel["requested"] and runs.get_run(engine, run.id).cancel_requested:
+                        cancel["requested"] = True
+                    store_down = False
+                except Exception as exc:
+                    if not store_down:
+                        print(f"[supervisor] the store cannot be reached ({type(exc).__name__}); retrying", file=sys.stderr)
+                    store_down = True
             if cancel["requested"] and term_sent_at is None:
-                runs.update_run(engine, run.id, cancel_requested=True)
                 worker.send_signal(signal.SIGTERM)  # torchrun forwards it to its workers
                 term_sent_at = now
+                try:
+                    runs.update_run(engine, run.id, cancel_requested=True)
+                except Exception:
+                    pass  # the worker got the signal; the flag only tells readers why it stops
             elif term_sent_at is not None and now - term_sent_at > settings.cancel_grace_s:
                 _kill_tree(worker.pid, signal.SIGKILL)
             time.sleep(POLL_S)
     code = worker.returncode
     exit_code, exit_signal = (None, -code) if code < 0 else (code, None)
+    from workbench.runner.journal import retry_store
+
+    # the worker's end may fall in a store outage: retry (it waited settings.store_end_wait_s for the store too)
+    retry_store(
+        lambda: _record_end(engine, run, exit_code, exit_signal, cancel["requested"], log_path),
+        wait_s=settings.store_end_wait_s, what="record how the worker ended",
+    )  # fmt: skip
+    retry_store(lambda: launch.schedule(engine), wait_s=settings.store_end_wait_s, what="start queued runs")
+    return 0
+
+
+def _record_end(engine: Any, run: Any, exit_code: int | None, exit_signal: int | None, cancelled: bool, log_path: Path) -> None:
+    """Store the worker's exit; a run it left active failed (or was cancelled): say how, keep the end of its log."""
+    from workbench.runner.journal import EXIT_UNSTORED, journal_path
+    from workbench.store import runs
+
     # everything below is guarded by the attempt: the run may already have been resumed by someone else
     runs.update_run(engine, run.id, on_attempt=run.attempt, exit_code=exit_code, exit_signal=exit_signal, heartbeat_at=time.time())
     now_run = runs.get_run(engine, run.id)
     if now_run.attempt == run.attempt and now_run.status in ("starting", "running"):
-        # the worker died before it could report: say how, and keep the end of its log
         if exit_signal is not None:
             how = f"worker killed by signal {signal.Signals(exit_signal).name} ({exit_signal})"
+        elif exit_code == EXIT_UNSTORED:
+            how = (
+                "the run ended while the store was unreachable: records that could not be stored are in "
+                f"{journal_path(log_path.parent)}; `workbench sync {run.id}` stores them"
+            )
         else:
             how = f"worker exited with code {exit_code} without reporting"
-        target = "cancelled" if cancel["requested"] else "failed"
+        target = "cancelled" if cancelled and exit_code != EXIT_UNSTORED else "failed"
         runs.transition(
-            engine, run.id, target, expect=("starting", "running"), on_attempt=run.attempt, error=how, traceback=_log_tail(log_path), message=how
+            engine, run.id, target, expect=("starting", "running"), on_attempt=run.attempt, error=how, traceback=_log_tail(log_path), message=how[:500]
         )
-    launch.schedule(engine)
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Connection, Engine, select, text
 
 from workbench.store.models import Metric, MetricSummary
 
@@ -28,7 +28,8 @@ Point = tuple[str, int, float, float]  # key, step, value, wall time
 MIN_LEVEL = 2  # buckets narrower than 16 steps: grouping the raw points is cheap enough
 MAX_LEVEL = 10  # 4**10 ~ 1M steps per bucket
 
-_SUMMARY_UPSERT = text(
+# Two-argument MAX/MIN are SQLite's scalar functions; PostgreSQL spells them GREATEST/LEAST.
+_SUMMARY_UPSERT_SQL = (
     "INSERT INTO metric_summary (run_id, key, last, last_step, first_step, min, max, count) "
     "VALUES (:run_id, :key, :last, :last_step, :first_step, :min, :max, :count) "
     "ON CONFLICT (run_id, key) DO UPDATE SET "
@@ -39,7 +40,7 @@ _SUMMARY_UPSERT = text(
     "max = MAX(excluded.max, metric_summary.max), "
     "count = metric_summary.count + excluded.count"
 )
-_ROLLUP_UPSERT = text(
+_ROLLUP_UPSERT_SQL = (
     "INSERT INTO metric_rollup (run_id, key, level, bucket, step_max, total, count, vmin, vmax, wall) "
     "VALUES (:run_id, :key, :level, :bucket, :step_max, :total, :count, :vmin, :vmax, :wall) "
     "ON CONFLICT (run_id, key, level, bucket) DO UPDATE SET "
@@ -50,6 +51,12 @@ _ROLLUP_UPSERT = text(
     "vmax = MAX(excluded.vmax, metric_rollup.vmax), "
     "wall = MAX(excluded.wall, metric_rollup.wall)"
 )
+
+
+def _upsert(sql: str, dialect: str):  # type: ignore[no-untyped-def]
+    if dialect == "postgresql":
+        sql = sql.replace("= MAX(", "= GREATEST(").replace("= MIN(", "= LEAST(")
+    return text(sql)
 
 
 _INSERT_POINTS = text("INSERT INTO metric (run_id, key, step, value, wall) VALUES (:run_id, :key, :step, :value, :wall)")
@@ -96,6 +103,12 @@ def _aggregate(run_id: str, key: str, steps: np.ndarray, values: np.ndarray, wal
 
 
 def write_metrics(engine: Engine, *, run_id: str, points: Iterable[Point]) -> int:
+    with engine.begin() as conn:
+        return write_points(conn, run_id=run_id, points=points)
+
+
+def write_points(conn: Connection, *, run_id: str, points: Iterable[Point]) -> int:
+    """write_metrics inside the caller's transaction (the journal applies points with other records at once)."""
     points = list(points)
     if not points:
         return 0
@@ -111,12 +124,17 @@ def write_metrics(engine: Engine, *, run_id: str, points: Iterable[Point]) -> in
         summary, rollups = _aggregate(run_id, key, steps_a[mask], values_a[mask], walls_a[mask])
         summary_rows.append(summary)
         rollup_rows.extend(rollups)
-    with engine.begin() as conn:
-        _executemany(conn, _INSERT_POINTS, ["run_id", "key", "step", "value", "wall"], rows)
-        _executemany(conn, _SUMMARY_UPSERT, ["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"], summary_rows)
-        _executemany(
-            conn, _ROLLUP_UPSERT, ["run_id", "key", "level", "bucket", "step_max", "total", "count", "vmin", "vmax", "wall"], rollup_rows
-        )
+    dialect = conn.dialect.name
+    _executemany(conn, _INSERT_POINTS, ["run_id", "key", "step", "value", "wall"], rows)
+    _executemany(
+        conn, _upsert(_SUMMARY_UPSERT_SQL, dialect), ["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"], summary_rows
+    )
+    _executemany(
+        conn,
+        _upsert(_ROLLUP_UPSERT_SQL, dialect),
+        ["run_id", "key", "level", "bucket", "step_max", "total", "count", "vmin", "vmax", "wall"],
+        rollup_rows,
+    )
     return len(rows)
 
 

@@ -48,6 +48,7 @@ class RunBase(SQLModel):
     monitor_mode: str | None = None
     kind: str = "train"  # "train"; "evaluate": a parent checkpoint on a data split; "import": an uploaded checkpoint
     eval_data: str | None = None  # evaluate: a data path other than the config's (None = the config's test split)
+    journal_seq: int = 0  # the last record of runs/<id>/journal.jsonl applied to the store (store/journal.py)
 
 
 class Run(RunBase, table=True):
