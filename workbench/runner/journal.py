@@ -223,7 +223,12 @@ class JournalSync:
     def _loop(self) -> None:
         delay = self.interval
         while not self._stop.wait(delay):
-            delay = self.interval if self.sync_once() else min(BACKOFF_CAP_S, max(self.interval, delay * 2))
+            try:
+                ok = self.sync_once()
+            except Exception:  # the journal itself failed (a full disk): say so, keep trying; close() raises it
+                self.log.exception("writing the run's journal failed")
+                ok = False
+            delay = self.interval if ok else min(BACKOFF_CAP_S, max(self.interval, delay * 2))
 
     def sync_once(self) -> bool:
         """One try: apply what is pending. False while the store cannot be reached (or refuses the records)."""
