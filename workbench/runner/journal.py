@@ -298,7 +298,8 @@ def retry_store(call: Callable[[], T], *, wait_s: float, what: str, logger: logg
             if time.monotonic() + delay > deadline:
                 raise
             if not logged:
-                log.warning("the store cannot be reached to %s (%s); retrying for up to %.0f s", what, type(exc).__name__, wait_s)
+                first_line = (str(exc).strip().splitlines() or [""])[0]
+                log.warning("the store cannot be reached to %s (%s: %s); retrying for up to %.0f s", what, type(exc).__name__, first_line, wait_s)
                 logged = True
             time.sleep(delay)
             delay = min(BACKOFF_CAP_S, delay * 2)

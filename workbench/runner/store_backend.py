@@ -52,6 +52,7 @@ class StoreBackend:
         self._progress: tuple[float, float | None, str] | None = None
         self._progress_written: tuple[float, float | None, str] | None = None
         self._progress_origin: tuple[float, float] | None = None
+        self._closed: int | None = None  # close()'s answer, once closed
         self.sync = JournalSync(
             replayer, self.journal, interval=sync_interval, outage_warn_s=outage_warn_s, logger=logger, before_sync=self._journal_progress
         )
@@ -98,9 +99,10 @@ class StoreBackend:
     def close(self) -> int:
         """Write the last progress, fsync the journal, and store what is left (waiting up to end_wait_s for the
         store). Returns how many records are only in the journal (0: all stored)."""
-        left = self.sync.close(self.end_wait_s)  # its last sync writes the latest progress first
-        self.journal.close()
-        return left
+        if self._closed is None:
+            self._closed = self.sync.close(self.end_wait_s)  # its last sync writes the latest progress first
+            self.journal.close()
+        return self._closed
 
 
 def stored_checkpoints(engine: Engine, run_id: str, run_dir: Path | None = None) -> list[CheckpointInfo]:

@@ -165,7 +165,8 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
                     store_down = False
                 except Exception as exc:
                     if not store_down:
-                        print(f"[supervisor] the store cannot be reached ({type(exc).__name__}); retrying", file=sys.stderr)
+                        first_line = (str(exc).strip().splitlines() or [""])[0]
+                        print(f"[supervisor] the store cannot be reached ({type(exc).__name__}: {first_line}); retrying", file=sys.stderr)
                     store_down = True
             if cancel["requested"] and term_sent_at is None:
                 worker.send_signal(signal.SIGTERM)  # torchrun forwards it to its workers
