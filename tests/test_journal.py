@@ -160,6 +160,18 @@ def test_a_batch_that_fails_stores_nothing_of_itself(engine, tmp_path):
     assert _stored_points(engine, run.id) == [] and store_journal.journal_seq(engine, run.id) == 0
 
 
+def test_other_ranks_see_the_checkpoints_the_journal_holds_beyond_the_store(engine, tmp_path):
+    from workbench.runner.store_backend import stored_checkpoints
+
+    run = _run(engine)
+    _write_sample(tmp_path / "journal.jsonl")  # adds a and b, deletes a; nothing applied yet
+    assert [c.path for c in stored_checkpoints(engine, run.id)] == []
+    assert [c.path for c in stored_checkpoints(engine, run.id, tmp_path)] == ["checkpoints/b.pt"]
+    replay(engine, run.id, tmp_path)
+    view = stored_checkpoints(engine, run.id, tmp_path)
+    assert [(c.path, c.step, c.epoch) for c in view] == [("checkpoints/b.pt", 20, 1)] and view[0].id is not None
+
+
 # -- a store that goes away while the run trains -------------------------------------------------------------
 class _Outage:
     """Makes store_journal.apply_records raise like an unreachable PostgreSQL while `down` is set."""
