@@ -371,7 +371,9 @@ def test_postgres_stopped_for_20_s_mid_run_every_point_arrives_exactly_once(post
 
 
 @pytest.mark.slow
-def test_a_run_whose_store_never_comes_back_fails_and_sync_stores_the_rest(postgres, monkeypatch):
+def test_a_run_the_store_outlasts_is_not_completed_and_loses_nothing(postgres, monkeypatch):
+    """The store stays away past the end of the run and the worker's wait: the run ends `failed`, and its
+    supervisor stores the journal's records once the store is back."""
     import psutil
 
     from workbench import api
@@ -391,14 +393,28 @@ def test_a_run_whose_store_never_comes_back_fails_and_sync_stores_the_rest(postg
             return True
 
     wait_for(worker_gone, 90, what="the worker to give up on the store")
+    assert "could not be stored" in (api.run_dir(run.id) / "train.log").read_text()
     postgres.start()  # too late for the worker; its supervisor records how the run ended
     done = wait_status(run.id, ("completed", "failed", "lost", "cancelled"), timeout=60)
     assert done.status == "failed" and done.exit_code == journal_mod.EXIT_UNSTORED, (done.status, done.error)
-    assert f"workbench sync {run.id}" in done.error and "journal.jsonl" in done.error
+    assert "could not record its end" in done.error and "records left in its journal were stored" in done.error, done.error
     logged = _journal_points(run.id)
-    assert len(logged) == 2 * 100 * 2 + 2 and len(_store_points(run.id)) < len(logged)
-    result = api.sync_run(run.id)
-    assert result.applied > 0
+    assert len(logged) == 2 * 100 * 2 + 2
     assert _store_points(run.id) == logged
-    assert api.sync_run(run.id).applied == 0
+    assert api.sync_run(run.id).applied == 0  # nothing left for `workbench sync`
     assert _store_points(run.id) == logged
+
+
+@pytest.mark.slow
+def test_the_supervisor_stores_what_a_killed_worker_journaled(home):
+    import os
+    import signal
+
+    from workbench import api
+
+    run = api.launch_run(_linreg(epochs=200, step_sleep_s=0.01))
+    _wait_for_step(run.id, 50)
+    os.kill(api.get_run(run.id).worker_pid, signal.SIGKILL)
+    done = wait_status(run.id, ("failed", "lost", "completed"))
+    assert done.status == "failed" and "SIGKILL" in done.error and "were stored afterwards" in done.error, done.error
+    assert _store_points(run.id) == _journal_points(run.id)

@@ -192,23 +192,29 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
 
 
 def _record_end(engine: Any, run: Any, exit_code: int | None, exit_signal: int | None, cancelled: bool, log_path: Path) -> None:
-    """Store the worker's exit; a run it left active failed (or was cancelled): say how, keep the end of its log."""
-    from workbench.runner.journal import EXIT_UNSTORED, journal_path
+    """Store the worker's exit; a run it left active failed (or was cancelled): store what its journal holds beyond
+    the store (a worker killed mid-sync, or one the store outlasted), say how it ended, keep the end of its log."""
+    from workbench.runner.journal import EXIT_UNSTORED, JournalCorrupt, replay
+    from workbench.settings import get_settings
     from workbench.store import runs
 
     # everything below is guarded by the attempt: the run may already have been resumed by someone else
     runs.update_run(engine, run.id, on_attempt=run.attempt, exit_code=exit_code, exit_signal=exit_signal, heartbeat_at=time.time())
     now_run = runs.get_run(engine, run.id)
     if now_run.attempt == run.attempt and now_run.status in ("starting", "running"):
+        try:
+            stored = f"{replay(engine, run.id, log_path.parent)[0]} records left in its journal were stored afterwards"
+        except JournalCorrupt as exc:
+            stored = f"its journal could not be replayed: {exc}"
         if exit_signal is not None:
-            how = f"worker killed by signal {signal.Signals(exit_signal).name} ({exit_signal})"
+            how = f"worker killed by signal {signal.Signals(exit_signal).name} ({exit_signal}); {stored}"
         elif exit_code == EXIT_UNSTORED:
             how = (
-                "the run ended while the store was unreachable: records that could not be stored are in "
-                f"{journal_path(log_path.parent)}; `workbench sync {run.id}` stores them"
+                f"the run could not record its end: the store was unreachable for more than "
+                f"{get_settings().store_end_wait_s:.0f} s after it; {stored}"
             )
         else:
-            how = f"worker exited with code {exit_code} without reporting"
+            how = f"worker exited with code {exit_code} without reporting; {stored}"
         target = "cancelled" if cancelled and exit_code != EXIT_UNSTORED else "failed"
         runs.transition(
             engine, run.id, target, expect=("starting", "running"), on_attempt=run.attempt, error=how, traceback=_log_tail(log_path), message=how[:500]
