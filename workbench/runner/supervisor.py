@@ -183,11 +183,19 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
     from workbench.runner.journal import retry_store
 
     # the worker's end may fall in a store outage: retry (it waited settings.store_end_wait_s for the store too)
-    retry_store(
-        lambda: _record_end(engine, run, exit_code, exit_signal, cancel["requested"], log_path),
-        wait_s=settings.store_end_wait_s, what="record how the worker ended",
-    )  # fmt: skip
-    retry_store(lambda: launch.schedule(engine), wait_s=settings.store_end_wait_s, what="start queued runs")
+    try:
+        retry_store(
+            lambda: _record_end(engine, run, exit_code, exit_signal, cancel["requested"], log_path),
+            wait_s=settings.store_end_wait_s, what="record how the worker ended",
+        )  # fmt: skip
+        retry_store(lambda: launch.schedule(engine), wait_s=settings.store_end_wait_s, what="start queued runs")
+    except Exception as exc:
+        print(
+            f"[supervisor] giving up on the store ({type(exc).__name__}): the run stays as the store last had it until "
+            f"the reconciler finds it lost; `workbench sync {run.id}` stores what its journal holds",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
