@@ -123,12 +123,16 @@ class MetricBuffer:
                 raise
 
     def _loop(self) -> None:
+        failing = False
         while not self._closed:
             self._wake.wait(self._interval)
             try:
                 self.flush()
+                failing = False
             except Exception as exc:  # must not kill training; the points stay for the next try (and close raises)
-                print(f"[workbench] metric flush failed, will retry: {exc}", file=sys.stderr)
+                if not failing:
+                    print(f"[workbench] metric flush failed, will retry: {exc}", file=sys.stderr)
+                failing = True
 
     def close(self) -> None:
         self._closed = True
