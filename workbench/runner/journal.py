@@ -79,11 +79,6 @@ class JournalWriter:
             self._seq = seq
             return seq
 
-    def sync_to_disk(self) -> None:
-        with self._lock:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-
     def close(self) -> None:
         with self._lock:
             if not self._file.closed:
