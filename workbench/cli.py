@@ -232,6 +232,19 @@ def resume(run_id: str, wait: Annotated[bool, typer.Option("--wait/--detach")] =
 
 
 @app.command()
+def sync(run_id: str) -> None:
+    """Store what a run's journal holds beyond the store (records kept from it by a store outage). Safe to repeat."""
+    try:
+        result = api.sync_run(run_id)
+    except api.RunNotFound as exc:
+        _fail(str(exc))
+    if result.applied:
+        typer.echo(f"run {run_id}: stored {result.applied} journal records (journal seq {result.journal_seq})")
+    else:
+        typer.echo(f"run {run_id}: nothing to store, the store has every journal record (journal seq {result.journal_seq})")
+
+
+@app.command()
 def delete(run_id: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False) -> None:
     """Delete a run: its files, then its rows."""
     if not yes and not typer.confirm(f"Delete run {run_id} and all its files?"):

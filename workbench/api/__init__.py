@@ -56,6 +56,8 @@ from workbench.api.runs import (
     run_dir,
     log_tail,
     reconcile,
+    SyncResult,
+    sync_run,
 )
 from workbench.api.metrics import (
     metric_keys,

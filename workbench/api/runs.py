@@ -265,3 +265,19 @@ def reconcile() -> list[str]:
     return launch.reconcile(engine())
 
 
+@dataclass
+class SyncResult:
+    applied: int  # journal records stored by this call
+    journal_seq: int  # the last journal record now in the store
+
+
+def sync_run(run_id: str) -> SyncResult:
+    """Store what the run's journal holds beyond the store (records a store outage kept from it). Idempotent:
+    records already stored are skipped, so a second call applies nothing."""
+    from workbench.runner.journal import replay
+
+    run = run_store.get_run(engine(), run_id=run_id)
+    applied, seq = replay(engine(), run.id, run_dir(run.id))
+    return SyncResult(applied=applied, journal_seq=seq)
+
+

@@ -210,7 +210,7 @@ class CheckpointManager:
         )
         # A re-save at the same step (e.g. cancel right after a periodic save) replaces the old row.
         self._forget_path(info.path)
-        info.id = self._backend.add_checkpoint(info)
+        self._backend.add_checkpoint(info)
         self.apply_retention()
         return info
 
@@ -246,13 +246,13 @@ class CheckpointManager:
             day=day,
         )
         self._forget_path(info.path)
-        info.id = self._backend.add_checkpoint(info)
+        self._backend.add_checkpoint(info)
         return info
 
     def _forget_path(self, path: str) -> None:
         for old in self._backend.list_checkpoints():
-            if old.path == path and old.id is not None:
-                self._backend.delete_checkpoint(old.id)
+            if old.path == path:
+                self._backend.delete_checkpoint(old.path)
 
     # -- queries --------------------------------------------------------------------------------------------
     def list(self, kind: str = "checkpoint") -> list[CheckpointInfo]:
@@ -294,8 +294,7 @@ class CheckpointManager:
             if id(info) in keep:
                 continue
             remove_path(self.run_dir / info.path)
-            if info.id is not None:
-                self._backend.delete_checkpoint(info.id)
+            self._backend.delete_checkpoint(info.path)
             deleted.append(info)
         return deleted
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import Engine, TextClause, select, text
+from sqlalchemy import Connection, Engine, TextClause, select, text
 
 from workbench.store.models import Metric, MetricSummary
 
@@ -108,6 +108,13 @@ def _aggregate(run_id: str, key: str, steps: np.ndarray, values: np.ndarray, wal
 
 
 def write_metrics(engine: Engine, *, run_id: str, points: Iterable[Point]) -> int:
+    """Store points, their summaries and rollups in one transaction (all or nothing; raises on failure)."""
+    with engine.begin() as conn:
+        return write_points(conn, run_id=run_id, points=points)
+
+
+def write_points(conn: Connection, *, run_id: str, points: Iterable[Point]) -> int:
+    """write_metrics inside the caller's transaction (the journal applies points with other records at once)."""
     points = list(points)
     if not points:
         return 0
@@ -123,14 +130,12 @@ def write_metrics(engine: Engine, *, run_id: str, points: Iterable[Point]) -> in
         summary, rollups = _aggregate(run_id, key, steps_a[mask], values_a[mask], walls_a[mask])
         summary_rows.append(summary)
         rollup_rows.extend(rollups)
-    summary_upsert, rollup_upsert = _upserts(engine.dialect.name)
-    # one transaction: the points and their summaries/rollups are stored together or not at all (and then this raises)
-    with engine.begin() as conn:
-        _executemany(conn, _INSERT_POINTS, ["run_id", "key", "step", "value", "wall"], rows)
-        _executemany(conn, summary_upsert, ["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"], summary_rows)
-        _executemany(
-            conn, rollup_upsert, ["run_id", "key", "level", "bucket", "step_max", "total", "count", "vmin", "vmax", "wall"], rollup_rows
-        )
+    summary_upsert, rollup_upsert = _upserts(conn.dialect.name)
+    _executemany(conn, _INSERT_POINTS, ["run_id", "key", "step", "value", "wall"], rows)
+    _executemany(conn, summary_upsert, ["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"], summary_rows)
+    _executemany(
+        conn, rollup_upsert, ["run_id", "key", "level", "bucket", "step_max", "total", "count", "vmin", "vmax", "wall"], rollup_rows
+    )
     return len(rows)
 
 
