@@ -31,7 +31,9 @@ def engine(home):
 
 
 def _run(engine):  # type: ignore[no-untyped-def]
-    return run_store.create_run(engine, task="linreg", name="j", config={}, monitor=("valid/loss", "min"))
+    from workbench.store.models import RunCreate
+
+    return run_store.create_run(engine, run_in=RunCreate(task="linreg", name="j", monitor_key="valid/loss", monitor_mode="min"))
 
 
 def _stored_points(engine, run_id: str) -> list[tuple[str, int, float]]:  # type: ignore[no-untyped-def]
@@ -123,7 +125,7 @@ def test_replay_twice_applies_once(engine, tmp_path):
     assert replay(engine, run.id, tmp_path) == (0, 11)
     assert _stored_points(engine, run.id) == logged
     assert metric_store.summaries(engine, run_ids=[run.id])["count"].tolist() == [50]
-    stored = run_store.get_run(engine, run.id)
+    stored = run_store.get_run(engine, run_id=run.id)
     assert (stored.progress_done, stored.progress_total, stored.phase, stored.journal_seq) == (50, 100, "validating", 11)
     assert [c.path for c in ckpt_store.list_checkpoints(engine, run_id=run.id)] == ["checkpoints/b.pt"]
     assert [e.message for e in event_store.list_events(engine, run_id=run.id) if e.kind == "note"] == ["hello"]
@@ -211,7 +213,7 @@ def test_training_goes_on_through_a_store_outage_and_loses_nothing(engine, tmp_p
         ctx.progress(step, 200)
         logged += [("train/loss", step, 1.0 / step), ("train/lr", step, 0.1)]
         if step % 40 == 0:
-            ctx.checkpoints.save({"step": step}, step=step, metrics={"valid/loss": 1.0 / step if step != 80 else 0.0})
+            ctx.checkpoints.save({"step": step}, step=step, config={}, metrics={"valid/loss": 1.0 / step if step != 80 else 0.0})
         time.sleep(0.002)
     # training finished while the store was still away: nothing waited on it
     wait_for(lambda: outage.failures >= 3, 10, what="the sync thread to retry")
@@ -221,7 +223,7 @@ def test_training_goes_on_through_a_store_outage_and_loses_nothing(engine, tmp_p
     assert _stored_points(engine, run.id) == sorted(logged)
     summary = metric_store.summaries(engine, run_ids=[run.id]).set_index("key")["count"]
     assert summary.to_dict() == {"train/loss": 200, "train/lr": 200}
-    stored = run_store.get_run(engine, run.id)
+    stored = run_store.get_run(engine, run_id=run.id)
     assert (stored.progress_done, stored.progress_total) == (200, 200)
     # retention ran while the store was away: the rows are what is on disk (the last 2 and the best, step 80)
     rows = sorted(c.path for c in ckpt_store.list_checkpoints(engine, run_id=run.id))
