@@ -11,7 +11,7 @@ also updates, in one upsert per (key, level, bucket):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -143,6 +143,23 @@ def read_since(engine: Engine, *, run_id: str, after_id: int = 0, keys: list[str
     with engine.connect() as conn:
         rows = conn.execute(q.order_by(Metric.id)).all()
     return _frame(rows, ["id", "key", "step", "value", "wall"])
+
+
+def iter_points(engine: Engine, *, run_id: str, keys: list[str] | None = None, chunk_rows: int = 50_000) -> Iterator[list[Point]]:
+    """Every stored point of a run (or of `keys`), ordered by key then step, in lists of at most `chunk_rows`.
+
+    One query read through a streaming cursor: SQLite steps its statement as rows are fetched and PostgreSQL gets a
+    server-side cursor, so a 10M-point export holds one chunk in memory, not the run. The (run_id, key, step) index
+    gives the order without a sort. The read holds one snapshot for its whole length, so a run still training keeps
+    writing (WAL) and the export is consistent as of its start.
+    """
+    q = select(Metric.key, Metric.step, Metric.value, Metric.wall).where(Metric.run_id == run_id)
+    if keys is not None:
+        q = q.where(Metric.key.in_(keys))  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(q.order_by(Metric.key, Metric.step))
+        for part in result.partitions():
+            yield [tuple(r) for r in part]  # type: ignore[misc]
 
 
 SUMMARY_COLUMNS = ["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"]
