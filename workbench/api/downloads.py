@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -140,7 +140,7 @@ def matching_keys(run_id: str, pattern: str | None) -> list[str] | None:
     return found
 
 
-def _chunks(run_id: str, keys_pattern: str | None) -> Iterator[list[tuple[str, int, float, float]]]:
+def _chunks(run_id: str, keys_pattern: str | None) -> Iterator[Sequence[tuple[str, int, float, float]]]:
     run = get_run(run_id)
     keys = matching_keys(run.id, keys_pattern)
     yield from metric_store.iter_points(engine(), run_id=run.id, keys=keys)
@@ -167,7 +167,7 @@ def export_metrics(run_id: str, out: Path, *, fmt: ExportFormat = "csv", keys: s
     return count
 
 
-def _write_csv(run_id: str, chunks: Iterator[list[tuple[str, int, float, float]]], path: Path) -> int:
+def _write_csv(run_id: str, chunks: Iterator[Sequence[tuple[str, int, float, float]]], path: Path) -> int:
     count = 0
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -178,7 +178,7 @@ def _write_csv(run_id: str, chunks: Iterator[list[tuple[str, int, float, float]]
     return count
 
 
-def _write_parquet(run_id: str, chunks: Iterator[list[tuple[str, int, float, float]]], path: Path) -> int:
+def _write_parquet(run_id: str, chunks: Iterator[Sequence[tuple[str, int, float, float]]], path: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
