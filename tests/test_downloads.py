@@ -337,3 +337,19 @@ def test_routes_answer_missing_refused_and_generated_files(home, ui_server):
         assert len(zf.read(f"{run_id}/metrics.csv").decode().splitlines()) == 1 + 1_010
     # the zips and exports made for these requests are deleted once sent
     wait_for(lambda: not any((home / "tmp").iterdir()), timeout=30, what="the temporary download files to go")
+
+
+def test_export_button_links_to_both_formats(home):
+    """The helper the Dashboard shows: links to the export route, never the bytes."""
+    from streamlit.testing.v1 import AppTest
+
+    def script(run_id: str) -> None:
+        from workbench.ui.downloads import export_button
+
+        export_button(run_id)
+
+    run_id = _run_with_points({"train/loss": 5})
+    at = AppTest.from_function(script, args=(run_id,), default_timeout=30).run()
+    assert not at.exception, at.exception
+    links = {b.proto.label: b.proto.url for b in at.get("link_button")}
+    assert links == {"Export metrics (CSV)": f"/files/runs/{run_id}/metrics.csv", "Export metrics (Parquet)": f"/files/runs/{run_id}/metrics.parquet"}

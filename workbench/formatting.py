@@ -36,3 +36,11 @@ def table(rows: list[dict[str, str]]) -> str:
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
     lines += ["  ".join(r[c].ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def size(n_bytes: int) -> str:
+    """`812 B`, `2.2 kB`, `236.0 MB`, `1.20 GB` (decimal units, as file managers show them)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.2f} {unit}" if unit == "GB" else f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} B"

@@ -44,7 +44,7 @@ def checkpoint_table(ckpts: list[api.CheckpointRead]) -> api.CheckpointRead:
 
 def open_run_link(run: api.RunRead, what: str) -> None:
     """A link to the run's Dashboard, shown right after an action started it."""
-    st.page_link("pages/dashboard.py", label=f"Open {what} {run.id} on the Dashboard", query_params={"run": run.id})
+    st.page_link("pages/dashboard.py", label=f"Open {what} {run.id} on the Dashboard →", query_params={"run": run.id})
 
 
 def evaluate_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from workbench import api
+from workbench import formatting as fmt
 from workbench.ui.files import bundle_url, checkpoint_url, metrics_url
 
 
@@ -20,7 +21,7 @@ def checkpoint_link(run_id: str, ckpt: api.CheckpointRead) -> None:
         st.error(str(exc))
         return
     what = f"{path.name} as a zip" if path.is_dir() else path.name
-    st.link_button(f"Download {what} ({ckpt.size_bytes / 1e6:.2f} MB)", checkpoint_url(run_id, ckpt.id), type="primary")
+    st.link_button(f"Download {what} ({fmt.size(ckpt.size_bytes)})", checkpoint_url(run_id, ckpt.id), type="primary")
     st.caption("Load it with `torch.load(path, weights_only=True)`: tensors and plain values only.")
 
 
