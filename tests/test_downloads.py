@@ -83,6 +83,7 @@ import time
 import tracemalloc
 import zipfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -229,9 +230,58 @@ def _add_checkpoint(run_id: str, path: str, size: int) -> int:
                                      size_bytes=size, sha256="", created_at=time.time())  # fmt: skip
 
 
-def test_checkpoint_streams_from_disk_with_range_and_flat_memory(home, ui_server):
+@dataclass
+class Streamed:
+    headers: dict[str, str]
+    received: int
+    rss_before: float  # MB
+    rss_peak: float  # MB
+    first_byte_s: float
+    total_s: float
+
+    @property
+    def growth(self) -> float:
+        return self.rss_peak - self.rss_before
+
+
+def _stream(port: int, url: str, server_pid: int, sink) -> Streamed:  # type: ignore[no-untyped-def]
+    """GET `url` in 1 MB reads into `sink(block)`, sampling the server's RSS every 10 ms from before the request
+    until the last byte."""
+    server = psutil.Process(server_pid)
+    before = peak = server.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, server.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    received = 0
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("GET", url)
+        resp = conn.getresponse()
+        first_byte_s = time.perf_counter() - started
+        assert resp.status == 200, resp.read()
+        while block := resp.read(MB):
+            sink(block)
+            received += len(block)
+    finally:
+        conn.close()
+        done.set()
+        sampler.join()
+    headers = {k.lower(): v for k, v in resp.getheaders()}
+    return Streamed(headers, received, before / MB, peak / MB, first_byte_s, time.perf_counter() - started)
+
+
+def test_checkpoint_and_bundle_stream_from_disk_with_range_and_flat_memory(home, ui_server, tmp_path):
     """A 236 MB checkpoint (the Spleeter one that grew the server from 228 MB to ~1 GB through st.download_button)
-    downloads in full while the server's RSS grows by less than 64 MB; a Range request gets exactly its bytes."""
+    downloads in full, alone and in the run's bundle, while the server's RSS grows by less than 64 MB; a Range
+    request gets exactly its bytes."""
     port, proc = ui_server
     run_id = _run_with_points({"train/loss": 10})
     folder = home / "runs" / run_id / "checkpoints"
@@ -251,43 +301,25 @@ def test_checkpoint_streams_from_disk_with_range_and_flat_memory(home, ui_server
         f.seek(1_000_000)
         assert body == f.read(1000)
 
-    server = psutil.Process(proc.pid)
-    before = server.memory_info().rss
-    peak = before
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, server.memory_info().rss)
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
     got = hashlib.sha256()
-    received = 0
-    started = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    try:
-        conn.request("GET", url)
-        resp = conn.getresponse()
-        first_byte_s = time.perf_counter() - started
-        assert resp.status == 200
-        assert resp.getheader("content-length") == str(size) and resp.getheader("accept-ranges") == "bytes"
-        assert resp.getheader("content-disposition") == f'attachment; filename="{run_id}-spleeter.pt"'
-        while block := resp.read(MB):
-            got.update(block)
-            received += len(block)
-    finally:
-        conn.close()
-        done.set()
-        sampler.join()
-    total_s = time.perf_counter() - started
-    growth = (peak - before) / MB
-    print(f"\nserver RSS {before / MB:.0f} MB before, {peak / MB:.0f} MB at peak (+{growth:.1f} MB) while streaming "
-          f"{size / MB:.0f} MB; first byte after {first_byte_s:.3f} s, all in {total_s:.1f} s")  # fmt: skip
-    assert received == size and got.hexdigest() == digest.hexdigest()
-    assert growth < 64, f"the server grew by {growth:.0f} MB while streaming a {size / MB:.0f} MB checkpoint"
+    one = _stream(port, url, proc.pid, got.update)
+    print(f"\ncheckpoint: server RSS {one.rss_before:.0f} MB before, {one.rss_peak:.0f} MB at peak (+{one.growth:.1f} MB) "
+          f"streaming {size / MB:.0f} MB; first byte after {one.first_byte_s:.3f} s, all in {one.total_s:.1f} s")  # fmt: skip
+    assert one.headers["content-length"] == str(size) and one.headers["accept-ranges"] == "bytes"
+    assert one.headers["content-disposition"] == f'attachment; filename="{run_id}-spleeter.pt"'
+    assert one.received == size and got.hexdigest() == digest.hexdigest()
+    assert one.growth < 64, f"the server grew by {one.growth:.0f} MB while streaming a {size / MB:.0f} MB checkpoint"
+
+    with open(tmp_path / "bundle.zip", "wb") as f:
+        bundle = _stream(port, f"/files/runs/{run_id}/bundle.zip", proc.pid, f.write)
+    print(f"bundle: server RSS {bundle.rss_before:.0f} MB before, {bundle.rss_peak:.0f} MB at peak (+{bundle.growth:.1f} MB) "
+          f"zipping and streaming {bundle.received / MB:.0f} MB; first byte after {bundle.first_byte_s:.1f} s, all in {bundle.total_s:.1f} s")  # fmt: skip
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as zf, zf.open(f"{run_id}/checkpoints/spleeter.pt") as member:
+        inside = hashlib.sha256()
+        while block := member.read(MB):
+            inside.update(block)
+    assert inside.hexdigest() == digest.hexdigest()
+    assert bundle.growth < 64, f"the server grew by {bundle.growth:.0f} MB while zipping and streaming a bundle"
 
 
 def test_routes_answer_missing_refused_and_generated_files(home, ui_server):
