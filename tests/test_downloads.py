@@ -367,6 +367,17 @@ def test_routes_answer_missing_refused_and_generated_files(home, ui_server):
     with zipfile.ZipFile(io.BytesIO(body)) as zf:
         assert set(zf.namelist()) == {f"{run_id}/config.yaml", f"{run_id}/metrics.csv", f"{run_id}/train.log"}
         assert len(zf.read(f"{run_id}/metrics.csv").decode().splitlines()) == 1 + 1_010
+    (folder / "inference" / "ckpt1-song").mkdir(parents=True)
+    (folder / "inference" / "ckpt1-song" / "vocals.wav").write_bytes(b"RIFF" + b"\0" * 100)
+    status, headers, body = _get(port, f"/files/runs/{run_id}/inference/ckpt1-song/vocals.wav")
+    assert status == 200 and body == b"RIFF" + b"\0" * 100
+    assert headers["content-disposition"] == 'attachment; filename="vocals.wav"'
+    status, _, body = _get(port, f"/files/runs/{run_id}/inference/ckpt1-song/missing.wav")
+    assert status == 404 and body.decode() == f"Not found: inference/ckpt1-song/missing.wav is no longer in run {run_id} (deleted by retention?)\n"
+    for escape in ("../../../workbench.db", "..%2F..%2F..%2Fworkbench.db"):
+        status, _, body = _get(port, f"/files/runs/{run_id}/inference/{escape}")
+        assert status in (400, 403), body[:200]  # Streamlit's path middleware answers 400 before the download guard
+
     # the zips and exports made for these requests are deleted once sent
     wait_for(lambda: not any((home / "tmp").iterdir()), timeout=30, what="the temporary download files to go")
 
@@ -385,3 +396,41 @@ def test_export_button_links_to_both_formats(home):
     assert not at.exception, at.exception
     links = {b.proto.label: b.proto.url for b in at.get("link_button")}
     assert links == {"Export metrics (CSV)": f"/files/runs/{run_id}/metrics.csv", "Export metrics (Parquet)": f"/files/runs/{run_id}/metrics.parquet"}
+
+
+def test_try_it_outputs_link_to_the_inference_route(home):
+    """The Try-it preview's outputs are links to their file route, not bytes held by the session."""
+    from streamlit.testing.v1 import AppTest
+
+    from workbench.store import runs as run_store
+
+    def script(run_id: str) -> None:
+        from workbench import api
+        from workbench.ui.checkpoints import try_it_section
+
+        def fake_infer(run_id: str, checkpoint_id: int, input_path: str) -> dict:  # the model's part is tested elsewhere
+            out = api.run_dir(run_id) / "inference" / f"ckpt{checkpoint_id}-song"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "vocals.wav").write_bytes(b"RIFF")
+            (out / "summary.json").write_text("{}")
+            return {"vocals.wav": out / "vocals.wav", "summary.json": out / "summary.json"}
+
+        api.infer = fake_infer
+        run = api.get_run(run_id)
+        try_it_section(run, api.CheckpointRead(id=7, run_id=run.id, path="checkpoints/x.pt", kind="checkpoint", step=1,
+                                               metrics={}, size_bytes=1, sha256="", created_at=0.0))  # fmt: skip
+
+    config = api.to_dict(api.validate_dict({"task": "spleeter"}))
+    run = run_store.create_run(_store(), task="spleeter", name="sep", config=config, monitor=("valid/loss", "min"))
+    song = home / "song.wav"
+    song.write_bytes(b"RIFF")
+    at = AppTest.from_function(script, args=(run.id,), default_timeout=30).run()
+    at.text_input(key=f"infer_path_{run.id}").input(str(song))
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception, at.exception
+    links = {b.proto.label: b.proto.url for b in at.get("link_button")}
+    assert links == {
+        "Download vocals.wav": f"/files/runs/{run.id}/inference/ckpt7-song/vocals.wav",
+        "Download summary.json": f"/files/runs/{run.id}/inference/ckpt7-song/summary.json",
+    }
+    assert not at.get("download_button")

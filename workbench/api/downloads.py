@@ -92,6 +92,15 @@ def checkpoint_download(run_id: str, checkpoint_id: int) -> Download:
     return Download(f"{run_id}-{path.name}.zip", target, "application/zip", temporary=True)
 
 
+def inference_download(run_id: str, relative: str) -> Download:
+    """An output of the Try-it inference preview, a path under the run's `inference/` folder."""
+    run_id = get_run(run_id).id
+    path = safe_run_file(run_id, f"inference/{relative}")
+    if not path.is_file():
+        raise FileNotFoundError(f"inference/{relative} is not a file of run {run_id}")
+    return Download(path.name, path, "application/octet-stream", temporary=False)
+
+
 def _add_file(zf: zipfile.ZipFile, path: Path, arcname: str) -> None:
     # zipfile copies a file in 8 KB pieces (ZipFile.write), so even a large checkpoint is never read whole
     stored = not path.name.endswith(_COMPRESSED_SUFFIXES)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from workbench import api
 from workbench.ui.common import fmt_time
+from workbench.ui.files import inference_url
 
 
 def checkpoint_table(ckpts: list[api.CheckpointRead]) -> api.CheckpointRead:
@@ -127,6 +130,11 @@ def upload_section(run: api.RunRead) -> None:
             st.success(f"Imported as run {imported.id}: evaluate or fork it from its checkpoints.")
 
 
+def inference_link(run_id: str, file: Path) -> str:
+    """The file route of an inference output (streamed from disk, not held in the session)."""
+    return inference_url(run_id, file.resolve().relative_to((api.run_dir(run_id) / "inference").resolve()).as_posix())
+
+
 def try_it_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
     spec = api.tasks()[run.task]
     st.markdown(f"**Try it**: run checkpoint #{ckpt.id} on {spec.infer_input}.")
@@ -151,9 +159,9 @@ def try_it_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
             st.markdown(f"**{name.removesuffix('.wav')}**")
             cols = st.columns([2, 3])
             cols[0].audio(file.read_bytes(), format="audio/wav")
-            cols[0].download_button(f"Download {name}", file.read_bytes, file_name=name, key=f"dl_{file}")
+            cols[0].link_button(f"Download {name}", inference_link(run.id, file))
             picture = files.get(name.replace(".wav", ".png"))
             if picture is not None:
                 cols[1].image(str(picture), caption=f"{name.removesuffix('.wav')} spectrogram", width="stretch")
         elif not name.endswith(".png"):
-            st.download_button(f"Download {name}", file.read_bytes, file_name=name, key=f"dl_{file}")
+            st.link_button(f"Download {name}", inference_link(run.id, file))

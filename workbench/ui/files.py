@@ -3,6 +3,7 @@
     GET /files/runs/{run_id}/checkpoints/{checkpoint_id}   a checkpoint file (a folder output comes as a zip)
     GET /files/runs/{run_id}/bundle.zip                    config, every metric point, log, best + latest checkpoints
     GET /files/runs/{run_id}/metrics.csv | metrics.parquet every metric point; ?keys=GLOB keeps matching keys
+    GET /files/runs/{run_id}/inference/{path}              an output of the Try-it inference preview
 
 Starlette's FileResponse reads 64 KB at a time and answers Range requests (206, Content-Range), so the server's
 memory does not grow with the file and an interrupted download can resume. Every path goes through the api's
@@ -33,6 +34,10 @@ def checkpoint_url(run_id: str, checkpoint_id: int) -> str:
 
 def bundle_url(run_id: str) -> str:
     return f"{PREFIX}/{quote(run_id, safe='')}/bundle.zip"
+
+
+def inference_url(run_id: str, relative: str) -> str:
+    return f"{PREFIX}/{quote(run_id, safe='')}/inference/{quote(relative)}"
 
 
 def metrics_url(run_id: str, fmt: str = "csv", keys: str | None = None) -> str:
@@ -79,9 +84,15 @@ def _metrics(request: Request) -> Response:
     return _send(lambda: api.metrics_download(p["run_id"], p["fmt"], keys))
 
 
+def _inference(request: Request) -> Response:
+    p = request.path_params
+    return _send(lambda: api.inference_download(p["run_id"], p["path"]))
+
+
 def routes() -> list[Route]:
     return [
         Route(PREFIX + "/{run_id}/checkpoints/{checkpoint_id:int}", _checkpoint, methods=["GET"]),
         Route(PREFIX + "/{run_id}/bundle.zip", _bundle, methods=["GET"]),
         Route(PREFIX + "/{run_id}/metrics.{fmt}", _metrics, methods=["GET"]),
+        Route(PREFIX + "/{run_id}/inference/{path:path}", _inference, methods=["GET"]),
     ]
