@@ -149,12 +149,6 @@ def matching_keys(run_id: str, pattern: str | None) -> list[str] | None:
     return found
 
 
-def _chunks(run_id: str, keys_pattern: str | None) -> Iterator[Sequence[tuple[str, int, float, float]]]:
-    run = get_run(run_id)
-    keys = matching_keys(run.id, keys_pattern)
-    yield from metric_store.iter_points(engine(), run_id=run.id, keys=keys)
-
-
 def export_metrics(run_id: str, out: Path, *, fmt: ExportFormat = "csv", keys: str | None = None) -> int:
     """Write every stored point of a run (or of the keys matching the glob `keys`) to `out`; returns the count.
 
@@ -165,7 +159,7 @@ def export_metrics(run_id: str, out: Path, *, fmt: ExportFormat = "csv", keys: s
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of: {', '.join(EXPORT_FORMATS)}")
     run = get_run(run_id)
-    chunks = _chunks(run.id, keys)
+    chunks = metric_store.iter_points(engine(), run_id=run.id, keys=matching_keys(run.id, keys))
     part = out.with_name(out.name + ".part")
     try:
         count = _write_csv(run.id, chunks, part) if fmt == "csv" else _write_parquet(run.id, chunks, part)
@@ -173,6 +167,8 @@ def export_metrics(run_id: str, out: Path, *, fmt: ExportFormat = "csv", keys: s
     except BaseException:
         part.unlink(missing_ok=True)
         raise
+    finally:
+        chunks.close()  # ends the store's read (and its snapshot) now, also after a failed write
     return count
 
 

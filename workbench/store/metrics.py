@@ -11,7 +11,7 @@ also updates, in one upsert per (key, level, bucket):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -145,7 +145,7 @@ def read_since(engine: Engine, *, run_id: str, after_id: int = 0, keys: list[str
     return _frame(rows, ["id", "key", "step", "value", "wall"])
 
 
-def iter_points(engine: Engine, *, run_id: str, keys: list[str] | None = None, chunk_rows: int = 20_000) -> Iterator[Sequence[Point]]:
+def iter_points(engine: Engine, *, run_id: str, keys: list[str] | None = None, chunk_rows: int = 20_000) -> Generator[Sequence[Point], None, None]:
     """Every stored point of a run (or of `keys`), ordered by key then step, in chunks of at most `chunk_rows`
     rows that unpack as (key, step, value, wall).
 
