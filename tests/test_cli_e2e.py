@@ -94,3 +94,36 @@ def test_spleeter_quick_beats_the_mixture_and_separates_a_song(home, tmp_path):
     files = api.infer(run["id"], best.id, mixture)
     assert {"mixture.wav", "vocals.wav", "accompaniment.wav", "vocals.png"} <= set(files)
     assert all(p.stat().st_size > 1000 for p in files.values())
+
+
+def test_list_prints_readable_rows(home):
+    """Local times to the minute, durations like 1m05s, `-` where a value is missing: no nanoseconds, no NaN."""
+    import re
+    import time
+
+    from workbench import api
+    from workbench.settings import get_settings
+    from workbench.store import get_engine
+    from workbench.store import metrics as metric_store
+    from workbench.store import runs as run_store
+
+    eng = get_engine(get_settings().database_url)
+    config = api.to_dict(api.validate_dict({"task": "linreg"}))
+    waiting = run_store.create_run(eng, task="linreg", name="waiting", config=config, monitor=("valid/loss", "min"))
+    done = run_store.create_run(eng, task="linreg", name="done", config=config, monitor=("valid/loss", "min"), tags=["a", "b"])
+    start = time.time() - 600
+    run_store.transition(eng, done.id, "starting")
+    run_store.transition(eng, done.id, "running", started_at=start)
+    run_store.transition(eng, done.id, "completed", ended_at=start + 65.4)
+    metric_store.write_metrics(eng, run_id=done.id, points=[("valid/loss", 1, 0.5, start), ("valid/loss", 2, 0.123456, start + 60)])
+
+    out = wb("list", home=home)
+    assert out.returncode == 0, out.stderr
+    header, *lines = out.stdout.splitlines()
+    assert header.split() == ["id", "name", "task", "kind", "status", "started", "duration", "best", "metric", "tags", "owner", "attempt"]
+    rows = {line.split()[1]: line for line in lines}
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(start))
+    assert re.search(rf"done\s+linreg\s+train\s+completed\s+{started}\s+1m05s\s+0\.1235\s+valid/loss\s+a, b\s", rows["done"])
+    assert re.search(r"waiting\s+linreg\s+train\s+queued\s+\d{4}-\d\d-\d\d \d\d:\d\d\s+-\s+-\s+valid/loss\s+-\s", rows["waiting"])
+    assert "NaN" not in out.stdout and "None" not in out.stdout and not re.search(r"\d\d:\d\d:\d\d", out.stdout)
+    assert json.loads(wb("list", "--json", home=home).stdout)[0]["id"] in {waiting.id, done.id}  # --json unchanged

@@ -63,16 +63,19 @@ def test_compare_tables_cli_and_page(home):
 
 def test_bundle_has_config_metrics_log_and_checkpoints(home):
     run = _run(epochs=4, keep_ckpt=1)
-    name, data = api.run_bundle(run.id)
-    assert name.endswith(".zip")
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+    bundle = api.bundle_download(run.id)
+    assert bundle.name == f"{run.id}-bundle.zip" and bundle.temporary
+    with zipfile.ZipFile(bundle.path) as zf:
         names = set(zf.namelist())
         assert {f"{run.id}/config.yaml", f"{run.id}/metrics.csv", f"{run.id}/train.log"} <= names
         ckpts = [n for n in names if n.endswith(".pt")]
         assert 1 <= len(ckpts) <= 2  # best and latest (the same file when the last one is the best)
         state = torch.load(io.BytesIO(zf.read(ckpts[0])), weights_only=True)
         assert state["format"] == "workbench.checkpoint/1" and "model" in state["state"]
-        assert "train/loss" in zf.read(f"{run.id}/metrics.csv").decode()
+        metrics_csv = zf.read(f"{run.id}/metrics.csv").decode().splitlines()
+    assert metrics_csv[0] == "run_id,key,step,value,wall"
+    assert len(metrics_csv) - 1 == api.metric_summaries([run.id])["count"].sum()  # every point, not a downsampled view
+    bundle.path.unlink()
 
 
 def test_fork_records_lineage_and_starts_from_the_checkpoint(home):
@@ -119,7 +122,7 @@ def test_checkpoint_tensor_diff_and_import(home):
     metrics = api.compare_checkpoint_metrics([c.id for c in ckpts])
     assert metrics["valid/loss"].notna().all()
 
-    good = api.checkpoint_download(run.id, ckpts[-1].id)[1]
+    good = api.checkpoint_download(run.id, ckpts[-1].id).path.read_bytes()
     imported = api.import_checkpoint(api.run_config(run.id), "elsewhere.pt", good)
     assert imported.kind == "import" and imported.status == "completed"
     (ic,) = api.checkpoints(imported.id)
@@ -129,8 +132,19 @@ def test_checkpoint_tensor_diff_and_import(home):
     torch.save({"model": {"weight": torch.zeros(1, 7), "bias": torch.zeros(1)}}, wrong)
     with __import__("pytest").raises(ValueError, match=r"shape \(1, 7\).*\(1, 4\)"):
         api.import_checkpoint(api.run_config(run.id), "wrong.pt", wrong.getvalue())
-    with __import__("pytest").raises(ValueError, match="weights_only"):
-        api.import_checkpoint(api.run_config(run.id), "junk.pt", b"not a checkpoint")
+    for data, sentence in [
+        (b"not a checkpoint", "junk.pt is not a PyTorch checkpoint: it is not a file written by torch.save."),
+        (good[: len(good) // 2], "junk.pt is not a PyTorch checkpoint: it is a damaged zip archive (cut short, or changed after saving)."),
+    ]:  # fmt: skip
+        with __import__("pytest").raises(ValueError) as bad:
+            api.import_checkpoint(api.run_config(run.id), "junk.pt", data)
+        assert str(bad.value) == sentence  # one plain sentence, not PyTorch's advice to set weights_only=False
+    whole_model = io.BytesIO()
+    torch.save(torch.nn.Linear(4, 1), whole_model)
+    with __import__("pytest").raises(ValueError) as bad:
+        api.import_checkpoint(api.run_config(run.id), "model.pt", whole_model.getvalue())
+    assert str(bad.value).startswith("model.pt is not a plain checkpoint: it holds a pickled Python object (torch.nn")
+    assert "weights_only" not in str(bad.value)
 
 
 def test_epoch_alignment_interpolates_the_epoch_series(home):

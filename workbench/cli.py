@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from workbench import api
+from workbench import formatting as fmt
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train recommendation, streaming-CTR and Spleeter models.")
 data_app = typer.Typer(no_args_is_help=True, help="Data generators, importers and converters.")
@@ -121,15 +122,31 @@ def list_cmd(
     search: Annotated[Optional[str], typer.Option(help="Text in id, name, notes or owner")] = None,
     tag: Annotated[Optional[str], typer.Option(help="Only runs with this tag")] = None,
     since: Annotated[Optional[datetime], typer.Option(help="Only runs created at or after this date/time")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output (times as Unix seconds)")] = False,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first: start in local time, duration, best value of the monitored metric."""
     runs = api.list_runs(task=task, statuses=status, text=search, tag=tag, since=since.timestamp() if since else None)
     if as_json:
         typer.echo(json.dumps([_run_json(r) for r in runs], indent=2))
         return
-    frame = api.runs_frame(runs)
-    typer.echo(frame.drop(columns=["progress"]).to_string(index=False) if len(frame) else "no runs yet")
+    typer.echo(fmt.table([_run_row(r) for r in runs]) if runs else "no runs yet")
+
+
+def _run_row(r: api.RunRead) -> dict[str, str]:
+    return {
+        "id": r.id,
+        "name": r.name,
+        "task": r.task,
+        "kind": r.kind,
+        "status": r.status,
+        "started": fmt.local_time(r.started_at or r.created_at),
+        "duration": fmt.duration(r.duration_s),
+        "best": fmt.number(r.best_value),
+        "metric": r.monitor_key or fmt.MISSING,
+        "tags": ", ".join(r.tags) or fmt.MISSING,
+        "owner": r.owner or fmt.MISSING,
+        "attempt": str(r.attempt),
+    }
 
 
 def _run_json(r: api.RunRead) -> dict:
@@ -211,6 +228,32 @@ def eval_cmd(
     else:
         for key, value in sorted(metrics.items()):
             typer.echo(f"{key:30s} {value:.4f}")
+
+
+@app.command()
+def export(
+    run_id: str,
+    format_: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    keys: Annotated[Optional[str], typer.Option("--keys", help="Only metric keys matching this glob, e.g. 'valid/*'")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output file or folder (default: ./RUN-metrics.FORMAT)")] = None,
+) -> None:
+    """Write every stored metric point of a run (run_id, key, step, value, wall) to CSV or Parquet.
+
+    The raw points ordered by key and step, not the dashboard's downsampled view; wall is Unix seconds.
+    """
+    if format_ not in api.EXPORT_FORMATS:
+        _fail(f"--format {format_!r}: use one of {', '.join(api.EXPORT_FORMATS)}")
+    try:
+        run_ = api.get_run(run_id)
+    except api.RunNotFound as exc:
+        _fail(str(exc))
+    name = f"{run_.id}-metrics.{format_}"
+    target = out / name if out is not None and out.is_dir() else (out or Path(name))
+    try:
+        count = api.export_metrics(run_.id, target, fmt=format_, keys=keys)  # type: ignore[arg-type]
+    except (ValueError, OSError) as exc:
+        _fail(f"cannot write {target}: {exc.strerror}" if isinstance(exc, OSError) else str(exc))
+    typer.echo(f"wrote {count} points of run {run_.id} to {target}")
 
 
 @app.command()

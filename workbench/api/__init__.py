@@ -1,7 +1,7 @@
 """The only surface the UI and the CLI import. Returns plain read models, dataclasses and DataFrames.
 
 One module per subject; each imports only the ones before it in this list (no cycles):
-base (engine, user) -> configs -> runs -> metrics -> checkpoints -> compare, lineage.
+base (engine, user) -> configs -> runs -> metrics -> checkpoints -> compare, lineage -> downloads.
 """
 
 from workbench.config.io import ConfigError, FieldError
@@ -70,8 +70,6 @@ from workbench.api.checkpoints import (
     checkpoints,
     UnsafePath,
     safe_run_file,
-    checkpoint_file,
-    checkpoint_download,
     compare_checkpoint_tensors,
     compare_checkpoint_metrics,
     import_checkpoint,
@@ -82,7 +80,6 @@ from workbench.api.compare import (
     compare_series,
     compare_configs,
     compare_summary,
-    run_bundle,
     EPOCH_KEYS,
 )
 from workbench.api.lineage import (
@@ -91,6 +88,17 @@ from workbench.api.lineage import (
     forks_of,
     evaluate_checkpoint,
     evaluations_of,
+)
+from workbench.api.downloads import (
+    Download,
+    EXPORT_FORMATS,
+    checkpoint_source,
+    checkpoint_download,
+    inference_download,
+    bundle_download,
+    metrics_download,
+    export_metrics,
+    matching_keys,
 )
 
 # everything imported above is the api (submodule names included: harmless)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import time
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,34 +59,6 @@ def safe_run_file(run_id: str, relative: str) -> Path:
     return target
 
 
-def checkpoint_file(run_id: str, checkpoint_id: int) -> tuple[str, Callable[[], bytes]]:
-    """(download name, function producing the bytes) of one checkpoint, checked against the download guard now;
-    the bytes are read only when asked for. A folder output (CTR base/delta) comes as a zip."""
-    eng = engine()
-    ckpt = ckpt_store.get_checkpoint(eng, checkpoint_id=checkpoint_id)
-    if ckpt is None or ckpt.run_id != run_store.get_run(eng, run_id=run_id).id:
-        raise FileNotFoundError(f"run {run_id} has no checkpoint #{checkpoint_id}")
-    path = safe_run_file(ckpt.run_id, ckpt.path)
-    if path.is_dir():
-        return f"{ckpt.run_id}-{path.name}.zip", lambda: _zip_folder(path)
-    return f"{ckpt.run_id}-{path.name}", path.read_bytes
-
-
-def _zip_folder(path: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(path.rglob("*")):
-            if f.is_file() and not f.is_symlink():  # never follow a link out of the run folder
-                zf.write(f, f.relative_to(path.parent))
-    return buf.getvalue()
-
-
-def checkpoint_download(run_id: str, checkpoint_id: int) -> tuple[str, bytes]:
-    """(file name, bytes) of one checkpoint."""
-    name, produce = checkpoint_file(run_id, checkpoint_id)
-    return name, produce()
-
-
 def _checkpoint_state(checkpoint_id: int) -> tuple[CheckpointRead, Envelope]:
     from workbench.runner.checkpoints import load_checkpoint_file
 
@@ -126,6 +97,23 @@ def compare_checkpoint_metrics(checkpoint_ids: list[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def not_a_checkpoint_message(file_name: str, exc: Exception) -> str:
+    """One plain sentence for a file torch.load(weights_only=True) refused. PyTorch's own message advises
+    weights_only=False, which would run whatever code the file holds: never what an upload page should suggest."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return (f"{file_name} is not a plain checkpoint: it holds a pickled Python object ({found.group(1)}), not only tensors "
+                "and plain values; save the weights as a dict with model.state_dict() under 'model' instead.")  # fmt: skip
+    if isinstance(exc, EOFError) or not text:
+        why = "the file is empty or cut short"
+    elif "zip archive" in text:
+        why = "it is a damaged zip archive (cut short, or changed after saving)"
+    else:
+        why = "it is not a file written by torch.save"
+    return f"{file_name} is not a PyTorch checkpoint: {why}."
+
+
 def import_checkpoint(cfg: BaseModel, file_name: str, data: bytes, *, name: str | None = None) -> RunRead:
     """Register a checkpoint produced elsewhere as an `import` run, so it can be evaluated or forked.
 
@@ -141,7 +129,7 @@ def import_checkpoint(cfg: BaseModel, file_name: str, data: bytes, *, name: str 
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{file_name}: not a checkpoint that loads with torch.load(weights_only=True): {exc}") from None
+        raise ValueError(not_a_checkpoint_message(file_name, exc)) from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{file_name}: expected a dict with a 'model' state dict, got {type(loaded).__name__}")
     envelope = as_envelope(loaded, source=file_name)

@@ -11,7 +11,7 @@ also updates, in one upsert per (key, level, bucket):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Sequence
 from functools import lru_cache
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -162,6 +162,26 @@ def read_since(engine: Engine, *, run_id: str, after_id: int = 0, keys: list[str
     with engine.connect() as conn:
         rows = conn.execute(q.order_by(Metric.id)).all()
     return _frame(rows, ["id", "key", "step", "value", "wall"])
+
+
+def iter_points(engine: Engine, *, run_id: str, keys: list[str] | None = None, chunk_rows: int = 20_000) -> Generator[Sequence[Point], None, None]:
+    """Every stored point of a run (or of `keys`), ordered by key then step, in chunks of at most `chunk_rows`
+    rows that unpack as (key, step, value, wall).
+
+    One query read through a streaming cursor: SQLite steps its statement as rows are fetched and PostgreSQL gets a
+    server-side cursor, so a 10M-point export holds one chunk in memory, not the run. The (run_id, key, step) index
+    gives the order without a sort. The read holds one snapshot for its whole length, so a run still training keeps
+    writing (WAL) and the export is consistent as of its start. Plain SQL text: the ORM's column processing
+    doubled the read time.
+    """
+    sql = "SELECT key, step, value, wall FROM metric WHERE run_id = :r"
+    params: dict[str, object] = {"r": run_id}
+    if keys is not None:
+        sql += f" AND key IN ({', '.join(f':k{i}' for i in range(len(keys)))})"
+        params.update({f"k{i}": k for i, k in enumerate(keys)})
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True).execute(text(sql + " ORDER BY key, step"), params)
+        yield from result.partitions(chunk_rows)  # type: ignore[misc]
 
 
 SUMMARY_COLUMNS = ["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"]
