@@ -8,6 +8,7 @@ processes it starts). Without PostgreSQL those runs are skipped, or fail when CI
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,14 +35,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def postgres_server() -> Iterator[object]:
     from tests.support.postgres import PostgresServer, available
 
-    why = available()
-    if why is not None:
+    def cannot_run(why: str) -> None:
         message = f"PostgreSQL tests cannot run: {why}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+    why = available()
+    if why is not None:
+        cannot_run(why)
     server = PostgresServer()
-    server.start()
+    try:
+        server.start()
+    except subprocess.CalledProcessError as exc:
+        log = server.root / "server.log"
+        said = log.read_text()[-500:] if log.exists() else ""
+        server.destroy()
+        cannot_run(f"the throwaway server did not start ({exc}): {exc.stdout!r}; its log ended with: {said}")
     yield server
     server.destroy()
 

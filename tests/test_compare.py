@@ -184,10 +184,12 @@ def test_a_checkpoint_written_before_the_envelope_evaluates_forks_compares_and_d
     child = wait_status(api.fork_run(run.id, old.id, cfg).id, ("completed", "failed"))
     assert child.status == "completed", child.error
 
-    name, data = api.checkpoint_download(run.id, old.id)
+    data = api.checkpoint_download(run.id, old.id).path.read_bytes()
     assert "model" in torch.load(io.BytesIO(data), weights_only=True)  # served as it is on disk
-    with zipfile.ZipFile(io.BytesIO(api.run_bundle(run.id)[1])) as zf:
+    bundle = api.bundle_download(run.id)
+    with zipfile.ZipFile(bundle.path) as zf:
         assert f"{run.id}/{old.path}" in zf.namelist()
+    bundle.path.unlink()
     imported = api.import_checkpoint(cfg, "old.pt", data)  # an old file imports as an envelope with its step
     (ic,) = api.checkpoints(imported.id)
     assert ic.step == 10 and api.compare_checkpoint_tensors(ic.id, old.id).l2_distance.max() == 0

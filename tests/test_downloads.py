@@ -269,9 +269,10 @@ def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[i
 
 def _add_checkpoint(run_id: str, path: str, size: int) -> int:
     from workbench.store import checkpoints as ckpt_store
+    from workbench.store.models import CheckpointCreate
 
-    return ckpt_store.add_checkpoint(_store(), run_id=run_id, path=path, kind="checkpoint", step=1, epoch=None, metrics={},
-                                     size_bytes=size, sha256="", created_at=time.time())  # fmt: skip
+    checkpoint_in = CheckpointCreate(path=path, kind="checkpoint", step=1, size_bytes=size, sha256="", created_at=time.time())
+    return ckpt_store.add_checkpoint(_store(), run_id=run_id, checkpoint_in=checkpoint_in)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Metric points: batched writes through SQLAlchemy Core, incremental reads, downsampling in SQL.
 
-The ORM costs ~15x per row (reference/environment.md), so points go in with one executemany per batch. Each batch
+The ORM costs ~15x per row (reference/environment.md), so points go in with one executemany per batch (SQLite) or
+one COPY (PostgreSQL). Each batch
 also updates, in one upsert per (key, level, bucket):
 - `metric_summary` (first/last step, last, min, max, count) for run tables and chart sizing without a scan;
 - `metric_rollup`, step buckets of width 4**level for level 2..MAX_LEVEL with sum/count/min/max, so a chart of a
@@ -79,6 +80,20 @@ def _executemany(conn, statement, names: list[str], rows: list[tuple]) -> None: 
         conn.execute(statement, [dict(zip(names, r)) for r in rows])
 
 
+def _insert_points(conn, rows: list[tuple]) -> None:  # type: ignore[no-untyped-def]
+    """The points of a batch, inside the caller's transaction. PostgreSQL: COPY (binary), one stream instead of
+    psycopg's executemany, which runs one INSERT per point (~17k points/s against the 50k target); elsewhere the
+    executemany path."""
+    if conn.dialect.name != "postgresql":
+        _executemany(conn, _INSERT_POINTS, ["run_id", "key", "step", "value", "wall"], rows)
+        return
+    raw = conn.connection.driver_connection  # the psycopg connection of this transaction
+    with raw.cursor() as cur, cur.copy("COPY metric (run_id, key, step, value, wall) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text", "text", "int4", "float8", "float8"])
+        for row in rows:
+            copy.write_row(row)
+
+
 def _aggregate(run_id: str, key: str, steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -> tuple[tuple, list[tuple]]:
     """Summary row and rollup rows for one key's points in a batch (numpy, sorted by step)."""
     order = np.argsort(steps, kind="stable")
@@ -131,7 +146,7 @@ def write_points(conn: Connection, *, run_id: str, points: Iterable[Point]) -> i
         summary_rows.append(summary)
         rollup_rows.extend(rollups)
     summary_upsert, rollup_upsert = _upserts(conn.dialect.name)
-    _executemany(conn, _INSERT_POINTS, ["run_id", "key", "step", "value", "wall"], rows)
+    _insert_points(conn, rows)
     _executemany(conn, summary_upsert, ["run_id", "key", "last", "last_step", "first_step", "min", "max", "count"], summary_rows)
     _executemany(
         conn, rollup_upsert, ["run_id", "key", "level", "bucket", "step_max", "total", "count", "vmin", "vmax", "wall"], rollup_rows
