@@ -25,9 +25,10 @@ def _context(kind: str, home: Path):  # type: ignore[no-untyped-def]
     else:
         from workbench.runner import store_backend
         from workbench.store import get_engine, runs
+        from workbench.store.models import RunCreate
 
         engine = get_engine(f"sqlite:///{home / 'workbench.db'}")
-        run = runs.create_run(engine, task="linreg", name="bench", config={}, monitor=("valid/loss", "min"))
+        run = runs.create_run(engine, run_in=RunCreate(task="linreg", name="bench", monitor_key="valid/loss", monitor_mode="min"))
         params = inspect.signature(store_backend.StoreBackend).parameters
         if "run_dir" in params:
             backend = store_backend.StoreBackend(engine, run.id, home / run.id)

@@ -109,12 +109,17 @@ def test_list_prints_readable_rows(home):
 
     eng = get_engine(get_settings().database_url)
     config = api.to_dict(api.validate_dict({"task": "linreg"}))
-    waiting = run_store.create_run(eng, task="linreg", name="waiting", config=config, monitor=("valid/loss", "min"))
-    done = run_store.create_run(eng, task="linreg", name="done", config=config, monitor=("valid/loss", "min"), tags=["a", "b"])
+    from workbench.store.models import RunCreate, RunStatus, RunUpdate
+
+    def create(name: str, tags: list[str]) -> api.RunRead:
+        run_in = RunCreate(task="linreg", name=name, config=config, monitor_key="valid/loss", monitor_mode="min", tags=tags)
+        return run_store.create_run(eng, run_in=run_in)
+
+    waiting, done = create("waiting", []), create("done", ["a", "b"])
     start = time.time() - 600
-    run_store.transition(eng, done.id, "starting")
-    run_store.transition(eng, done.id, "running", started_at=start)
-    run_store.transition(eng, done.id, "completed", ended_at=start + 65.4)
+    run_store.transition(eng, run_id=done.id, to=RunStatus.STARTING)
+    run_store.transition(eng, run_id=done.id, to=RunStatus.RUNNING, run_in=RunUpdate(started_at=start))
+    run_store.transition(eng, run_id=done.id, to=RunStatus.COMPLETED, run_in=RunUpdate(ended_at=start + 65.4))
     metric_store.write_metrics(eng, run_id=done.id, points=[("valid/loss", 1, 0.5, start), ("valid/loss", 2, 0.123456, start + 60)])
 
     out = wb("list", home=home)
