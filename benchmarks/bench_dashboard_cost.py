@@ -136,13 +136,14 @@ def one_run(tabs: int, url: str, server: psutil.Process, env: dict[str, str], pl
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pages = [browser.new_page(viewport={"width": 1400, "height": 1000}) for _ in range(tabs)]
         for page in pages:
+            page.set_default_timeout(180_000)  # a loaded 2-core machine can take a while to serve a page
             page.goto(f"{url}/_stcore/health")  # renderer up before the run, so its start-up is not counted
     load0 = os.getloadavg()[0]
     server0, browser0 = cpu_s([server]), cpu_s(chromium_procs())
     run_id = launch(env)
     if pages:
         for page in pages:
-            page.goto(f"{url}/dashboard?run={run_id}")  # the newest run is also the default selection
+            page.goto(f"{url}/dashboard?run={run_id}", wait_until="commit")  # the newest run is also the default
         pages[0].evaluate(PROBE_JS, PROBE_KEY)
     wait_done(run_id)
     server_cpu, browser_cpu = cpu_s([server]) - server0, cpu_s(chromium_procs()) - browser0
