@@ -37,6 +37,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's workbench, not whichever one the venv points at
 CONFIG = "configs/recommendation/quick.yaml"
 OVERRIDES = ["epochs=12", "seed=7", "stopping_step=100"]  # 12 epochs every time: early stopping off
 PROBE_KEY = "train/loss"

@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import sys
 import time
 from pathlib import Path
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's workbench, not whichever one the venv points at
+APP = str(ROOT / "app.py")
 
 # cumulative time of these functions (by file fragment, function) = one stage of the rerun
 STAGES = {
