@@ -174,6 +174,7 @@ class ThreadShare:
         self._stop.set()
 
     def _watch(self) -> None:
+        self._reserve.threads_cap()  # a first sample, so that the first look already knows the neighbours' load
         while not self._stop.wait(self._interval):
             if self.poll() and self._interrupt:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # type: ignore[arg-type]
