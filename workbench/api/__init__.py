@@ -65,6 +65,8 @@ from workbench.api.metrics import (
     metric_summaries,
     metrics_since,
     overlay_series,
+    pinned_metrics,
+    set_pinned_metrics,
 )
 from workbench.api.checkpoints import (
     checkpoints,
