@@ -5,7 +5,19 @@ Run with `workbench ui` (or `streamlit run app.py`). Pages are UI only; everythi
 
 import streamlit as st
 
+from workbench import api
+
 st.set_page_config(page_title="Workbench", page_icon="🧪", layout="wide")
+
+
+@st.cache_resource
+def _housekeeping() -> bool:
+    """Once per server process: find lost runs and start queued ones every few seconds (page reads never do)."""
+    api.start_housekeeping()
+    return True
+
+
+_housekeeping()
 
 pages = [
     st.Page("pages/new_run.py", title="New run", default=True),

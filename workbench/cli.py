@@ -74,6 +74,7 @@ ENDED = ("completed", "failed", "cancelled", "lost")
 
 def _follow(run_id: str) -> int:
     """Print progress and new log lines until the run ends. Exit code 0 only for `completed`."""
+    api.start_housekeeping()  # so a run whose supervisor vanished ends the wait (as `lost`), and the queue moves on
     log_pos = 0
     last_line = ""
     try:
@@ -198,6 +199,7 @@ def eval_cmd(
     except (api.RunNotFound, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(f"evaluation {job.id} of {run_id} queued", err=True)
+    api.start_housekeeping()
     while (job := api.get_run(job.id)).status not in ("completed", "failed", "cancelled", "lost"):
         time.sleep(0.5)
     if job.status != "completed":
@@ -227,6 +229,14 @@ def resume(run_id: str, wait: Annotated[bool, typer.Option("--wait/--detach")] =
     typer.echo(f"run {r.id} {r.status} (attempt {r.attempt})")
     if wait:
         raise typer.Exit(_follow(r.id))
+
+
+@app.command()
+def housekeeping() -> None:
+    """Mark runs whose supervisor vanished `lost` and start queued runs that have a free slot, now. A UI server and
+    every supervisor do this every few seconds; listing runs never does."""
+    done = api.housekeeping()
+    typer.echo(f"lost: {', '.join(done.lost) or 'none'}; started: {', '.join(done.started) or 'none'}")
 
 
 @app.command()

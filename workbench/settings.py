@@ -1,7 +1,9 @@
-"""Process-wide settings, read from the environment (WORKBENCH_HOME, WORKBENCH_DB_URL, WORKBENCH_MAX_CONCURRENT_RUNS)."""
+"""Process-wide settings, read from the environment (WORKBENCH_HOME, WORKBENCH_DB_URL, WORKBENCH_MAX_CONCURRENT_RUNS,
+WORKBENCH_HOST, ...)."""
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +20,15 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(30.0, gt=0, description="Seconds a cancelled run gets to checkpoint before SIGKILL.")
     heartbeat_s: float = Field(5.0, gt=0, description="Seconds between supervisor heartbeats.")
     lost_after_s: float = Field(30.0, gt=0, description="A running run whose heartbeat is older than this is lost.")
+    housekeeping_s: float = Field(
+        5.0, gt=0, description="Seconds between two housekeeping passes (reconcile, then start queued runs) in every "
+        "supervisor, the UI server and `workbench run --wait`."
+    )
+    host: str = Field(
+        default_factory=socket.gethostname,
+        description="This machine's name on the runs it launches and supervises. Pid checks apply only to runs of "
+        "this host; other hosts' runs are judged by their heartbeat. Default: the hostname.",
+    )
 
     @property
     def home_dir(self) -> Path:

@@ -1,32 +1,32 @@
-"""Supervisor: `python -m workbench.runner.supervisor RUN_ID NPROC TASK`, started detached (own session and
-process group) by runner.spawn.
+"""Supervisor: `python -m workbench.runner.supervisor RUN_ID ATTEMPT`, started detached (own session and process
+group) by runner.scheduler once the run is `starting`.
 
-It outlives the UI or CLI that launched it. It starts the worker (or torchrun), beats the heartbeat, enforces
-cancel (SIGTERM to the worker, SIGKILL after a grace period), records the exit code or signal, marks a run the
-worker could not finish as failed, and then starts the next queued run if a slot is free.
-
-A single-process worker is started at once, gated: it imports torch and the task's code, then waits on a pipe.
-The supervisor opens the gate only when the run is claimed for it (`starting`, `supervisor_pid` = this process);
-the launcher may start us before it has even inserted the run (see spawn.py). No claim in CLAIM_TIMEOUT_S: we
-leave, and the worker with us, without touching the run.
+It outlives the UI or CLI that launched it. It takes its run (compare-and-set: `starting`, on ATTEMPT, not taken by
+another supervisor process; a stale or duplicate supervisor leaves without touching anything), starts the worker
+(or torchrun), beats the heartbeat, enforces cancel (SIGTERM to the worker, SIGKILL after a grace period), records
+the exit code or signal, marks a run the worker could not finish as failed, and then runs a housekeeping pass, which
+starts the next queued run if a slot is free. While its worker runs it does a housekeeping pass every
+`housekeeping_s` seconds too (runner/scheduler.py).
 """
 
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import psutil
+from sqlalchemy import Engine
 
-POLL_S = 0.25  # how often the supervisor looks at the worker and the run row (cancel flag)
-CLAIM_POLL_S = 0.02
-CLAIM_TIMEOUT_S = float(os.environ.get("WORKBENCH_CLAIM_TIMEOUT_S", "60"))  # an unclaimed supervisor leaves after this
+from workbench.runner import scheduler
+from workbench.settings import get_settings
+from workbench.store import get_engine, runs
+
+POLL_S = 0.25  # how often the supervisor looks at the worker
 
 
 def worker_command(run_id: str, nproc_per_node: int) -> list[str]:
@@ -61,116 +61,77 @@ def _log_tail(path: Path, limit: int = 4000) -> str:
         return ""
 
 
-def _start_worker(run_id: str, nproc_per_node: int, log: IO[bytes], task: str | None = None) -> tuple[subprocess.Popen[bytes], int | None]:
-    """Start the worker (or torchrun). With `task`, gated: it preloads the task and waits for `_open_gate`."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    gate_r = gate_w = None
-    if task is not None:
-        gate_r, gate_w = os.pipe()
-        env.update(WORKBENCH_GATE_FD=str(gate_r), WORKBENCH_PRELOAD_TASK=task)
-    worker = subprocess.Popen(
+def _start_worker(run_id: str, nproc_per_node: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         worker_command(run_id, nproc_per_node), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=env, pass_fds=() if gate_r is None else (gate_r,),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
-    if gate_r is not None:
-        os.close(gate_r)
-    return worker, gate_w
 
 
-def _open_gate(gate: int) -> None:
+def _housekeeping(engine: Engine, *, wait: bool) -> None:
+    """A housekeeping pass that cannot take this run down with it: a failure is logged (supervisor.log) and the
+    next pass tries again."""
     try:
-        os.write(gate, b"go\n")
-    except BrokenPipeError:
-        pass  # the worker is already gone: the loop below records how it ended
-    finally:
-        os.close(gate)
+        scheduler.housekeeping(engine, wait=wait)
+    except Exception as exc:
+        print(f"[workbench] housekeeping failed, next pass in {get_settings().housekeeping_s:g} s: {exc!r}", flush=True)
 
 
-def wait_for_claim(engine: Any, run_id: str, deadline: float | None = None) -> Any:
-    """The run once it is `starting` with this process as its supervisor; None if it is not by `deadline`
-    (time.monotonic(); default CLAIM_TIMEOUT_S from now). A cancel can only reach us after the claim:
-    launch.cancel finds the supervisor by the claimed pid."""
-    from workbench.store import runs
-
-    deadline = deadline if deadline is not None else time.monotonic() + CLAIM_TIMEOUT_S
-    while True:
-        try:
-            run = runs.get_run(engine, run_id)
-        except runs.RunNotFound:
-            run = None  # the launcher has not inserted it yet
-        if run is not None and run.supervisor_pid == os.getpid():
-            return run if run.status == "starting" else None
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(CLAIM_POLL_S)
-
-
-def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
+def supervise(run_id: str, attempt: int) -> int:
     cancel = {"requested": False}
 
     def on_term(_signum: int, _frame: object) -> None:
         cancel["requested"] = True
 
+    # Before the run is taken: taking it records our start time, and launch.cancel signals only a supervisor whose
+    # start time is recorded, so no SIGTERM ever meets the default action (which would end us without a trace).
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-
-    # Start the worker first, then import the store: the worker's own start-up (torch) overlaps ours.
-    # The launcher passed WORKBENCH_HOME (absolute) and WORKBENCH_DB_URL in our environment.
-    run_dir = Path(os.environ["WORKBENCH_HOME"]) / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "train.log"
+    settings = get_settings()
+    engine = get_engine(settings.database_url)
+    me = psutil.Process()
+    if not runs.claim_for_supervisor(engine, run_id, attempt=attempt, pid=me.pid, process_start=me.create_time()):
+        try:
+            now = runs.get_run(engine, run_id)
+            state = f"{now.status}, attempt {now.attempt}, supervisor pid {now.supervisor_pid}"
+        except runs.RunNotFound:
+            state = "not in the store"
+        print(f"[workbench] run {run_id} ({state}) is not this supervisor's (pid {me.pid}, attempt {attempt}): leaving it alone", flush=True)
+        return 0
+    run = runs.get_run(engine, run_id)
+    if run.cancel_requested:  # cancelled before we took it: the canceller set the flag and sent no signal
+        runs.transition(engine, run.id, "cancelled", expect=("starting",), on_attempt=attempt, message="cancelled before it started")
+        _housekeeping(engine, wait=True)
+        return 0
+    log_path = settings.runs_dir / run_id / "train.log"
+    nproc_per_node = int(run.config.get("nproc_per_node", 1))
     with open(log_path, "ab", buffering=0) as log:
-        worker, gate = _start_worker(run_id, 1, log, task) if nproc_per_node == 1 and task else (None, None)
-        deadline = time.monotonic() + CLAIM_TIMEOUT_S
-        select.select([sys.stdin], [], [], CLAIM_TIMEOUT_S)  # until the launcher has claimed the run (spawn.release)
-        from workbench.runner import launch
-        from workbench.settings import get_settings
-        from workbench.store import get_engine, runs
-
-        settings = get_settings()
-        engine = get_engine(settings.database_url)
-        run = wait_for_claim(engine, run_id, deadline)
-        if run is None:
-            if worker is not None:
-                worker.kill()
-                worker.wait()
-            return 0
-        me = psutil.Process()
-        runs.update_run(engine, run.id, supervisor_pid=me.pid, supervisor_start=me.create_time(), heartbeat_at=time.time(), started_at=time.time())
-        if runs.get_run(engine, run.id).cancel_requested:  # cancelled between the claim and now: never start it
-            if worker is not None:
-                worker.kill()
-                worker.wait()
-            runs.transition(engine, run.id, "cancelled", expect=("starting",), on_attempt=run.attempt, message="cancelled before it started")
-            launch.schedule(engine)
-            return 0
-        if gate is not None:
-            _open_gate(gate)
-        else:
-            worker, _ = _start_worker(run_id, nproc_per_node, log)
-        assert worker is not None
+        worker = _start_worker(run_id, nproc_per_node, log)
         term_sent_at: float | None = None
-        last_beat = 0.0
+        last_beat = last_housekeeping = time.monotonic()
         while worker.poll() is None:
-            now = time.time()
+            now = time.monotonic()
             if now - last_beat >= settings.heartbeat_s:
-                runs.update_run(engine, run.id, on_attempt=run.attempt, heartbeat_at=now)
+                runs.update_run(engine, run.id, on_attempt=attempt, heartbeat_at=time.time())
                 last_beat = now
                 if not cancel["requested"] and runs.get_run(engine, run.id).cancel_requested:
                     cancel["requested"] = True
             if cancel["requested"] and term_sent_at is None:
-                runs.update_run(engine, run.id, cancel_requested=True)
+                runs.update_run(engine, run.id, on_attempt=attempt, cancel_requested=True)
                 worker.send_signal(signal.SIGTERM)  # torchrun forwards it to its workers
                 term_sent_at = now
             elif term_sent_at is not None and now - term_sent_at > settings.cancel_grace_s:
                 _kill_tree(worker.pid, signal.SIGKILL)
+            if now - last_housekeeping >= settings.housekeeping_s:
+                _housekeeping(engine, wait=False)  # another process holding the lock is doing the same work
+                last_housekeeping = now
             time.sleep(POLL_S)
     code = worker.returncode
     exit_code, exit_signal = (None, -code) if code < 0 else (code, None)
     # everything below is guarded by the attempt: the run may already have been resumed by someone else
-    runs.update_run(engine, run.id, on_attempt=run.attempt, exit_code=exit_code, exit_signal=exit_signal, heartbeat_at=time.time())
+    runs.update_run(engine, run.id, on_attempt=attempt, exit_code=exit_code, exit_signal=exit_signal, heartbeat_at=time.time())
     now_run = runs.get_run(engine, run.id)
-    if now_run.attempt == run.attempt and now_run.status in ("starting", "running"):
+    if now_run.attempt == attempt and now_run.status in ("starting", "running"):
         # the worker died before it could report: say how, and keep the end of its log
         if exit_signal is not None:
             how = f"worker killed by signal {signal.Signals(exit_signal).name} ({exit_signal})"
@@ -178,11 +139,12 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
             how = f"worker exited with code {exit_code} without reporting"
         target = "cancelled" if cancel["requested"] else "failed"
         runs.transition(
-            engine, run.id, target, expect=("starting", "running"), on_attempt=run.attempt, error=how, traceback=_log_tail(log_path), message=how
+            engine, run.id, target, expect=("starting", "running"), on_attempt=attempt, error=how, traceback=_log_tail(log_path), message=how
         )
-    launch.schedule(engine)
+    # our slot is free: wait for the lock, since a pass running now may have counted this run as active
+    _housekeeping(engine, wait=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(supervise(sys.argv[1], int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None))
+    sys.exit(supervise(sys.argv[1], int(sys.argv[2])))

@@ -26,6 +26,7 @@ class RunBase(SQLModel):
     heartbeat_at: float | None = None
     supervisor_pid: int | None = None
     supervisor_start: float | None = None  # process create time: a reused pid has another one
+    host: str | None = None  # the machine that launched the run and runs its supervisor (settings.host)
     worker_pid: int | None = None
     exit_code: int | None = None
     exit_signal: int | None = None

@@ -48,8 +48,10 @@ def create_run(
     kind: str = "train",
     eval_data: str | None = None,
     run_id: str | None = None,
+    host: str | None = None,
 ) -> RunRead:
     run = Run(
+        host=host,
         kind=kind,
         eval_data=eval_data,
         id=run_id or new_run_id(),
@@ -157,6 +159,22 @@ def update_run(engine: Engine, run_id: str, *, on_attempt: int | None = None, **
     cond = Run.id == run_id if on_attempt is None else and_(Run.id == run_id, Run.attempt == on_attempt)
     with engine.begin() as conn:
         conn.execute(update(Run).where(cond).values(**fields))
+
+
+def claim_for_supervisor(engine: Engine, run_id: str, *, attempt: int, pid: int, process_start: float) -> bool:
+    """A supervisor takes its run: only a `starting` run on `attempt` that no other supervisor process has taken
+    (the scheduler may already have recorded this process's pid). Compare-and-set; False: not this supervisor's run."""
+    now = time.time()
+    cond = and_(
+        Run.id == run_id,
+        Run.status == "starting",
+        Run.attempt == attempt,
+        Run.supervisor_start.is_(None),  # type: ignore[union-attr]
+        or_(Run.supervisor_pid.is_(None), Run.supervisor_pid == pid),  # type: ignore[union-attr]
+    )
+    values = {"supervisor_pid": pid, "supervisor_start": process_start, "started_at": now, "heartbeat_at": now}
+    with engine.begin() as conn:
+        return conn.execute(update(Run).where(cond).values(**values)).rowcount == 1
 
 
 def transition(
