@@ -40,6 +40,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKBENCH = str(Path(sys.executable).with_name("workbench"))
+# One WORKBENCH_HOME for both sides: one store for the workbench runs, and one data cache, warmed
+# before the first timed run, so neither side pays preprocessing the other skips. PYTHONPATH: this checkout's
+# workbench in every process, also the `workbench` script's (it may be installed from another checkout).
+HOME = tempfile.mkdtemp(prefix="wb-bench-")
+ENV = {
+    **os.environ,
+    "WORKBENCH_HOME": HOME,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 # The training function in a fresh process, metrics to memory; they are written to the JSON file named by argv[1].
 BARE = """
 import json, sys, tempfile, time
@@ -73,61 +82,74 @@ def bare(config: str, overrides: list[str]) -> tuple[float, float, float, Metric
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "metrics.json"
         t0_wall, t0 = time.time(), time.perf_counter()
-        subprocess.run([sys.executable, "-c", BARE, str(out), config, *overrides], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-c", BARE, str(out), config, *overrides], check=True, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL)
         total = time.perf_counter() - t0
         result = json.loads(out.read_text())
     metrics = [(k, int(s), float(v), float(w)) for k, s, v, w in result["metrics"]]
     return t0_wall, total, result["trained"] - t0_wall, metrics
 
 
-def _store_metrics(home: str) -> Metrics:
-    with sqlite3.connect(Path(home) / "workbench.db") as db:
-        return [tuple(row) for row in db.execute("select key, step, value, wall from metric order by id")]  # type: ignore[misc]
+def _db() -> sqlite3.Connection:
+    return sqlite3.connect(Path(HOME) / "workbench.db")
 
 
-def _ended_at(home: str) -> float | None:
-    with sqlite3.connect(Path(home) / "workbench.db") as db:
-        row = db.execute("select status, ended_at from run").fetchone()
-    if row and row[0] in ("failed", "cancelled", "lost"):
-        raise RuntimeError(f"the benchmark run ended {row[0]}; see {home}/runs/*/train.log")
-    return row[1] if row else None
+def _store_metrics(run_id: str) -> Metrics:
+    with _db() as db:
+        rows = db.execute("select key, step, value, wall from metric where run_id = ? order by id", (run_id,))
+        return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
-def _wait_ended(home: str, timeout: float = 900) -> float:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        ended = _ended_at(home)
-        if ended is not None:
-            return ended
+def _wait_ended(run_id: str, timeout: float = 1800, start_timeout: float = 120) -> float:
+    """The run's ended_at once it has completed; an error if it ends otherwise, or does not start or end in time."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        with _db() as db:
+            status, ended_at = db.execute("select status, ended_at from run where id = ?", (run_id,)).fetchone()
+        if status == "completed" and ended_at is not None:
+            return float(ended_at)
+        if status in ("failed", "cancelled", "lost"):
+            raise RuntimeError(f"benchmark run {run_id} ended {status}; see {HOME}/runs/{run_id}/train.log")
+        if status in ("queued", "starting") and time.time() - t0 > start_timeout:
+            raise RuntimeError(f"benchmark run {run_id} is still {status} after {start_timeout:.0f} s; see {HOME}/runs/{run_id}/supervisor.log")
         time.sleep(0.1)
-    raise TimeoutError(f"the benchmark run in {home} did not end in {timeout:.0f} s")
+    raise TimeoutError(f"benchmark run {run_id} did not end in {timeout:.0f} s")
+
+
+def _cli_run(config: str, overrides: list[str], mode: str) -> str:
+    """`workbench run CONFIG --set ... --wait|--detach`; returns the run id from its first line."""
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    out = subprocess.run([WORKBENCH, "run", config, *sets, mode], check=True, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    return out.stdout.split()[1]  # "run <id> (<task>) <status>; folder ..."
 
 
 def through_workbench(config: str, overrides: list[str]) -> tuple[float, float, float, Metrics]:
     """(start wall time, seconds until `workbench run --wait` returned, seconds until the run's ended_at, metrics)."""
-    home = tempfile.mkdtemp()
-    env = {**os.environ, "WORKBENCH_HOME": home}
-    sets = [arg for o in overrides for arg in ("--set", o)]
     t0_wall, t0 = time.time(), time.perf_counter()
-    subprocess.run([WORKBENCH, "run", config, *sets, "--wait"], check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_id = _cli_run(config, overrides, "--wait")
     total = time.perf_counter() - t0
-    return t0_wall, total, _wait_ended(home) - t0_wall, _store_metrics(home)
+    return t0_wall, total, _wait_ended(run_id) - t0_wall, _store_metrics(run_id)
 
 
-def launch_detached(config: str, overrides: list[str], *, via_api: bool) -> tuple[float, Metrics]:
+def launch_detached(config: str, overrides: list[str], *, via_api: bool) -> tuple[float, Metrics, dict[str, float]]:
     """Launch with `workbench run --detach` (or api.launch_run in a warm process), wait for the run to end;
-    (the wall time the launch began, the run's metrics)."""
-    home = tempfile.mkdtemp()
-    env = {**os.environ, "WORKBENCH_HOME": home}
+    (the wall time the launch began, the run's metrics, when it passed each stage of its start)."""
     if via_api:
-        out = subprocess.run([sys.executable, "-c", API_LAUNCH, config, *overrides], check=True, cwd=ROOT, env=env, capture_output=True, text=True)
-        t0_wall = float(out.stdout.split()[0])
+        out = subprocess.run([sys.executable, "-c", API_LAUNCH, config, *overrides], check=True, cwd=ROOT, env=ENV, capture_output=True, text=True)
+        t0_text, run_id = out.stdout.split()[:2]
+        t0_wall = float(t0_text)
     else:
-        sets = [arg for o in overrides for arg in ("--set", o)]
         t0_wall = time.time()
-        subprocess.run([WORKBENCH, "run", config, *sets, "--detach"], check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    _wait_ended(home)
-    return t0_wall, _store_metrics(home)
+        run_id = _cli_run(config, overrides, "--detach")
+    _wait_ended(run_id)
+    return t0_wall, _store_metrics(run_id), _start_stages(run_id)
+
+
+def _start_stages(run_id: str) -> dict[str, float]:
+    """Wall times of a run's start: inserted, its supervisor took it, its worker reported running."""
+    with _db() as db:
+        created, started = db.execute("select created_at, started_at from run where id = ?", (run_id,)).fetchone()
+        (running,) = db.execute("select min(time) from event where run_id = ? and kind = 'running'", (run_id,)).fetchone()
+    return {"inserted": created, "supervisor took it": started, "worker running": running}
 
 
 # -- what is measured ----------------------------------------------------------------------------------------------
@@ -191,14 +213,21 @@ def measure_steady(config: str, overrides: list[str], repeats: int) -> None:
 def measure_first_step(config: str, overrides: list[str], repeats: int) -> None:
     overrides = ["print_freq=1", *overrides]
     sides: dict[str, list[float]] = {"bare process": [], "workbench run --detach": [], "api.launch_run (warm)": []}
+    stages: dict[str, list[float]] = {}
     for _ in range(repeats):
         t0, _, _, metrics = bare(config, overrides)
         sides["bare process"].append(first_step_s(t0, metrics))
-        sides["workbench run --detach"].append(first_step_s(*launch_detached(config, overrides, via_api=False)))
-        sides["api.launch_run (warm)"].append(first_step_s(*launch_detached(config, overrides, via_api=True)))
+        t0, metrics, at = launch_detached(config, overrides, via_api=False)
+        sides["workbench run --detach"].append(first_step_s(t0, metrics))
+        for stage, wall in at.items():
+            stages.setdefault(stage, []).append(wall - t0)
+        t0, metrics, _ = launch_detached(config, overrides, via_api=True)
+        sides["api.launch_run (warm)"].append(first_step_s(t0, metrics))
     for what, xs in sides.items():
         target = " (target <= 2.5 s)" if what.startswith("workbench run") else ""
         print(f"  to the first step, {what:24s}: median {statistics.median(xs):.2f} s (runs {_runs(xs, 2)}){target}")
+    print("  workbench run --detach, seconds from its start until the run was "
+          + ", ".join(f"{stage} {statistics.median(xs):.2f}" for stage, xs in stages.items()) + " (medians)")
     ratios = _ratios(sides["workbench run --detach"], sides["bare process"])
     print(f"  workbench run --detach / bare process, pair ratios {_runs(ratios, 2)} -> median {statistics.median(ratios):.2f}x")
 
@@ -214,6 +243,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="key=value override applied to both sides")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
+    bare(args.config, [*args.set, "epochs=1"])  # untimed: fills the data cache both sides read
     for what in args.measure or ["end-to-end"]:
         label = args.config + "".join(f" --set {o}" for o in args.set)
         print(f"{what}: {label}: {args.repeats} pairs, bare and workbench alternating; {cores} cores, load average "
