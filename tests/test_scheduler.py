@@ -76,6 +76,16 @@ def test_pid_checks_apply_only_on_the_runs_host_elsewhere_the_heartbeat_decides(
     assert api.get_run(local_alive).status == "running"
 
 
+def test_the_housekeeping_command_runs_one_pass(home):
+    import sys
+
+    lost = _running(get_settings().host, pid=_dead_pid(), heartbeat_age_s=1)
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "housekeeping"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"lost: {lost}; started: none" in out.stdout
+    assert api.get_run(lost).status == "lost"
+
+
 def test_a_host_starts_only_the_runs_queued_on_it(home, monkeypatch):
     theirs = _insert(OTHER_HOST, epochs=1)
     assert api.housekeeping().started == []
