@@ -42,9 +42,9 @@ from workbench.api.runs import (
     run_status,
     runs_frame,
     run_statuses,
-    runs_table,
-    RunsTable,
     METRIC_STATS,
+    RunsTable,
+    runs_table,
     Progress,
     progress,
     cancel_run,
@@ -55,7 +55,8 @@ from workbench.api.runs import (
     events,
     run_dir,
     log_tail,
-    reconcile,
+    housekeeping,
+    start_housekeeping,
     SyncResult,
     sync_run,
 )
@@ -74,15 +75,16 @@ from workbench.api.checkpoints import (
     safe_run_file,
     compare_checkpoint_tensors,
     compare_checkpoint_metrics,
+    not_a_checkpoint_message,
     import_checkpoint,
     infer,
 )
 from workbench.api.compare import (
     compare_keys,
+    EPOCH_KEYS,
     compare_series,
     compare_configs,
     compare_summary,
-    EPOCH_KEYS,
 )
 from workbench.api.lineage import (
     fork_run,
@@ -92,15 +94,18 @@ from workbench.api.lineage import (
     evaluations_of,
 )
 from workbench.api.downloads import (
-    Download,
     EXPORT_FORMATS,
+    EXPORT_COLUMNS,
+    STALE_TEMP_S,
+    Download,
+    temp_dir,
     checkpoint_source,
     checkpoint_download,
     inference_download,
     bundle_download,
-    metrics_download,
-    export_metrics,
     matching_keys,
+    export_metrics,
+    metrics_download,
 )
 
 # everything imported above is the api (submodule names included: harmless)
