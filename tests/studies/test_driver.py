@@ -138,3 +138,41 @@ def test_a_new_driver_resumes_where_a_killed_one_stopped(tmp_path):
     orphan = trials[2]
     assert orphan.state == TrialState.FAIL and "before this trial's run was launched" in orphan.user_attrs["error"]
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+
+
+def test_report_frames_agree_with_optuna(tmp_path):
+    from workbench.studies import report
+
+    options = StudyOptions(n_trials=8, parallel=2, seed=2, n_startup_trials=2)
+    driver, platform = _driver(tmp_path, options)
+    _run(driver, platform)
+    trials = report.trials_frame(driver.study)
+    assert len(trials) == 8 and "params.learning_rate" in trials.columns
+    assert set(trials["run_id"]) == set(platform.runs)
+    best = report.best_trial(trials, "maximize")
+    assert best["value"] == driver.study.best_value and best["number"] == driver.study.best_trial.number
+    history = report.best_so_far(trials, "maximize")
+    assert history["best"].is_monotonic_increasing and history["best"].iloc[-1] == driver.study.best_value
+    steps = report.intermediate_frame(driver.study)
+    assert steps.groupby("number")["validation"].max().max() == EPOCHS
+    assert report.importances(driver.study) == {"learning_rate": pytest.approx(1.0)}
+
+
+def test_study_charts_build_valid_specs(tmp_path):
+    from workbench.studies import report
+    from workbench.ui import study_charts
+
+    options = StudyOptions(n_trials=6, parallel=2, seed=4, n_startup_trials=2)
+    driver, platform = _driver(tmp_path, options)
+    _run(driver, platform)
+    trials = report.trials_frame(driver.study)
+    charts = [
+        study_charts.history_chart(trials, report.best_so_far(trials, "maximize"), "valid/mrr@20"),
+        study_charts.intermediate_chart(report.intermediate_frame(driver.study), "valid/mrr@20"),
+        study_charts.parallel_chart(trials, "valid/mrr@20"),
+        study_charts.importance_chart(report.importances(driver.study)),
+        *study_charts.slice_charts(trials, "valid/mrr@20"),
+    ]
+    for chart in charts:
+        spec = chart.to_dict()  # validates against the Vega-Lite schema
+        assert spec["data"] or spec.get("datasets")
