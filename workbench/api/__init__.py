@@ -81,5 +81,22 @@ from workbench.api.lineage import (
     evaluate_checkpoint,
     evaluations_of,
 )
+from workbench.api.studies import (
+    StudyReport,
+    check_study,
+    driver_running,
+    get_study,
+    list_studies,
+    promote,
+    resume_study,
+    cancel_study,
+    space_example,
+    start_study,
+    study_report,
+    suggest_ranges,
+    trial_config,
+)
+from workbench.studies.options import StudyOptions
+from workbench.store.studies import StudyRead
 
-__all__ = ['ConfigError', 'FieldError', 'Series', 'CheckpointRead', 'EventRead', 'RunRead', 'RunNotFound', 'engine', 'store_location', 'current_user', 'tasks', 'config_class', 'common_setting_names', 'not_used_settings', 'ignored_settings', 'default_config', 'presets', 'load_preset', 'validate_yaml', 'validate_file', 'validate_dict', 'to_yaml', 'to_dict', 'data_commands', 'default_config_yaml', 'launch_run', 'list_runs', 'get_run', 'run_status', 'runs_frame', 'Progress', 'progress', 'cancel_run', 'resume_run', 'delete_run', 'run_config', 'update_run_info', 'events', 'run_dir', 'log_tail', 'reconcile', 'metric_keys', 'series', 'metric_summaries', 'metrics_since', 'overlay_series', 'checkpoints', 'UnsafePath', 'safe_run_file', 'checkpoint_file', 'checkpoint_download', 'compare_checkpoint_tensors', 'compare_checkpoint_metrics', 'import_checkpoint', 'infer', 'compare_keys', 'compare_series', 'compare_configs', 'compare_summary', 'run_bundle', 'EPOCH_KEYS', 'fork_run', 'children_of', 'forks_of', 'evaluate_checkpoint', 'evaluations_of']
+__all__ = ['StudyReport', 'check_study', 'driver_running', 'get_study', 'list_studies', 'promote', 'resume_study', 'cancel_study', 'space_example', 'start_study', 'study_report', 'suggest_ranges', 'trial_config', 'StudyOptions', 'StudyRead', 'ConfigError', 'FieldError', 'Series', 'CheckpointRead', 'EventRead', 'RunRead', 'RunNotFound', 'engine', 'store_location', 'current_user', 'tasks', 'config_class', 'common_setting_names', 'not_used_settings', 'ignored_settings', 'default_config', 'presets', 'load_preset', 'validate_yaml', 'validate_file', 'validate_dict', 'to_yaml', 'to_dict', 'data_commands', 'default_config_yaml', 'launch_run', 'list_runs', 'get_run', 'run_status', 'runs_frame', 'Progress', 'progress', 'cancel_run', 'resume_run', 'delete_run', 'run_config', 'update_run_info', 'events', 'run_dir', 'log_tail', 'reconcile', 'metric_keys', 'series', 'metric_summaries', 'metrics_since', 'overlay_series', 'checkpoints', 'UnsafePath', 'safe_run_file', 'checkpoint_file', 'checkpoint_download', 'compare_checkpoint_tensors', 'compare_checkpoint_metrics', 'import_checkpoint', 'infer', 'compare_keys', 'compare_series', 'compare_configs', 'compare_summary', 'run_bundle', 'EPOCH_KEYS', 'fork_run', 'children_of', 'forks_of', 'evaluate_checkpoint', 'evaluations_of']

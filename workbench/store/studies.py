@@ -1,0 +1,125 @@
+"""Studies: the `study` table and its CRUD. A study's trials are ordinary runs (run.study_id, run.trial_number);
+Optuna's own records live in a journal file beside the runs (workbench.studies.optuna_io), not in this database."""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, Column, Engine, func, insert, update
+from sqlmodel import AutoString, Field, SQLModel, select
+
+from workbench.ids import new_run_id
+from workbench.store.engine import session
+
+
+class StudyStatus(enum.StrEnum):
+    RUNNING = "running"  # its driver asks for trials and collects them
+    COMPLETED = "completed"  # every trial of the budget ended (or the time limit passed and the last one ended)
+    CANCELLED = "cancelled"
+    FAILED = "failed"  # the driver itself failed (its error is kept); `workbench study resume` goes on
+
+
+class StudyBase(SQLModel):
+    name: str
+    task: str = Field(index=True)
+    status: StudyStatus = Field(default=StudyStatus.RUNNING, sa_type=AutoString)
+    base_config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    space: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    objective: str
+    direction: str  # maximize | minimize
+    created_at: float
+    ended_at: float | None = None
+    heartbeat_at: float | None = None  # the driver's
+    host: str | None = None  # where the driver runs
+    driver_pid: int | None = None
+    driver_start: float | None = None  # the driver process's create time (pids get reused)
+    cancel_requested: bool = False
+    error: str | None = None
+
+
+class Study(StudyBase, table=True):
+    __table_args__ = (CheckConstraint("status IN ('running', 'completed', 'cancelled', 'failed')", name="ck_study_status"),)
+    id: str = Field(primary_key=True)
+
+
+class StudyCreate(SQLModel):
+    name: str
+    task: str
+    base_config: dict[str, Any]
+    space: dict[str, Any]
+    options: dict[str, Any]
+    objective: str
+    direction: str
+
+
+class StudyUpdate(SQLModel):
+    """Only the fields set are written."""
+
+    status: StudyStatus | None = None
+    ended_at: float | None = None
+    heartbeat_at: float | None = None
+    host: str | None = None
+    driver_pid: int | None = None
+    driver_start: float | None = None
+    cancel_requested: bool | None = None
+    error: str | None = None
+
+
+class StudyRead(StudyBase):
+    id: str
+    trials: int = 0  # runs of the study so far
+
+
+class StudyNotFound(LookupError):
+    pass
+
+
+def create_study(engine: Engine, *, study_in: StudyCreate) -> StudyRead:
+    row = Study(**study_in.model_dump(), id=new_run_id(), created_at=time.time())
+    with engine.begin() as conn:
+        conn.execute(insert(Study), [{**row.model_dump(), "status": str(row.status)}])
+    return get_study(engine, study_id=row.id)
+
+
+def get_study(engine: Engine, *, study_id: str) -> StudyRead:
+    with session(engine) as s:
+        row = s.get(Study, study_id)
+        if row is None:
+            matches = s.exec(select(Study).where(Study.id.startswith(study_id))).all()  # type: ignore[attr-defined]
+            if len(matches) != 1:
+                raise StudyNotFound(f"no study {study_id!r}" if not matches else f"{study_id!r} matches {len(matches)} studies")
+            row = matches[0]
+        out = StudyRead.model_validate(row, from_attributes=True)
+    out.trials = _trial_counts(engine, [out.id]).get(out.id, 0)
+    return out
+
+
+def list_studies(engine: Engine, *, limit: int = 200) -> list[StudyRead]:
+    with session(engine) as s:
+        rows = s.exec(select(Study).order_by(Study.created_at.desc()).limit(limit)).all()  # type: ignore[attr-defined]
+        studies = [StudyRead.model_validate(r, from_attributes=True) for r in rows]
+    counts = _trial_counts(engine, [st.id for st in studies])
+    for st in studies:
+        st.trials = counts.get(st.id, 0)
+    return studies
+
+
+def _trial_counts(engine: Engine, study_ids: list[str]) -> dict[str, int]:
+    from workbench.store.models import Run
+
+    if not study_ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(select(Run.study_id, func.count()).where(Run.study_id.in_(study_ids)).group_by(Run.study_id))  # type: ignore[union-attr,attr-defined]
+        return {study_id: n for study_id, n in rows}
+
+
+def update_study(engine: Engine, *, study_id: str, study_in: StudyUpdate) -> None:
+    values = study_in.model_dump(exclude_unset=True)
+    if "status" in values and values["status"] is not None:
+        values["status"] = str(values["status"])
+    with engine.begin() as conn:
+        conn.execute(update(Study).where(Study.id == study_id).values(**values))  # type: ignore[arg-type]
