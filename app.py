@@ -5,7 +5,14 @@ Run with `workbench ui` (or `streamlit run app.py`). Pages are UI only; everythi
 
 import streamlit as st
 
+from workbench import api
+
 st.set_page_config(page_title="Workbench", page_icon="🧪", layout="wide")
+try:
+    api.engine()  # opens the store once per process; an old schema is refused here with what to run
+except api.StoreSchemaError as exc:
+    st.error(str(exc))
+    st.stop()
 
 pages = [
     st.Page("pages/new_run.py", title="New run", default=True),

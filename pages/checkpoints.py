@@ -4,16 +4,15 @@ import streamlit as st
 
 from workbench import api
 from workbench.ui.checkpoints import (
-    bundle_download,
     checkpoint_table,
     compare_section,
-    download_one,
     evaluate_section,
     fork_section,
     try_it_section,
     upload_section,
 )
 from workbench.ui.common import pick_run
+from workbench.ui.downloads import bundle_link, checkpoint_link
 
 st.title("Checkpoints")
 run = pick_run("checkpoints_run")
@@ -25,9 +24,9 @@ if run is not None:
         chosen = checkpoint_table(ckpts)
         c1, c2 = st.columns(2)
         with c1:
-            download_one(run.id, chosen)
+            checkpoint_link(run.id, chosen)
         with c2:
-            bundle_download(run.id)
+            bundle_link(run.id)
         has_infer = api.tasks()[run.task].infer_target is not None
         tabs = st.tabs(["Evaluate", "Fork", "Compare checkpoints", *(["Try it"] if has_infer else [])])
         tab_eval, tab_fork, tab_compare = tabs[:3]

@@ -3,15 +3,11 @@
 import streamlit as st
 
 from workbench import api
-from workbench.ui.common import run_label
+from workbench.ui.common import pick_runs
 from workbench.ui.compare import config_diff, overlays, summary
 
 st.title("Compare runs")
-runs = api.list_runs(limit=1000)
-by_id = {r.id: r for r in runs}
-preselected = [r for r in st.session_state.get("compare_runs", []) if r in by_id]
-chosen = st.multiselect("Runs", list(by_id), default=preselected, format_func=lambda i: run_label(by_id[i]), key="compare_pick")
-st.session_state["compare_runs"] = chosen
+chosen = pick_runs("compare_pick", api.list_runs(limit=1000))
 if len(chosen) < 1:
     st.info("Pick two or more runs (of one task, or of several tasks for the metrics they share).")
 else:

@@ -17,6 +17,6 @@ if run is not None:
     with c3:
         run_actions(run)
     run_info(run)
-    live_panel(run.id, smoothing, x_axis, live=run.status in ("queued", "starting", "running"))
+    live_panel(run.id, smoothing, x_axis, live=run.status not in api.ENDED)
     with st.expander("Config"):
         st.code(api.to_yaml(api.run_config(run.id)), language="yaml")

@@ -1,4 +1,4 @@
-"""Real browser: Debian Chromium driven by Playwright against `streamlit run app.py`.
+"""Real browser: Debian Chromium driven by Playwright against `workbench ui`.
 
 Fills the New run form, launches the quick recommendation preset, watches the chart update live, then downloads
 a checkpoint from the Checkpoints page and loads it with torch.load(weights_only=True).
@@ -121,11 +121,12 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
         _settle(page)
         page.screenshot(path=str(tmp_path / "checkpoints.png"), full_page=True)
         with page.expect_download() as dl:
-            page.get_by_test_id("stDownloadButton").first.get_by_role("button").click(timeout=60_000)
+            # a link to the file route (streamed from disk), not a download button holding the bytes
+            page.get_by_role("link", name=re.compile(r"^Download .*\.pt ")).click(timeout=60_000)
         target = tmp_path / "ckpt.pt"
         dl.value.save_as(target)
         state = torch.load(target, weights_only=True)
-        assert "model" in state and state["step"] > 0
+        assert state["format"] == "workbench.checkpoint/1" and "model" in state["state"] and state["step"] > 0
         browser.close()
     from workbench import api
 
@@ -168,7 +169,7 @@ def test_compare_two_runs_and_download_a_bundle(server, tmp_path):
         expect(page.get_by_role("heading", name="Checkpoints")).to_be_visible()
         _settle(page)
         with page.expect_download() as dl:
-            page.get_by_role("button", name="Download run bundle (zip)").click(timeout=60_000)
+            page.get_by_role("link", name="Download run bundle (zip)").click(timeout=60_000)
         target = tmp_path / "bundle.zip"
         dl.value.save_as(target)
         browser.close()

@@ -1,7 +1,9 @@
-"""The real CLI end to end: quick presets train, list/show/eval/validate answer, exit codes mean something."""
+"""The real CLI end to end, on SQLite and PostgreSQL: quick presets train, list/show/eval/validate answer, exit codes
+mean something."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import subprocess
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_backends]
 
 
 def wb(*args: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -79,7 +81,7 @@ def test_spleeter_quick_beats_the_mixture_and_separates_a_song(home, tmp_path):
     shown = _show(run["id"], home)
     metrics = {k: v["last"] for k, v in shown["metrics"].items()}
     assert metrics["valid/si_sdr_vocals"] > metrics["valid/si_sdr_vocals_mixture"] + 1.0, metrics
-    assert run["owner"] == "daShiChangZhaoLei"  # the seed's `trainer` is the run's owner
+    assert run["owner"] == getpass.getuser()  # `trainer` (default: the user running the workbench) is the owner
 
     songs = tmp_path / "songs"
     gen = wb("data", "synth-songs", str(songs), "--songs", "1", "--duration", "4", "--sample-rate", "8000", "--seed", "9", home=home)
@@ -92,3 +94,41 @@ def test_spleeter_quick_beats_the_mixture_and_separates_a_song(home, tmp_path):
     files = api.infer(run["id"], best.id, mixture)
     assert {"mixture.wav", "vocals.wav", "accompaniment.wav", "vocals.png"} <= set(files)
     assert all(p.stat().st_size > 1000 for p in files.values())
+
+
+def test_list_prints_readable_rows(home):
+    """Local times to the minute, durations like 1m05s, `-` where a value is missing: no nanoseconds, no NaN."""
+    import re
+    import time
+
+    from workbench import api
+    from workbench.settings import get_settings
+    from workbench.store import get_engine
+    from workbench.store import metrics as metric_store
+    from workbench.store import runs as run_store
+
+    eng = get_engine(get_settings().database_url)
+    config = api.to_dict(api.validate_dict({"task": "linreg"}))
+    from workbench.store.models import RunCreate, RunStatus, RunUpdate
+
+    def create(name: str, tags: list[str]) -> api.RunRead:
+        run_in = RunCreate(task="linreg", name=name, config=config, monitor_key="valid/loss", monitor_mode="min", tags=tags)
+        return run_store.create_run(eng, run_in=run_in)
+
+    waiting, done = create("waiting", []), create("done", ["a", "b"])
+    start = time.time() - 600
+    run_store.transition(eng, run_id=done.id, to=RunStatus.STARTING)
+    run_store.transition(eng, run_id=done.id, to=RunStatus.RUNNING, run_in=RunUpdate(started_at=start))
+    run_store.transition(eng, run_id=done.id, to=RunStatus.COMPLETED, run_in=RunUpdate(ended_at=start + 65.4))
+    metric_store.write_metrics(eng, run_id=done.id, points=[("valid/loss", 1, 0.5, start), ("valid/loss", 2, 0.123456, start + 60)])
+
+    out = wb("list", home=home)
+    assert out.returncode == 0, out.stderr
+    header, *lines = out.stdout.splitlines()
+    assert header.split() == ["id", "name", "task", "kind", "status", "started", "duration", "best", "metric", "tags", "owner", "attempt"]
+    rows = {line.split()[1]: line for line in lines}
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(start))
+    assert re.search(rf"done\s+linreg\s+train\s+completed\s+{started}\s+1m05s\s+0\.1235\s+valid/loss\s+a, b\s", rows["done"])
+    assert re.search(r"waiting\s+linreg\s+train\s+queued\s+\d{4}-\d\d-\d\d \d\d:\d\d\s+-\s+-\s+valid/loss\s+-\s", rows["waiting"])
+    assert "NaN" not in out.stdout and "None" not in out.stdout and not re.search(r"\d\d:\d\d:\d\d", out.stdout)
+    assert json.loads(wb("list", "--json", home=home).stdout)[0]["id"] in {waiting.id, done.id}  # --json unchanged

@@ -63,16 +63,19 @@ def test_compare_tables_cli_and_page(home):
 
 def test_bundle_has_config_metrics_log_and_checkpoints(home):
     run = _run(epochs=4, keep_ckpt=1)
-    name, data = api.run_bundle(run.id)
-    assert name.endswith(".zip")
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+    bundle = api.bundle_download(run.id)
+    assert bundle.name == f"{run.id}-bundle.zip" and bundle.temporary
+    with zipfile.ZipFile(bundle.path) as zf:
         names = set(zf.namelist())
         assert {f"{run.id}/config.yaml", f"{run.id}/metrics.csv", f"{run.id}/train.log"} <= names
         ckpts = [n for n in names if n.endswith(".pt")]
         assert 1 <= len(ckpts) <= 2  # best and latest (the same file when the last one is the best)
         state = torch.load(io.BytesIO(zf.read(ckpts[0])), weights_only=True)
-        assert "model" in state
-        assert "train/loss" in zf.read(f"{run.id}/metrics.csv").decode()
+        assert state["format"] == "workbench.checkpoint/1" and "model" in state["state"]
+        metrics_csv = zf.read(f"{run.id}/metrics.csv").decode().splitlines()
+    assert metrics_csv[0] == "run_id,key,step,value,wall"
+    assert len(metrics_csv) - 1 == api.metric_summaries([run.id])["count"].sum()  # every point, not a downsampled view
+    bundle.path.unlink()
 
 
 def test_fork_records_lineage_and_starts_from_the_checkpoint(home):
@@ -119,7 +122,7 @@ def test_checkpoint_tensor_diff_and_import(home):
     metrics = api.compare_checkpoint_metrics([c.id for c in ckpts])
     assert metrics["valid/loss"].notna().all()
 
-    good = api.checkpoint_download(run.id, ckpts[-1].id)[1]
+    good = api.checkpoint_download(run.id, ckpts[-1].id).path.read_bytes()
     imported = api.import_checkpoint(api.run_config(run.id), "elsewhere.pt", good)
     assert imported.kind == "import" and imported.status == "completed"
     (ic,) = api.checkpoints(imported.id)
@@ -129,8 +132,19 @@ def test_checkpoint_tensor_diff_and_import(home):
     torch.save({"model": {"weight": torch.zeros(1, 7), "bias": torch.zeros(1)}}, wrong)
     with __import__("pytest").raises(ValueError, match=r"shape \(1, 7\).*\(1, 4\)"):
         api.import_checkpoint(api.run_config(run.id), "wrong.pt", wrong.getvalue())
-    with __import__("pytest").raises(ValueError, match="weights_only"):
-        api.import_checkpoint(api.run_config(run.id), "junk.pt", b"not a checkpoint")
+    for data, sentence in [
+        (b"not a checkpoint", "junk.pt is not a PyTorch checkpoint: it is not a file written by torch.save."),
+        (good[: len(good) // 2], "junk.pt is not a PyTorch checkpoint: it is a damaged zip archive (cut short, or changed after saving)."),
+    ]:  # fmt: skip
+        with __import__("pytest").raises(ValueError) as bad:
+            api.import_checkpoint(api.run_config(run.id), "junk.pt", data)
+        assert str(bad.value) == sentence  # one plain sentence, not PyTorch's advice to set weights_only=False
+    whole_model = io.BytesIO()
+    torch.save(torch.nn.Linear(4, 1), whole_model)
+    with __import__("pytest").raises(ValueError) as bad:
+        api.import_checkpoint(api.run_config(run.id), "model.pt", whole_model.getvalue())
+    assert str(bad.value).startswith("model.pt is not a plain checkpoint: it holds a pickled Python object (torch.nn")
+    assert "weights_only" not in str(bad.value)
 
 
 def test_epoch_alignment_interpolates_the_epoch_series(home):
@@ -140,8 +154,42 @@ def test_epoch_alignment_interpolates_the_epoch_series(home):
     from workbench.store import runs as run_store
 
     eng = get_engine(get_settings().database_url)
-    r = run_store.create_run(eng, task="linreg", name="e", config={}, monitor=("valid/loss", "min"))
+    from workbench.store.models import RunCreate
+
+    r = run_store.create_run(eng, run_in=RunCreate(task="linreg", name="e", monitor_key="valid/loss", monitor_mode="min"))
     m.write_metrics(eng, run_id=r.id, points=[("train/loss", s, 1.0 / s, 0.0) for s in range(1, 41)])
     m.write_metrics(eng, run_id=r.id, points=[("train/epoch", 20, 1.0, 0.0), ("train/epoch", 40, 2.0, 0.0)])
     frame = api.compare_series([r.id], "train/loss").set_index("step")
     assert frame.loc[10, "epoch"] == 0.5 and frame.loc[20, "epoch"] == 1.0 and frame.loc[30, "epoch"] == 1.5
+
+
+def test_a_checkpoint_written_before_the_envelope_evaluates_forks_compares_and_downloads(home):
+    """tests/fixtures/pre_envelope/linreg.pt is a flat file from main (step 10, epoch 1), put in place of the
+    run's own step-10 checkpoint."""
+    import shutil
+
+    run = _run(epochs=2, steps_per_epoch=5, learning_rate=0.05, keep_ckpt=5)
+    old, new = sorted((c for c in api.checkpoints(run.id) if c.kind == "checkpoint"), key=lambda c: c.step)[::-1]
+    assert old.step == 10
+    shutil.copy(ROOT / "tests" / "fixtures" / "pre_envelope" / "linreg.pt", api.run_dir(run.id) / old.path)
+
+    assert set(api.compare_checkpoint_tensors(old.id, new.id).tensor) == {"weight", "bias"}
+    job = api.evaluate_checkpoint(run.id, old.id)
+    done = wait_status(job.id, ("completed", "failed"))
+    assert done.status == "completed", done.error
+    (point,) = api.metrics_since(job.id).itertuples()
+    assert point.key == "test/loss" and point.step == 10  # the step the old file kept at its top level
+
+    cfg = api.run_config(run.id).model_copy(update={"epochs": 1})
+    child = wait_status(api.fork_run(run.id, old.id, cfg).id, ("completed", "failed"))
+    assert child.status == "completed", child.error
+
+    data = api.checkpoint_download(run.id, old.id).path.read_bytes()
+    assert "model" in torch.load(io.BytesIO(data), weights_only=True)  # served as it is on disk
+    bundle = api.bundle_download(run.id)
+    with zipfile.ZipFile(bundle.path) as zf:
+        assert f"{run.id}/{old.path}" in zf.namelist()
+    bundle.path.unlink()
+    imported = api.import_checkpoint(cfg, "old.pt", data)  # an old file imports as an envelope with its step
+    (ic,) = api.checkpoints(imported.id)
+    assert ic.step == 10 and api.compare_checkpoint_tensors(ic.id, old.id).l2_distance.max() == 0

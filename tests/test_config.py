@@ -36,6 +36,10 @@ def test_aliases_and_conflicts():
     assert (cfg.learning_rate, cfg.train_batch_size, cfg.stopping_step, cfg.weight_decay, cfg.enable_amp) == (0.1, 7, 3, 0.01, True)
     with pytest.raises(ConfigError, match="same setting"):
         api.validate_dict({"task": "linreg", "lr": 0.1, "learning_rate": 0.2})
+    # a conflict sits under its setting and hides nothing else
+    with pytest.raises(ConfigError) as info:
+        api.validate_dict({"task": "linreg", "lr": 0.1, "learning_rate": 0.2, "epochs": 0})
+    assert [e.path for e in info.value.errors] == ["learning_rate", "epochs"]
     # the stored form uses the canonical names
     assert "learning_rate" in api.to_dict(cfg) and "lr" not in api.to_dict(cfg)
 
@@ -117,3 +121,38 @@ def test_validate_names_the_settings_a_task_ignores(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "min_std = 0.001 has no effect: ctr_stream does not use it" in out.stderr
     assert "scheduler_factor" not in out.stderr  # 0.316 is its default: nothing to say
+
+
+def test_field_errors_and_cross_field_rules_come_in_one_pass():
+    # epochs fails its own check; valid_metric and start/end day break cross-field rules pydantic would skip
+    text = "task: recommendation\nepochs: 0\nvalid_metric: MRR@5\ndata:\n  source: atomic\n"
+    with pytest.raises(ConfigError) as info:
+        api.validate_yaml(text, source="rec.yaml")
+    lines = {e.path: e.line for e in info.value.errors}
+    assert lines == {"epochs": 2, "valid_metric": 3, "data.path": 4}
+    text = "task: ctr_stream\nembedx_dim: 0\nstart_day: 2019-07-20\nembed_sgd_param:\n  weight_bounds: [1, 2]\n"
+    with pytest.raises(ConfigError) as info:
+        api.validate_yaml(text)
+    paths = {e.path for e in info.value.errors}
+    assert paths == {"embedx_dim", "start_day", "embed_sgd_param.weight_bounds"}
+
+
+def test_a_rule_that_reads_a_failed_field_stays_silent():
+    # split_interval 0 fails; its default (30) must not be judged against split_per_pass 7 by the divisibility rule
+    with pytest.raises(ConfigError) as info:
+        api.validate_dict({"task": "ctr_stream", "split_interval": 0, "split_per_pass": 7, "fea_dim": 4})
+    errors = {e.path: e.message for e in info.value.errors}
+    assert set(errors) == {"split_interval", "fea_dim"}
+    assert "greater than or equal to 1" in errors["split_interval"]
+
+
+def test_validate_cli_reports_field_and_rule_errors_together(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "rec.yaml"
+    path.write_text("task: recommendation\nembedding_size: 0\nvalid_metric: nope@3\n")
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "validate", str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert "2 problem(s)" in out.stderr
+    assert "embedding_size (line 2)" in out.stderr and "valid_metric (line 3)" in out.stderr

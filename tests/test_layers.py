@@ -57,11 +57,11 @@ def test_config_modules_do_not_import_torch():
 
 def test_the_api_package_has_no_import_cycle():
     """workbench/api/ modules import each other in one direction only (base -> configs -> runs -> metrics ->
-    checkpoints -> compare, lineage), so any of them can be imported on its own."""
+    checkpoints -> compare, lineage -> downloads), so any of them can be imported on its own."""
     import subprocess
     import sys
 
-    order = ["base", "configs", "runs", "metrics", "checkpoints", "compare", "lineage"]
+    order = ["base", "configs", "runs", "metrics", "checkpoints", "compare", "lineage", "downloads"]
     for i, name in enumerate(order):
         later = {f"workbench.api.{m}" for m in order[i + 1 :]}
         found = {n for n in _imports(ROOT / "workbench" / "api" / f"{name}.py") if n in later}

@@ -109,7 +109,32 @@ def test_checkpoints_page_offers_a_download(home):
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert "★" in table["best"].tolist()
-    assert at.get("download_button")
+    links = {b.proto.label: b.proto.url for b in at.get("link_button")}
+    best = next(c for c in api.checkpoints(run.id) if c.is_best)
+    assert links[f"Download {Path(best.path).name} ({best.size_bytes / 1e3:.1f} kB)"] == f"/files/runs/{run.id}/checkpoints/{best.id}"
+    assert links["Download run bundle (zip)"] == f"/files/runs/{run.id}/bundle.zip"
+    assert not at.get("download_button")  # nothing held in the server's memory
+
+
+def test_fork_and_evaluate_link_to_the_new_run(home):
+    run = _finished_run()
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["selected_run"] = run.id
+    at.run()
+    at.switch_page("pages/checkpoints.py").run()
+    ckpt = next(c for c in api.checkpoints(run.id) if c.is_best)
+    next(b for b in at.button if b.label == f"Launch fork from checkpoint #{ckpt.id}").click().run()
+    assert not at.exception, at.exception
+    (child,) = api.forks_of(run.id)
+    (link,) = at.get("page_link")
+    assert link.proto.label == f"Open fork {child.id} on the Dashboard →"
+    assert link.proto.page.endswith("dashboard") and f"run={child.id}" in link.proto.query_string
+    _button(at, f"Evaluate checkpoint #{ckpt.id}").click().run()
+    assert not at.exception, at.exception
+    (job,) = api.evaluations_of(run.id)
+    assert any(p.proto.label == f"Open evaluation {job.id} on the Dashboard →" for p in at.get("page_link"))
+    for r in (child, job):
+        wait_status(r.id, ("completed", "failed"))
 
 
 def test_clone_fills_the_form(home):

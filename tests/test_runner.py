@@ -1,4 +1,5 @@
-"""Runner lifecycle on a fresh store each: complete, cancel, SIGKILL, lost, resume, failure, queue."""
+"""Runner lifecycle on a fresh store each, SQLite and PostgreSQL: complete, cancel, SIGKILL, lost, resume, failure,
+queue, and checkpoint import."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from tests.support.waiting import wait_for, wait_status
 from workbench import api
+
+pytestmark = pytest.mark.both_backends
 
 
 def _cfg(**overrides):  # type: ignore[no-untyped-def]
@@ -35,6 +38,8 @@ def _wait_running_with_steps(run_id: str, steps: int) -> None:
 
 
 def test_run_completes_with_metrics_and_retention(home):
+    """Also the PostgreSQL regression: every metric write failed there (SQLite's two-argument MAX in the upserts)
+    and the run still completed with 0 points stored."""
     run = api.launch_run(_cfg(epochs=5, keep_ckpt=2), name="lin")
     done = wait_status(run.id, ("completed", "failed"))
     assert done.status == "completed", done.error
@@ -116,7 +121,7 @@ def test_failure_stores_traceback(home):
     assert done.status == "failed"
     assert "asked to fail at step 7" in done.error
     assert "Traceback" in done.traceback and "linreg_task.py" in done.traceback
-    assert wait_for(lambda: api.get_run(run.id).exit_code, 10, what="the exit code") == 1
+    assert wait_for(lambda: api.get_run(run.id).exit_code, 30, what="the exit code") == 1
 
 
 def test_queue_respects_max_concurrent_runs(home, monkeypatch):
@@ -186,17 +191,18 @@ def test_a_supervisor_nobody_claims_leaves_without_touching_anything(home, monke
 def test_a_supervisor_runs_only_a_run_claimed_for_it(home, monkeypatch):
     from workbench.runner import supervisor
     from workbench.store import runs as run_store
+    from workbench.store.models import RunCreate, RunStatus, RunUpdate
 
     monkeypatch.setattr(supervisor, "CLAIM_TIMEOUT_S", 0.3)
     eng = api.engine()
     assert supervisor.wait_for_claim(eng, "20990101-000000-none") is None  # never inserted
-    run = run_store.create_run(eng, task="linreg", name="c", config={}, monitor=("valid/loss", "min"))
-    run_store.update_run(eng, run.id, supervisor_pid=os.getpid())
+    run = run_store.create_run(eng, run_in=RunCreate(task="linreg", name="c", monitor_key="valid/loss", monitor_mode="min"))
+    run_store.update_run(eng, run_id=run.id, run_in=RunUpdate(supervisor_pid=os.getpid()))
     assert supervisor.wait_for_claim(eng, run.id) is None  # ours, but still queued: the launcher queued it
-    run_store.transition(eng, run.id, "starting", expect=("queued",))
-    run_store.update_run(eng, run.id, supervisor_pid=os.getpid() + 1)
+    run_store.transition(eng, run_id=run.id, to=RunStatus.STARTING, expect=[RunStatus.QUEUED])
+    run_store.update_run(eng, run_id=run.id, run_in=RunUpdate(supervisor_pid=os.getpid() + 1))
     assert supervisor.wait_for_claim(eng, run.id) is None  # claimed for another supervisor
-    run_store.update_run(eng, run.id, supervisor_pid=os.getpid())
+    run_store.update_run(eng, run_id=run.id, run_in=RunUpdate(supervisor_pid=os.getpid()))
     claimed = supervisor.wait_for_claim(eng, run.id)
     assert claimed is not None and claimed.id == run.id and claimed.status == "starting"
 
@@ -224,3 +230,64 @@ def test_a_launch_that_fails_stops_its_early_supervisor(home, monkeypatch):
     assert api.list_runs() == []
     runs_dir = home / "runs"
     assert not runs_dir.exists() or not any(runs_dir.iterdir()), "the folder of a run that was never inserted is removed"
+
+
+def _checkpoint_bytes(step: int = 7) -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"model": {"weight": torch.ones(1, 4), "bias": torch.zeros(1)}, "step": step}, buf)
+    return buf.getvalue()
+
+
+def test_an_import_is_created_completed_and_never_queued(home, monkeypatch):
+    """The file is written before the run exists; the run appears `completed` with its checkpoint at once."""
+    from workbench.runner import checkpoints as runner_checkpoints
+
+    seen_while_writing: list[list[str]] = []
+    real_save = runner_checkpoints.atomic_torch_save
+
+    def save_and_look(state, target):  # type: ignore[no-untyped-def]
+        seen_while_writing.append([r.id for r in api.list_runs()])  # what a scheduler pass would see now
+        real_save(state, target)
+
+    monkeypatch.setattr(runner_checkpoints, "atomic_torch_save", save_and_look)
+    run = api.import_checkpoint(_cfg(), "elsewhere.pt", _checkpoint_bytes(step=7))
+    assert seen_while_writing == [[]]
+    assert run.kind == "import" and run.status == api.RunStatus.COMPLETED and run.ended_at is not None
+    (ckpt,) = api.checkpoints(run.id)
+    assert ckpt.step == 7 and (api.run_dir(run.id) / ckpt.path).is_file()
+    assert [e.kind for e in api.events(run.id)] == ["completed"]
+    assert api.list_runs(statuses=["queued"]) == []
+
+
+def test_an_import_whose_file_write_fails_stores_nothing(home, monkeypatch):
+    from workbench.runner import checkpoints as runner_checkpoints
+
+    def disk_full(*_args):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner_checkpoints, "atomic_torch_save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        api.import_checkpoint(_cfg(), "elsewhere.pt", _checkpoint_bytes())
+    assert api.list_runs() == []
+    assert not any((home / "runs").iterdir()), "the folder of the failed import is removed"
+
+
+def test_an_import_whose_insert_fails_leaves_no_row_and_no_folder(home, monkeypatch):
+    """The run, its checkpoint row and its event are one transaction: a failure in the last undoes the first."""
+    from workbench.store import runs as run_store
+
+    def broken_event(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr(run_store, "_insert_event", broken_event)
+    with pytest.raises(RuntimeError, match="went away"):
+        api.import_checkpoint(_cfg(), "elsewhere.pt", _checkpoint_bytes())
+    monkeypatch.undo()
+    assert api.list_runs() == []
+    assert not any((home / "runs").iterdir())
+    with api.engine().connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM checkpoint").scalar() == 0

@@ -13,10 +13,13 @@ from typing import Annotated, Optional
 import typer
 
 from workbench import api
+from workbench import formatting as fmt
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train recommendation, streaming-CTR and Spleeter models.")
 data_app = typer.Typer(no_args_is_help=True, help="Data generators, importers and converters.")
 app.add_typer(data_app, name="data")
+db_app = typer.Typer(no_args_is_help=True, help="The store's schema: show its revision, upgrade it.")
+app.add_typer(db_app, name="db")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +72,7 @@ def run(
 
 FOLLOW_REFRESH_S = 0.5  # progress line and new log lines
 FOLLOW_POLL_S = 0.05  # the status alone, so `--wait` returns as soon as the run ends
-ENDED = ("completed", "failed", "cancelled", "lost")
+ENDED = api.ENDED
 
 
 def _follow(run_id: str) -> int:
@@ -119,15 +122,31 @@ def list_cmd(
     search: Annotated[Optional[str], typer.Option(help="Text in id, name, notes or owner")] = None,
     tag: Annotated[Optional[str], typer.Option(help="Only runs with this tag")] = None,
     since: Annotated[Optional[datetime], typer.Option(help="Only runs created at or after this date/time")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output (times as Unix seconds)")] = False,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first: start in local time, duration, best value of the monitored metric."""
     runs = api.list_runs(task=task, statuses=status, text=search, tag=tag, since=since.timestamp() if since else None)
     if as_json:
         typer.echo(json.dumps([_run_json(r) for r in runs], indent=2))
         return
-    frame = api.runs_frame(runs)
-    typer.echo(frame.drop(columns=["progress"]).to_string(index=False) if len(frame) else "no runs yet")
+    typer.echo(fmt.table([_run_row(r) for r in runs]) if runs else "no runs yet")
+
+
+def _run_row(r: api.RunRead) -> dict[str, str]:
+    return {
+        "id": r.id,
+        "name": r.name,
+        "task": r.task,
+        "kind": r.kind,
+        "status": r.status,
+        "started": fmt.local_time(r.started_at or r.created_at),
+        "duration": fmt.duration(r.duration_s),
+        "best": fmt.number(r.best_value),
+        "metric": r.monitor_key or fmt.MISSING,
+        "tags": ", ".join(r.tags) or fmt.MISSING,
+        "owner": r.owner or fmt.MISSING,
+        "attempt": str(r.attempt),
+    }
 
 
 def _run_json(r: api.RunRead) -> dict:
@@ -198,7 +217,7 @@ def eval_cmd(
     except (api.RunNotFound, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(f"evaluation {job.id} of {run_id} queued", err=True)
-    while (job := api.get_run(job.id)).status not in ("completed", "failed", "cancelled", "lost"):
+    while (job := api.get_run(job.id)).status not in ENDED:
         time.sleep(0.5)
     if job.status != "completed":
         _fail(f"evaluation {job.id} {job.status}: {job.error}", 1)
@@ -209,6 +228,32 @@ def eval_cmd(
     else:
         for key, value in sorted(metrics.items()):
             typer.echo(f"{key:30s} {value:.4f}")
+
+
+@app.command()
+def export(
+    run_id: str,
+    format_: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    keys: Annotated[Optional[str], typer.Option("--keys", help="Only metric keys matching this glob, e.g. 'valid/*'")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output file or folder (default: ./RUN-metrics.FORMAT)")] = None,
+) -> None:
+    """Write every stored metric point of a run (run_id, key, step, value, wall) to CSV or Parquet.
+
+    The raw points ordered by key and step, not the dashboard's downsampled view; wall is Unix seconds.
+    """
+    if format_ not in api.EXPORT_FORMATS:
+        _fail(f"--format {format_!r}: use one of {', '.join(api.EXPORT_FORMATS)}")
+    try:
+        run_ = api.get_run(run_id)
+    except api.RunNotFound as exc:
+        _fail(str(exc))
+    name = f"{run_.id}-metrics.{format_}"
+    target = out / name if out is not None and out.is_dir() else (out or Path(name))
+    try:
+        count = api.export_metrics(run_.id, target, fmt=format_, keys=keys)  # type: ignore[arg-type]
+    except (ValueError, OSError) as exc:
+        _fail(f"cannot write {target}: {exc.strerror}" if isinstance(exc, OSError) else str(exc))
+    typer.echo(f"wrote {count} points of run {run_.id} to {target}")
 
 
 @app.command()
@@ -227,6 +272,19 @@ def resume(run_id: str, wait: Annotated[bool, typer.Option("--wait/--detach")] =
     typer.echo(f"run {r.id} {r.status} (attempt {r.attempt})")
     if wait:
         raise typer.Exit(_follow(r.id))
+
+
+@app.command()
+def sync(run_id: str) -> None:
+    """Store what a run's journal holds beyond the store (records kept from it by a store outage). Safe to repeat."""
+    try:
+        result = api.sync_run(run_id)
+    except api.RunNotFound as exc:
+        _fail(str(exc))
+    if result.applied:
+        typer.echo(f"run {run_id}: stored {result.applied} journal records (journal seq {result.journal_seq})")
+    else:
+        typer.echo(f"run {run_id}: nothing to store, the store has every journal record (journal seq {result.journal_seq})")
 
 
 @app.command()
@@ -389,6 +447,32 @@ def ui(port: int = 8501, address: str = "127.0.0.1") -> None:
     serve(address, port)
 
 
+@db_app.command("current")
+def db_current() -> None:
+    """Print the store's schema revision and the one this workbench needs."""
+    rev = api.db_current()
+    if rev.revision is None:
+        typer.echo(f"{rev.location}: empty (created at revision {rev.head} when first opened)")
+    elif rev.up_to_date:
+        typer.echo(f"{rev.location}: revision {rev.revision} (up to date)")
+    else:
+        made = " (made before the schema was versioned)" if not rev.versioned else ""
+        typer.echo(f"{rev.location}: revision {rev.revision}{made}; this workbench needs {rev.head}: run `workbench db upgrade`")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Upgrade the store in place to the revision this workbench needs (one transaction; every run is kept)."""
+    before, after = api.db_upgrade()
+    if before.revision == after.revision:
+        typer.echo(f"{after.location}: already at revision {after.revision}; nothing to do")
+    elif before.revision is None:
+        typer.echo(f"{after.location}: created at revision {after.revision}")
+    else:
+        made = " (made before the schema was versioned)" if not before.versioned else ""
+        typer.echo(f"{after.location}: upgraded from revision {before.revision}{made} to {after.revision}")
+
+
 def _mount_data_commands() -> None:
     for name, func in api.data_commands().items():
         data_app.command(name, help=(func.__doc__ or "").strip().split("\n")[0] or None)(func)
@@ -401,7 +485,11 @@ def main() -> None:
     if sys.argv[1:2] == ["ui"]:
         app()
     try:
-        app()
+        try:
+            app()
+        except api.StoreSchemaError as exc:  # an old store: say what to run, not a traceback
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     except SystemExit as exc:
         # Skip the interpreter's teardown (~0.1 s of freeing SQLAlchemy and pydantic objects): by now every row is
         # committed and every file we wrote is closed, and `run --wait` should return the moment its run ends.

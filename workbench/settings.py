@@ -18,6 +18,12 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(30.0, gt=0, description="Seconds a cancelled run gets to checkpoint before SIGKILL.")
     heartbeat_s: float = Field(5.0, gt=0, description="Seconds between supervisor heartbeats.")
     lost_after_s: float = Field(30.0, gt=0, description="A running run whose heartbeat is older than this is lost.")
+    store_outage_warn_s: float = Field(
+        60.0, gt=0, description="A store outage longer than this gets an event in the run once the store is back."
+    )
+    store_end_wait_s: float = Field(
+        120.0, gt=0, description="How long a run that ended waits for an unreachable store before it gives up (failed)."
+    )
 
     @property
     def home_dir(self) -> Path:

@@ -60,13 +60,14 @@ def run(cfg: LinRegConfig, ctx) -> None:  # type: ignore[no-untyped-def]
             if cfg.step_sleep_s:
                 time.sleep(cfg.step_sleep_s)
             if ctx.should_stop() and not cfg.ignore_stop:
-                ctx.checkpoints.save(state(epoch), step=step, epoch=epoch)
+                ctx.checkpoints.save(state(epoch), step=step, epoch=epoch, config=cfg.model_dump(mode="json"))
                 return
         with torch.no_grad():
             x = torch.randn(256, cfg.n_features)
             valid = torch.nn.functional.mse_loss(model(x).squeeze(-1), x @ true_w).item()
         ctx.log({"valid/loss": valid}, step)
-        ctx.checkpoints.save(state(epoch), step=step, epoch=epoch, metrics={"valid/loss": valid})
+        ctx.checkpoints.save(state(epoch), step=step, epoch=epoch, config=cfg.model_dump(mode="json"),
+                             metrics={"valid/loss": valid})
 
 
 def evaluate(cfg: LinRegConfig, state: dict, data_path: str | None, ctx) -> dict[str, float]:  # type: ignore[no-untyped-def]

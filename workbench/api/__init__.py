@@ -1,16 +1,21 @@
 """The only surface the UI and the CLI import. Returns plain read models, dataclasses and DataFrames.
 
 One module per subject; each imports only the ones before it in this list (no cycles):
-base (engine, user) -> configs -> runs -> metrics -> checkpoints -> compare, lineage.
+base (engine, user) -> configs -> runs -> metrics -> checkpoints -> compare, lineage -> downloads.
 """
 
 from workbench.config.io import ConfigError, FieldError
 from workbench.store.metrics import Series
-from workbench.store.models import CheckpointRead, EventRead, RunRead
+from workbench.store.models import ACTIVE, ENDED, CheckpointRead, EventRead, RunRead, RunStatus
 from workbench.store.runs import RunNotFound
+from workbench.tags import clean_tags
+from workbench.store.schema import StoreSchemaError
 from workbench.api.base import (
     engine,
     store_location,
+    DbRevision,
+    db_current,
+    db_upgrade,
     current_user,
 )
 from workbench.api.configs import (
@@ -36,6 +41,10 @@ from workbench.api.runs import (
     get_run,
     run_status,
     runs_frame,
+    run_statuses,
+    runs_table,
+    RunsTable,
+    METRIC_STATS,
     Progress,
     progress,
     cancel_run,
@@ -47,6 +56,8 @@ from workbench.api.runs import (
     run_dir,
     log_tail,
     reconcile,
+    SyncResult,
+    sync_run,
 )
 from workbench.api.metrics import (
     metric_keys,
@@ -59,8 +70,6 @@ from workbench.api.checkpoints import (
     checkpoints,
     UnsafePath,
     safe_run_file,
-    checkpoint_file,
-    checkpoint_download,
     compare_checkpoint_tensors,
     compare_checkpoint_metrics,
     import_checkpoint,
@@ -71,7 +80,6 @@ from workbench.api.compare import (
     compare_series,
     compare_configs,
     compare_summary,
-    run_bundle,
     EPOCH_KEYS,
 )
 from workbench.api.lineage import (
@@ -99,4 +107,19 @@ from workbench.api.studies import (
 from workbench.studies.options import StudyOptions
 from workbench.store.studies import StudyRead
 
-__all__ = ['StudyReport', 'check_study', 'driver_running', 'get_study', 'list_studies', 'promote', 'resume_study', 'cancel_study', 'space_example', 'start_study', 'study_report', 'suggest_ranges', 'trial_config', 'StudyOptions', 'StudyRead', 'ConfigError', 'FieldError', 'Series', 'CheckpointRead', 'EventRead', 'RunRead', 'RunNotFound', 'engine', 'store_location', 'current_user', 'tasks', 'config_class', 'common_setting_names', 'not_used_settings', 'ignored_settings', 'default_config', 'presets', 'load_preset', 'validate_yaml', 'validate_file', 'validate_dict', 'to_yaml', 'to_dict', 'data_commands', 'default_config_yaml', 'launch_run', 'list_runs', 'get_run', 'run_status', 'runs_frame', 'Progress', 'progress', 'cancel_run', 'resume_run', 'delete_run', 'run_config', 'update_run_info', 'events', 'run_dir', 'log_tail', 'reconcile', 'metric_keys', 'series', 'metric_summaries', 'metrics_since', 'overlay_series', 'checkpoints', 'UnsafePath', 'safe_run_file', 'checkpoint_file', 'checkpoint_download', 'compare_checkpoint_tensors', 'compare_checkpoint_metrics', 'import_checkpoint', 'infer', 'compare_keys', 'compare_series', 'compare_configs', 'compare_summary', 'run_bundle', 'EPOCH_KEYS', 'fork_run', 'children_of', 'forks_of', 'evaluate_checkpoint', 'evaluations_of']
+from workbench.api.downloads import (
+    Download,
+    EXPORT_FORMATS,
+    checkpoint_source,
+    checkpoint_download,
+    inference_download,
+    bundle_download,
+    metrics_download,
+    export_metrics,
+    matching_keys,
+)
+
+# everything imported above is the api (submodule names included: harmless)
+
+# everything imported above is the api (submodule names included: harmless)
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import io
+import re
+import shutil
 import time
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from workbench.api.base import current_user, engine
 from workbench.api.runs import get_run, run_dir
 from workbench.config.io import config_to_dict, config_to_yaml
-from workbench.runner.checkpoints import best_of
+from workbench.runner.checkpoints import Envelope, best_of
 from workbench.settings import get_settings
 from workbench.store import checkpoints as ckpt_store
 from workbench.store import runs as run_store
-from workbench.store.models import CheckpointRead, RunRead
+from workbench.store.models import CheckpointCreate, CheckpointRead, RunCreate, RunRead
 from workbench.tasks import TASKS
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def checkpoints(run_id: str) -> list[CheckpointRead]:
     """The run's checkpoints and outputs, with `is_best` set on the best by the run's monitored metric."""
     eng = engine()
-    run = run_store.get_run(eng, run_id)
+    run = run_store.get_run(eng, run_id=run_id)
     rows = ckpt_store.list_checkpoints(eng, run_id=run.id)
     if run.monitor_key:
         from workbench.runner.store_backend import to_info
@@ -59,35 +59,7 @@ def safe_run_file(run_id: str, relative: str) -> Path:
     return target
 
 
-def checkpoint_file(run_id: str, checkpoint_id: int) -> tuple[str, Callable[[], bytes]]:
-    """(download name, function producing the bytes) of one checkpoint, checked against the download guard now;
-    the bytes are read only when asked for. A folder output (CTR base/delta) comes as a zip."""
-    eng = engine()
-    ckpt = ckpt_store.get_checkpoint(eng, checkpoint_id=checkpoint_id)
-    if ckpt is None or ckpt.run_id != run_store.get_run(eng, run_id).id:
-        raise FileNotFoundError(f"run {run_id} has no checkpoint #{checkpoint_id}")
-    path = safe_run_file(ckpt.run_id, ckpt.path)
-    if path.is_dir():
-        return f"{ckpt.run_id}-{path.name}.zip", lambda: _zip_folder(path)
-    return f"{ckpt.run_id}-{path.name}", path.read_bytes
-
-
-def _zip_folder(path: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(path.rglob("*")):
-            if f.is_file() and not f.is_symlink():  # never follow a link out of the run folder
-                zf.write(f, f.relative_to(path.parent))
-    return buf.getvalue()
-
-
-def checkpoint_download(run_id: str, checkpoint_id: int) -> tuple[str, bytes]:
-    """(file name, bytes) of one checkpoint."""
-    name, produce = checkpoint_file(run_id, checkpoint_id)
-    return name, produce()
-
-
-def _checkpoint_state(checkpoint_id: int) -> tuple[CheckpointRead, dict[str, Any]]:
+def _checkpoint_state(checkpoint_id: int) -> tuple[CheckpointRead, Envelope]:
     from workbench.runner.checkpoints import load_checkpoint_file
 
     ckpt = ckpt_store.get_checkpoint(engine(), checkpoint_id=checkpoint_id)
@@ -107,9 +79,9 @@ def compare_checkpoint_tensors(checkpoint_a: int, checkpoint_b: int) -> pd.DataF
 
     _, a = _checkpoint_state(checkpoint_a)
     _, b = _checkpoint_state(checkpoint_b)
-    if "model" not in a or "model" not in b:
+    if "model" not in a["state"] or "model" not in b["state"]:
         raise ValueError("both checkpoints must hold a 'model' state dict")
-    return pd.DataFrame(tensor_differences(a["model"], b["model"]))
+    return pd.DataFrame(tensor_differences(a["state"]["model"], b["state"]["model"]))
 
 
 def compare_checkpoint_metrics(checkpoint_ids: list[int]) -> pd.DataFrame:
@@ -125,46 +97,79 @@ def compare_checkpoint_metrics(checkpoint_ids: list[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def not_a_checkpoint_message(file_name: str, exc: Exception) -> str:
+    """One plain sentence for a file torch.load(weights_only=True) refused. PyTorch's own message advises
+    weights_only=False, which would run whatever code the file holds: never what an upload page should suggest."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return (f"{file_name} is not a plain checkpoint: it holds a pickled Python object ({found.group(1)}), not only tensors "
+                "and plain values; save the weights as a dict with model.state_dict() under 'model' instead.")  # fmt: skip
+    if isinstance(exc, EOFError) or not text:
+        why = "the file is empty or cut short"
+    elif "zip archive" in text:
+        why = "it is a damaged zip archive (cut short, or changed after saving)"
+    else:
+        why = "it is not a file written by torch.save"
+    return f"{file_name} is not a PyTorch checkpoint: {why}."
+
+
 def import_checkpoint(cfg: BaseModel, file_name: str, data: bytes, *, name: str | None = None) -> RunRead:
     """Register a checkpoint produced elsewhere as an `import` run, so it can be evaluated or forked.
 
-    The file is read with torch.load(weights_only=True) and checked against the task's model (missing or
-    unexpected tensors, wrong shapes); nothing is stored if the check fails.
+    The file is read with torch.load(weights_only=True): a workbench checkpoint (an envelope) or a flat dict
+    with a 'model' state dict. Its state is checked against the task's model (missing or unexpected tensors,
+    wrong shapes); nothing is stored if the check fails. It is stored as an envelope with this config.
     """
     import torch
 
-    from workbench.runner.checkpoints import atomic_torch_save, sha256_of
+    from workbench.runner.checkpoints import as_envelope, atomic_torch_save, make_envelope, sha256_of
 
     spec = TASKS[cfg.task]  # type: ignore[attr-defined]
     try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{file_name}: not a checkpoint that loads with torch.load(weights_only=True): {exc}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise ValueError(f"{file_name}: expected a dict with a 'model' state dict, got {type(state).__name__}")
+        raise ValueError(not_a_checkpoint_message(file_name, exc)) from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{file_name}: expected a dict with a 'model' state dict, got {type(loaded).__name__}")
+    envelope = as_envelope(loaded, source=file_name)
+    state = envelope["state"]
+    if not isinstance(state.get("model"), dict):
+        raise ValueError(f"{file_name}: expected a dict with a 'model' state dict, found keys {sorted(state)[:10]}")
     if spec.check_target is not None:
         from workbench.tasks.spec import load_target
 
         problems = load_target(spec.check_target)(cfg, state)
         if problems:
             raise ValueError(f"{file_name} does not fit the {spec.name} model of this config:\n- " + "\n- ".join(problems))
+    # The file first, then the run, already `completed`, with its checkpoint row in one transaction: the
+    # scheduler never sees an import queued, and a failed write leaves no row behind.
+    from workbench.ids import new_run_id
+
     eng = engine()
-    run = run_store.create_run(
-        eng, task=spec.name, name=name or f"import {file_name}", config=config_to_dict(cfg), monitor=spec.monitor(cfg),
-        owner=current_user(), notes=f"imported from {file_name}", kind="import",
-    )  # fmt: skip
-    folder = run_dir(run.id)
-    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(config_to_yaml(cfg))
-    target = folder / "checkpoints" / "imported.pt"
-    atomic_torch_save(state, target)
-    step = int(state["step"]) if isinstance(state.get("step"), int) else 0
-    ckpt_store.add_checkpoint(
-        eng, run_id=run.id, path="checkpoints/imported.pt", kind="checkpoint", step=step, epoch=None, metrics={},
-        size_bytes=target.stat().st_size, sha256=sha256_of(target), created_at=time.time(),
-    )  # fmt: skip
-    run_store.mark_imported(eng, run.id)
-    return run_store.get_run(eng, run.id)
+    run_id = new_run_id()
+    folder = run_dir(run_id)
+    folder.mkdir()  # a new folder: on any failure below it is removed whole
+    try:
+        (folder / "checkpoints").mkdir()
+        (folder / "config.yaml").write_text(config_to_yaml(cfg))
+        target = folder / "checkpoints" / "imported.pt"
+        step, epoch = envelope["step"], envelope["epoch"]
+        atomic_torch_save(make_envelope(state, step=step, epoch=epoch, config=config_to_dict(cfg)), target)
+        monitor_key, monitor_mode = spec.monitor(cfg)
+        run_in = RunCreate(
+            id=run_id, task=spec.name, name=name or f"import {file_name}", config=config_to_dict(cfg),
+            monitor_key=monitor_key, monitor_mode=monitor_mode, owner=current_user(), notes=f"imported from {file_name}",
+            kind="import",
+        )  # fmt: skip
+        checkpoint_in = CheckpointCreate(
+            path="checkpoints/imported.pt", kind="checkpoint", step=step, epoch=epoch,
+            size_bytes=target.stat().st_size, sha256=sha256_of(target), created_at=time.time(),
+        )  # fmt: skip
+        return run_store.create_imported_run(eng, run_in=run_in, checkpoint_in=checkpoint_in)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def infer(run_id: str, checkpoint_id: int, input_path: str | Path) -> dict[str, Path]:
@@ -177,6 +182,6 @@ def infer(run_id: str, checkpoint_id: int, input_path: str | Path) -> dict[str, 
         raise ValueError(f"the {run.task} task has no inference preview")
     if not Path(input_path).is_file():
         raise FileNotFoundError(f"input not found: {input_path}")
-    _, state = _checkpoint_state(checkpoint_id)
+    _, checkpoint = _checkpoint_state(checkpoint_id)
     out_dir = run_dir(run.id) / "inference" / f"ckpt{checkpoint_id}-{Path(input_path).stem}"
-    return load_target(spec.infer_target)(state, run.config, input_path, out_dir)
+    return load_target(spec.infer_target)(checkpoint["state"], run.config, input_path, out_dir)

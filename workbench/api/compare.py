@@ -1,17 +1,12 @@
-"""Comparing runs (overlay series, config diff, summary table) and run bundles."""
+"""Comparing runs: overlay series, config diff, summary table."""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from typing import TYPE_CHECKING
 
 from workbench.api.base import engine
-from workbench.api.checkpoints import checkpoints, safe_run_file
-from workbench.api.configs import to_yaml
-from workbench.api.metrics import metric_keys, metric_summaries, metrics_since, series
-from workbench.api.runs import get_run, run_config, run_dir
-from workbench.runner.checkpoints import is_state_file
+from workbench.api.metrics import metric_keys, metric_summaries, series
+from workbench.api.runs import get_run
 from workbench.store import runs as run_store
 
 if TYPE_CHECKING:
@@ -72,7 +67,7 @@ def compare_configs(run_ids: list[str], only_differing: bool = True) -> pd.DataF
     from workbench.compare import config_diff
 
     eng = engine()
-    return config_diff({r: run_store.get_run(eng, r).config for r in run_ids}, only_differing=only_differing)
+    return config_diff({r: run_store.get_run(eng, run_id=r).config for r in run_ids}, only_differing=only_differing)
 
 
 def compare_summary(run_ids: list[str]) -> pd.DataFrame:
@@ -81,28 +76,3 @@ def compare_summary(run_ids: list[str]) -> pd.DataFrame:
     runs = [get_run(r) for r in run_ids]
     modes = {r.monitor_key: r.monitor_mode for r in runs if r.monitor_key and r.monitor_mode}
     return summary_table(runs, metric_summaries([r.id for r in runs]), modes)
-
-
-def run_bundle(run_id: str) -> tuple[str, bytes]:
-    """A zip of the run: config.yaml, metrics.csv, train.log, and its best and latest checkpoints."""
-    run = get_run(run_id)
-    folder = run_dir(run.id)
-    ckpts = [c for c in checkpoints(run.id) if c.kind == "checkpoint" and is_state_file(c.path)]
-    chosen = {c.id: c for c in ckpts if c.is_best}
-    if ckpts:
-        chosen[ckpts[-1].id] = ckpts[-1]
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"{run.id}/config.yaml", to_yaml(run_config(run.id)))
-        zf.writestr(f"{run.id}/metrics.csv", metrics_since(run.id).drop(columns=["id"]).to_csv(index=False))
-        log = folder / "train.log"
-        if log.exists():
-            zf.write(safe_run_file(run.id, "train.log"), f"{run.id}/train.log")
-        for c in chosen.values():
-            try:
-                zf.write(safe_run_file(run.id, c.path), f"{run.id}/{c.path}")
-            except FileNotFoundError:
-                continue  # retention removed it between the listing and now
-    return f"{run.id}-bundle.zip", buf.getvalue()
-
-

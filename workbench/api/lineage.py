@@ -19,7 +19,7 @@ from workbench.store.models import RunRead
 def fork_run(run_id: str, checkpoint_id: int, cfg: BaseModel, *, name: str | None = None, tags: list[str] | None = None) -> RunRead:
     """A new run whose weights start from `checkpoint_id` of `run_id`, with a possibly edited config."""
     eng = engine()
-    parent = run_store.get_run(eng, run_id)
+    parent = run_store.get_run(eng, run_id=run_id)
     ckpt = ckpt_store.get_checkpoint(eng, checkpoint_id=checkpoint_id)
     if ckpt is None or ckpt.run_id != parent.id:
         raise FileNotFoundError(f"run {run_id} has no checkpoint #{checkpoint_id}")
@@ -48,7 +48,7 @@ def evaluate_checkpoint(run_id: str, checkpoint_id: int | None = None, data_path
     """Queue an evaluation job: the checkpoint (default: the best, else the latest) of `run_id` on its config's
     test split, or on `data_path`. It runs in the background like a training run; its metrics are its results."""
     eng = engine()
-    parent = run_store.get_run(eng, run_id)
+    parent = run_store.get_run(eng, run_id=run_id)
     ckpts = [c for c in checkpoints(parent.id) if c.kind == "checkpoint" and is_state_file(c.path)]
     if checkpoint_id is None:
         chosen = next((c for c in ckpts if c.is_best), ckpts[-1] if ckpts else None)

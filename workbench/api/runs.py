@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,8 +14,10 @@ from workbench.api.base import current_user, engine
 from workbench.config.io import parse_config
 from workbench.runner import launch
 from workbench.store import events as event_store
+from workbench.store import metrics as metric_store
 from workbench.store import runs as run_store
-from workbench.store.models import EventRead, RunRead
+from workbench.store.models import ACTIVE, EventRead, RunRead, RunStatus, RunUpdate
+from workbench.tags import clean_tags
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,16 +78,16 @@ def list_runs(
 
 def get_run(run_id: str) -> RunRead:
     eng = engine()
-    run = run_store.get_run(eng, run_id)
-    if run.status in ("starting", "running"):
+    run = run_store.get_run(eng, run_id=run_id)
+    if run.status in ACTIVE:
         launch.reconcile(eng)
-        run = run_store.get_run(eng, run.id)
+        run = run_store.get_run(eng, run_id=run.id)
     return run
 
 
-def run_status(run_id: str) -> str | None:
+def run_status(run_id: str) -> RunStatus | None:
     """A run's status alone (exact id), cheap enough to poll many times a second; None if there is no such run."""
-    return run_store.get_status(engine(), run_id)
+    return run_store.get_status(engine(), run_id=run_id)
 
 
 def runs_frame(runs: list[RunRead]) -> pd.DataFrame:
@@ -114,8 +117,66 @@ def runs_frame(runs: list[RunRead]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "name", "task", "kind", "status", "started", "duration_s", "best", "metric", "progress", "tags", "owner", "attempt"])
 
 
+def run_statuses(run_ids: list[str]) -> dict[str, str]:
+    """Statuses of these runs in one cheap read: what a table polls to learn that it is out of date."""
+    return run_store.get_statuses(engine(), run_ids=run_ids)
+
+
+METRIC_STATS = ("last", "min", "max")
+
+
+@dataclass
+class RunsTable:
+    frame: pd.DataFrame  # runs_frame's columns, then one per chosen config path and per chosen metric
+    config_paths: list[str]  # every config path the runs have (dotted), for a column picker
+    metric_keys: list[str]  # every metric key the runs logged
+
+
+def runs_table(
+    runs: list[RunRead], *, config_columns: Sequence[str] = (), metric_columns: Sequence[str] = (), stat: str = "last"
+) -> RunsTable:
+    """The runs table with chosen hyper-parameters and metrics as extra (sortable) columns, as in MLflow's run list.
+
+    A config column is a dotted path (`learning_rate`, `data.maxlen`); a run without it shows nothing there. A metric
+    column is the `stat` (last, min or max) of a key, read from the metric summaries of all shown runs in one query.
+    """
+    if stat not in METRIC_STATS:
+        raise ValueError(f"stat must be one of {', '.join(METRIC_STATS)}, got {stat!r}")
+    frame = runs_frame(runs)
+    base = list(frame.columns)
+    flat = [_flatten(r.config) for r in runs]
+    paths = list(dict.fromkeys(p for f in flat for p in f if p != "task"))
+    for path in config_columns:
+        frame[path] = [_cell(f.get(path)) for f in flat]
+    summaries = metric_store.summaries(engine(), run_ids=[r.id for r in runs]) if runs else None
+    keys = sorted(summaries["key"].unique()) if summaries is not None else []
+    for key in metric_columns:
+        chosen = summaries[summaries["key"] == key] if summaries is not None else None
+        by_run = dict(zip(chosen["run_id"], chosen[stat])) if chosen is not None else {}
+        frame[f"{key} ({stat})"] = [by_run.get(r.id) for r in runs]
+    # the chosen columns right after the status, where they are seen without scrolling the wide table sideways
+    extra = [c for c in frame.columns if c not in base]
+    at = base.index("status") + 1
+    return RunsTable(frame[[*base[:at], *extra, *base[at:]]], paths, keys)
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
+
+
+def _cell(value: Any) -> Any:
+    """Numbers and text stay themselves (so the column sorts as numbers); lists and the like become text."""
+    return value if value is None or isinstance(value, (int, float, str)) else str(value)
+
+
 def _fraction(r: RunRead) -> float | None:
-    if r.status == "completed":
+    if r.status == RunStatus.COMPLETED:
         return 1.0
     if r.progress_total and r.progress_done is not None:
         return max(0.0, min(1.0, r.progress_done / r.progress_total))
@@ -136,7 +197,7 @@ def progress(run: RunRead) -> Progress:
     frac = _fraction(run)
     eta = rate = None
     if (
-        run.status == "running"
+        run.status == RunStatus.RUNNING
         and run.progress_started_at
         and run.progress_total
         and run.progress_done is not None
@@ -164,20 +225,20 @@ def delete_run(run_id: str) -> None:
 
 def run_config(run_id: str) -> BaseModel:
     """The run's config, validated again (for cloning into the form or a fork)."""
-    run = run_store.get_run(engine(), run_id)
+    run = run_store.get_run(engine(), run_id=run_id)
     return parse_config(run.config, source=f"run {run.id}")
 
 
-def update_run_info(run_id: str, *, name: str | None = None, tags: list[str] | None = None, notes: str | None = None) -> None:
+def update_run_info(run_id: str, *, name: str | None = None, tags: str | list[str] | None = None, notes: str | None = None) -> None:
+    """Rename, re-tag (a list, or one comma-separated string; see workbench/tags.py) or annotate a run."""
     fields: dict[str, Any] = {}
     if name is not None:
         fields["name"] = name
     if tags is not None:
-        fields["tags"] = sorted({t.strip() for t in tags if t.strip()})
+        fields["tags"] = clean_tags(tags)
     if notes is not None:
         fields["notes"] = notes
-    if fields:
-        run_store.update_run(engine(), run_id, **fields)
+    run_store.update_run(engine(), run_id=run_id, run_in=RunUpdate(**fields))
 
 
 def events(run_id: str, limit: int = 200) -> list[EventRead]:
@@ -202,5 +263,21 @@ def log_tail(run_id: str, max_bytes: int = 20_000) -> str:
 
 def reconcile() -> list[str]:
     return launch.reconcile(engine())
+
+
+@dataclass
+class SyncResult:
+    applied: int  # journal records stored by this call
+    journal_seq: int  # the last journal record now in the store
+
+
+def sync_run(run_id: str) -> SyncResult:
+    """Store what the run's journal holds beyond the store (records a store outage kept from it). Idempotent:
+    records already stored are skipped, so a second call applies nothing."""
+    from workbench.runner.journal import replay
+
+    run = run_store.get_run(engine(), run_id=run_id)
+    applied, seq = replay(engine(), run.id, run_dir(run.id))
+    return SyncResult(applied=applied, journal_seq=seq)
 
 

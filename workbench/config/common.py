@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from workbench.config.rules import Problems
 
 Learner = Literal["adam", "sgd", "adagrad", "rmsprop", "sparse_adam"]
 
@@ -66,9 +69,11 @@ class NegSampleArgs(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _dynamic_needs_candidates(self) -> NegSampleArgs:
-        if self.dynamic and self.candidate_num < 2:
-            raise ValueError("dynamic sampling needs candidate_num >= 2 (the number of candidates scored per negative)")
+    def _dynamic_needs_candidates(self, info: ValidationInfo) -> NegSampleArgs:
+        problems = Problems(self, info)
+        if problems.readable("dynamic", "candidate_num") and self.dynamic and self.candidate_num < 2:
+            problems.add("candidate_num", "dynamic sampling needs candidate_num >= 2 (the number of candidates scored per negative)")
+        problems.raise_if_any()
         return self
 
 
@@ -119,13 +124,14 @@ class CommonTrainingSettings(StrictModel):
         10,
         ge=1,
         validation_alias=aliased("stopping_step"),
-        description="Early stopping: stop after this many consecutive evaluations without an improvement of at "
-        "least `min_delta`. Alias: `patience`.",
+        description="Early stopping: stop after this many consecutive evaluations without an improvement of more "
+        "than `min_delta`. Alias: `patience`.",
     )
     min_delta: float = Field(
         0.001,
         ge=0,
-        description="The smallest gain of the valid metric over the best value so far that counts as an improvement.",
+        description="An evaluation improves only when the valid metric beats the best value so far by more than "
+        "this (a tie never counts).",
     )
     clip_grad_norm: ClipGradNorm | None = Field(
         None,
@@ -214,19 +220,33 @@ class CommonTrainingSettings(StrictModel):
         """Reject `lr: 0.1` next to `learning_rate: 0.01`: pydantic would silently take one of them."""
         if not isinstance(data, dict):
             return data
+        errors: list[InitErrorDetails] = []
         for canonical, others in ALIASES.items():
             given = {name: data[name] for name in (canonical, *others) if name in data}
             if len(given) > 1 and len({repr(v) for v in given.values()}) > 1:
                 names = " and ".join(f"`{k}`={v!r}" for k, v in given.items())
-                raise ValueError(f"{names} name the same setting with different values; keep one")
+                message = f"{names} name the same setting with different values; keep one"
+                # under the setting's own path, so the form marks it and the other fields are still checked
+                errors.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("alias_conflict", "{message}", {"message": message}),
+                        loc=(canonical,),
+                        input=given,
+                    )
+                )
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
         return data
 
     @model_validator(mode="after")
-    def _schedule_fits(self) -> CommonTrainingSettings:
-        if self.epochs_warmup + self.epochs_ending > self.epochs:
-            raise ValueError(
-                f"epochs_warmup ({self.epochs_warmup}) + epochs_ending ({self.epochs_ending}) exceed epochs ({self.epochs})"
+    def _schedule_fits(self, info: ValidationInfo) -> CommonTrainingSettings:
+        problems = Problems(self, info)
+        if problems.readable("epochs", "epochs_warmup", "epochs_ending") and self.epochs_warmup + self.epochs_ending > self.epochs:
+            problems.add(
+                "epochs_warmup",
+                f"epochs_warmup ({self.epochs_warmup}) + epochs_ending ({self.epochs_ending}) exceed epochs ({self.epochs})",
             )
+        problems.raise_if_any()
         return self
 
 

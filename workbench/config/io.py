@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+
+from workbench.config.rules import INVALID_FIELDS
+
+MAX_RULE_PASSES = 4  # validations after the first: enough for rules three models deep
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,11 @@ def _key_lines(text: str) -> dict[str, int]:
     return lines
 
 
-def _errors_from_validation(exc: ValidationError, key_lines: dict[str, int]) -> list[FieldError]:
+def _errors_from_validation(exc: ValidationError, key_lines: dict[str, int], skip_types: tuple[str, ...] = ()) -> list[FieldError]:
     out: list[FieldError] = []
     for err in exc.errors():
+        if err["type"] in skip_types:
+            continue
         loc = [str(p) for p in err["loc"]]
         # discriminated unions put the tag first ("recommendation"); it is not part of the user's path
         if loc and loc[0] in _task_names():
@@ -105,10 +113,97 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, text: str |
     if task not in TASKS:
         known = ", ".join(sorted(TASKS))
         raise ConfigError([FieldError("task", f"unknown or missing task {task!r}; expected one of: {known}", key_lines.get("task"))], source)
+    cls = TASKS[task].config_cls
     try:
-        return TASKS[task].config_cls.model_validate(data)
+        return cls.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_errors_from_validation(exc, key_lines), source) from None
+        first = exc
+    errors = _errors_from_validation(first, key_lines)
+    for extra in _cross_field_errors(cls, data, first, key_lines):
+        if extra not in errors:
+            errors.append(extra)
+    raise ConfigError(errors, source)
+
+
+def _cross_field_errors(cls: type[BaseModel], data: dict[str, Any], exc: ValidationError, key_lines: dict[str, int]) -> list[FieldError]:
+    """The cross-field rules pydantic skipped because some field failed (see workbench/config/rules.py).
+
+    Validate again without the failed keys, so that defaults stand in for them, telling every rule which fields
+    failed: a rule that reads one of them stays silent, the others report what they find. A nested model's rule
+    that fires on this pass still hides its parent's rules (pydantic again), so repeat, one level per pass.
+    """
+    found: list[FieldError] = []
+    failed: list[tuple[str, ...]] = []
+    for _ in range(MAX_RULE_PASSES):
+        new = [loc for loc in map(_stand_in_loc, exc.errors()) if loc and loc not in failed]
+        if not new:
+            break
+        failed += new
+        trimmed = copy.deepcopy(data)
+        for loc in failed:
+            _remove(trimmed, loc)
+        invalid = sorted({_canonical_path(cls, loc) for loc in failed})
+        try:
+            cls.model_validate(trimmed, context={INVALID_FIELDS: invalid})
+            break
+        except ValidationError as again:
+            exc = again
+            found += _errors_from_validation(again, key_lines, skip_types=("missing",))
+    return found
+
+
+def _stand_in_loc(err: Any) -> tuple[str, ...]:
+    """What the next pass replaces by its default: a failed field, or the whole nested model whose rule failed.
+
+    Not the field a rule complained about: a sibling model of the same class (embed_sgd_param, embedx_sgd_param)
+    would read that relative name as its own and skip the rule. A top-level rule's complaint needs no stand-in.
+    """
+    loc = _written_loc(err["loc"])
+    return loc[:-1] if err["type"] == "config_rule" else loc
+
+
+def _written_loc(loc: tuple[Any, ...]) -> tuple[str, ...]:
+    """The keys as written in the config, up to the first list index (a bad list item stands for its whole list)."""
+    out: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            break
+        out.append(str(part))
+    return tuple(out)
+
+
+def _remove(data: dict[str, Any], loc: tuple[str, ...]) -> None:
+    node: Any = data
+    for part in loc[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if loc and isinstance(node, dict):
+        node.pop(loc[-1], None)
+
+
+def _canonical_path(cls: type[BaseModel], loc: tuple[str, ...]) -> str:
+    """`lr` -> `learning_rate`: the field names the rules read, whatever alias the config used."""
+    names: list[str] = []
+    model: Any = cls
+    for part in loc:
+        fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+        name = next((n for n, f in fields.items() if part == n or part in _alias_names(f)), part)
+        names.append(name)
+        model = _model_of(fields[name]) if name in fields else None
+    return ".".join(names)
+
+
+def _alias_names(field: Any) -> tuple[str, ...]:
+    alias = field.validation_alias
+    choices = getattr(alias, "choices", None)
+    if choices is not None:
+        return tuple(c for c in choices if isinstance(c, str))
+    return (alias,) if isinstance(alias, str) else ()
+
+
+def _model_of(field: Any) -> type[BaseModel] | None:
+    """The model class inside `Model` or `Model | None`, else None."""
+    candidates = typing.get_args(field.annotation) or (field.annotation,)
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
 
 
 def parse_yaml_text(text: str, *, source: str | None = None, overrides: list[str] | None = None) -> BaseModel:

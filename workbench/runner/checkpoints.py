@@ -4,6 +4,11 @@ Order matters for crash safety:
 - save: temp file in the same folder -> fsync -> rename -> fsync the folder -> only then the row. A crash, kill or
   full disk leaves at most a stray `*.tmp` file, never a listed half-written checkpoint.
 - delete: the file first, the row after (the reverse leaks files, Determined PR #7967); a file already gone is fine.
+
+Every file save() writes is an envelope, `{format, step, epoch, config, state}` (DESIGN.md): the platform reads the
+outer keys only, and `state` is whatever the task handed over. Files without an envelope (written before it, by
+another program, or a task's own export) are wrapped on load by `as_envelope`, the one place that knows where
+their step was kept.
 """
 
 from __future__ import annotations
@@ -13,14 +18,59 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 if TYPE_CHECKING:
     from workbench.runner.context import RunBackend
 
 CheckpointKind = Literal["checkpoint", "best", "base", "delta", "batch", "inference"]
+CHECKPOINT_FORMAT = "workbench.checkpoint/1"
+
+
+class Envelope(TypedDict):
+    """A checkpoint file's content: what the platform reads (format, step, epoch, config) around the task's state."""
+
+    format: str  # CHECKPOINT_FORMAT
+    step: int  # the global step the state was saved at (the run's metric step)
+    epoch: int | None  # completed epochs, None for tasks without epochs (CTR streams)
+    config: dict[str, Any] | None  # the run's config (canonical field names); None if a wrapped file had none
+    state: dict[str, Any]  # the task's own state dict: tensors and plain Python values only
+
+
+def make_envelope(
+    state: Mapping[str, Any], *, step: int, epoch: int | None, config: Mapping[str, Any] | None
+) -> Envelope:
+    return Envelope(format=CHECKPOINT_FORMAT, step=int(step), epoch=None if epoch is None else int(epoch),
+                    config=None if config is None else dict(config), state=dict(state))
+
+
+def as_envelope(content: Any, source: str = "the checkpoint") -> Envelope:
+    """The envelope of a loaded checkpoint file; a flat dict without one is wrapped as its `state`.
+
+    Flat dicts are what the workbench wrote before the envelope (step and epoch at the top, or in `loop` for
+    Spleeter), Spleeter's exported model and checkpoints from elsewhere (step 0 when they carry none).
+    """
+    if not isinstance(content, dict):
+        raise ValueError(f"{source} holds a {type(content).__name__}, not a dict of tensors and values")
+    fmt = content.get("format")
+    if isinstance(fmt, str) and fmt.startswith("workbench.checkpoint/"):
+        if fmt != CHECKPOINT_FORMAT:
+            raise ValueError(f"{source} has format {fmt!r}; this workbench reads {CHECKPOINT_FORMAT!r}. Use the "
+                             "workbench version that wrote it")
+        missing = [k for k in Envelope.__annotations__ if k not in content]
+        if missing or not isinstance(content["state"], dict):
+            raise ValueError(f"{source} is a damaged {fmt} envelope (missing or invalid: {missing or ['state']})")
+        return Envelope(format=fmt, step=int(content["step"]), epoch=content["epoch"], config=content["config"],
+                        state=content["state"])
+    counters = content.get("loop") if isinstance(content.get("loop"), dict) else content  # Spleeter kept them in loop
+    step, epoch = counters.get("step"), counters.get("epoch")
+    config = content.get("config")
+    return make_envelope(content, step=step if isinstance(step, int) else 0,
+                         epoch=epoch if isinstance(epoch, int) else None,
+                         config=config if isinstance(config, dict) else None)
 
 
 @dataclass
@@ -95,11 +145,11 @@ def atomic_torch_save(obj: Any, target: Path) -> None:
         raise
 
 
-def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint the safe way (tensors and plain Python values only)."""
+def load_checkpoint_file(path: str | Path) -> Envelope:
+    """Load a checkpoint the safe way (tensors and plain Python values only), as an envelope (see as_envelope)."""
     import torch
 
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    return as_envelope(torch.load(Path(path), map_location="cpu", weights_only=True), source=str(path))
 
 
 def path_size(path: Path) -> int:
@@ -131,14 +181,16 @@ class CheckpointManager:
 
     def save(
         self,
-        state: dict[str, Any],
+        state: Mapping[str, Any],
         *,
         step: int,
+        config: Mapping[str, Any],
         epoch: int | None = None,
         metrics: dict[str, float] | None = None,
         kind: CheckpointKind = "checkpoint",
     ) -> CheckpointInfo | None:
-        """Write `state` (tensors and plain values only) atomically, record it, apply retention.
+        """Write the task's `state` (tensors and plain values only) in an envelope with `step`, `epoch` and the
+        run's `config` (a plain dict, e.g. config_to_dict(cfg)), atomically; record it; apply retention.
 
         Returns None on ranks > 0 (only rank 0 saves).
         """
@@ -146,7 +198,7 @@ class CheckpointManager:
             return None
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         target = self.dir / f"{kind}-step{step:09d}.pt"
-        atomic_torch_save(state, target)
+        atomic_torch_save(make_envelope(state, step=step, epoch=epoch, config=config), target)
         info = CheckpointInfo(
             path=str(target.relative_to(self.run_dir)),
             kind=kind,
@@ -158,7 +210,7 @@ class CheckpointManager:
         )
         # A re-save at the same step (e.g. cancel right after a periodic save) replaces the old row.
         self._forget_path(info.path)
-        info.id = self._backend.add_checkpoint(info)
+        self._backend.add_checkpoint(info)
         self.apply_retention()
         return info
 
@@ -194,13 +246,13 @@ class CheckpointManager:
             day=day,
         )
         self._forget_path(info.path)
-        info.id = self._backend.add_checkpoint(info)
+        self._backend.add_checkpoint(info)
         return info
 
     def _forget_path(self, path: str) -> None:
         for old in self._backend.list_checkpoints():
-            if old.path == path and old.id is not None:
-                self._backend.delete_checkpoint(old.id)
+            if old.path == path:
+                self._backend.delete_checkpoint(old.path)
 
     # -- queries --------------------------------------------------------------------------------------------
     def list(self, kind: str = "checkpoint") -> list[CheckpointInfo]:
@@ -217,14 +269,17 @@ class CheckpointManager:
     def best_info(self) -> CheckpointInfo | None:
         return best_of([c for c in self.list() if (self.run_dir / c.path).exists()], self.monitor)
 
-    def latest(self) -> dict[str, Any] | None:
-        info = self.latest_info()
-        return load_checkpoint_file(self.run_dir / info.path) if info else None
+    def load(self, info: CheckpointInfo) -> Envelope:
+        return load_checkpoint_file(self.run_dir / info.path)
 
-    def best(self) -> dict[str, Any] | None:
-        """The state saved with the best monitored metric (falls back to the latest if none has the metric)."""
+    def latest(self) -> Envelope | None:
+        info = self.latest_info()
+        return self.load(info) if info else None
+
+    def best(self) -> Envelope | None:
+        """The checkpoint saved with the best monitored metric (falls back to the latest if none has the metric)."""
         info = self.best_info() or self.latest_info()
-        return load_checkpoint_file(self.run_dir / info.path) if info else None
+        return self.load(info) if info else None
 
     # -- retention ------------------------------------------------------------------------------------------
     def apply_retention(self) -> list[CheckpointInfo]:
@@ -239,8 +294,7 @@ class CheckpointManager:
             if id(info) in keep:
                 continue
             remove_path(self.run_dir / info.path)
-            if info.id is not None:
-                self._backend.delete_checkpoint(info.id)
+            self._backend.delete_checkpoint(info.path)
             deleted.append(info)
         return deleted
 

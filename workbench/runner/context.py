@@ -1,8 +1,8 @@
 """RunContext: everything a task's `run(cfg, ctx)` gets from the platform.
 
 The task never knows where its metrics, checkpoints and progress end up: the context forwards them to a
-`RunBackend`, which is the SQLite store in a real run (runner/store_backend.py) and memory in tests and bare
-benchmarks (`MemoryBackend`, `RunContext.local`).
+`RunBackend`, which in a real run is the run's journal and, through it, the store (runner/store_backend.py), and
+memory in tests and bare benchmarks (`MemoryBackend`, `RunContext.local`).
 """
 
 from __future__ import annotations
@@ -18,19 +18,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from workbench.runner.checkpoints import CheckpointInfo, CheckpointManager
+from workbench.runner.checkpoints import CheckpointInfo, CheckpointManager, Envelope, as_envelope
 
 
 class RunBackend(Protocol):
-    """Where a run's records go. Called from the training process (rank 0 only)."""
+    """Where a run's records go. Called from the training process (rank 0 only).
+
+    Checkpoint rows are known by their path (unique per run): a journal-first backend stores a row later, so its
+    id is not known when it is added. `close()` returns how many records it could not store (0: all stored).
+    """
 
     def write_metrics(self, points: list[tuple[str, int, float, float]]) -> None: ...  # (key, step, value, wall)
     def set_progress(self, done: float, total: float | None, unit: str) -> None: ...
     def set_phase(self, text: str | None) -> None: ...
     def event(self, kind: str, message: str) -> None: ...
-    def add_checkpoint(self, info: CheckpointInfo) -> int: ...
-    def delete_checkpoint(self, checkpoint_id: int) -> None: ...
+    def add_checkpoint(self, info: CheckpointInfo) -> None: ...
+    def delete_checkpoint(self, path: str) -> None: ...
     def list_checkpoints(self) -> list[CheckpointInfo]: ...
+    def close(self) -> int: ...
 
 
 @dataclass
@@ -56,17 +61,19 @@ class MemoryBackend:
     def event(self, kind: str, message: str) -> None:
         self.events.append((kind, message))
 
-    def add_checkpoint(self, info: CheckpointInfo) -> int:
+    def add_checkpoint(self, info: CheckpointInfo) -> None:
         info.id = self._next_id
         self._next_id += 1
         self.checkpoints.append(info)
-        return info.id
 
-    def delete_checkpoint(self, checkpoint_id: int) -> None:
-        self.checkpoints = [c for c in self.checkpoints if c.id != checkpoint_id]
+    def delete_checkpoint(self, path: str) -> None:
+        self.checkpoints = [c for c in self.checkpoints if c.path != path]
 
     def list_checkpoints(self) -> list[CheckpointInfo]:
         return list(self.checkpoints)
+
+    def close(self) -> int:
+        return 0
 
     def series(self, key: str) -> list[tuple[int, float]]:
         """(step, value) pairs logged under `key`, in logging order (for tests)."""
@@ -108,15 +115,24 @@ class MetricBuffer:
         with self._lock:
             points, self._points = self._points, []
         if points:
-            self._backend.write_metrics(points)
+            try:
+                self._backend.write_metrics(points)
+            except BaseException:
+                with self._lock:  # not written: keep them, ahead of what was logged meanwhile
+                    self._points[:0] = points
+                raise
 
     def _loop(self) -> None:
+        failing = False
         while not self._closed:
             self._wake.wait(self._interval)
             try:
                 self.flush()
-            except Exception as exc:  # a locked DB must not kill training; the points stay for the next try
-                print(f"[workbench] metric flush failed, will retry: {exc}", file=sys.stderr)
+                failing = False
+            except Exception as exc:  # must not kill training; the points stay for the next try (and close raises)
+                if not failing:
+                    print(f"[workbench] metric flush failed, will retry: {exc}", file=sys.stderr)
+                failing = True
 
     def close(self) -> None:
         self._closed = True
@@ -202,8 +218,11 @@ class RunContext:
       (e.g. "waiting for data: 20190720/0005").
     - `checkpoints.save(...)`, `checkpoints.latest()`, `checkpoints.best()`, `checkpoints.register(...)`.
     - `should_stop()`: True once a cancel was requested; finish the step, save a checkpoint, return.
-    - `resume_state`: the checkpoint dict to continue this same run from (None on a fresh start).
-    - `init_state`: weights to start from when the run is a fork of another run's checkpoint (None otherwise).
+    - `resume_state`: the task's state (what it handed to checkpoints.save) to continue this same run from
+      (None on a fresh start); `resume_checkpoint`: the whole envelope, for its step, epoch and config.
+    - `init_state` / `init_checkpoint`: the same for the checkpoint a fork (or an evaluation) starts from.
+    The constructor takes loaded checkpoint files for both: envelopes, or flat dicts, which are wrapped (see
+    checkpoints.as_envelope), so a file written before the envelope still resumes.
     """
 
     def __init__(
@@ -218,8 +237,8 @@ class RunContext:
         rank: int = 0,
         world_size: int = 1,
         local_rank: int = 0,
-        resume_state: dict[str, Any] | None = None,
-        init_state: dict[str, Any] | None = None,
+        resume_state: Mapping[str, Any] | None = None,
+        init_state: Mapping[str, Any] | None = None,
         logger: logging.Logger | None = None,
         flush_interval: float = 0.5,
         thread_share: ThreadShare | None = None,
@@ -231,8 +250,14 @@ class RunContext:
         self.world_size = world_size
         self.local_rank = local_rank
         self.device = device
-        self.resume_state = resume_state
-        self.init_state = init_state
+        self.resume_checkpoint: Envelope | None = (
+            as_envelope(dict(resume_state), "the checkpoint to resume from") if resume_state is not None else None
+        )
+        self.init_checkpoint: Envelope | None = (
+            as_envelope(dict(init_state), "the checkpoint to start from") if init_state is not None else None
+        )
+        self.resume_state: dict[str, Any] | None = self.resume_checkpoint["state"] if self.resume_checkpoint else None
+        self.init_state: dict[str, Any] | None = self.init_checkpoint["state"] if self.init_checkpoint else None
         self.monitor = monitor
         self.is_main = rank == 0
         self._backend: RunBackend = backend if self.is_main else _NullBackend()
@@ -284,10 +309,12 @@ class RunContext:
     def flush(self) -> None:
         self._buffer.flush()
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Flush and close the backend. Returns how many records could not be stored (0: all of them are)."""
         if self._threads is not None:
             self._threads.stop()
         self._buffer.close()
+        return self._backend.close()
 
     @classmethod
     def local(
@@ -297,8 +324,8 @@ class RunContext:
         monitor: tuple[str, Literal["max", "min"]] = ("valid/loss", "min"),
         keep_ckpt: int = 3,
         device: str = "cpu",
-        resume_state: dict[str, Any] | None = None,
-        init_state: dict[str, Any] | None = None,
+        resume_state: Mapping[str, Any] | None = None,
+        init_state: Mapping[str, Any] | None = None,
         run_id: str = "local",
     ) -> RunContext:
         """A context with an in-memory backend (`ctx.backend`), for tests, benchmarks and bare runs."""

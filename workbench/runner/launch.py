@@ -21,7 +21,7 @@ from workbench.runner import spawn
 from workbench.settings import get_settings
 from workbench.store import runs
 from workbench.store.events import add_event
-from workbench.store.models import RunRead
+from workbench.store.models import ACTIVE, EventCreate, RunCreate, RunRead, RunStatus, RunUpdate
 from workbench.tasks import TASKS
 
 STARTING_TIMEOUT_S = 120.0  # a run claimed for start whose supervisor never reported is lost after this
@@ -68,21 +68,23 @@ def create(
     try:
         task = cfg.task  # type: ignore[attr-defined]
         spec = TASKS[task]
-        run = runs.create_run(
-            engine,
+        monitor_key, monitor_mode = spec.monitor(cfg)
+        run_in = RunCreate(
+            id=run_id,
             task=task,
             name=name or f"{task}",
             config=config_to_dict(cfg),
-            monitor=spec.monitor(cfg),
+            monitor_key=monitor_key,
+            monitor_mode=monitor_mode,
             owner=owner,
-            tags=tags,
+            tags=tags or [],
             notes=notes,
             parent_run_id=parent_run_id,
             parent_checkpoint_id=parent_checkpoint_id,
             kind=kind,
             eval_data=eval_data,
-            run_id=run_id,
         )
+        run = runs.create_run(engine, run_in=run_in)
         inserted = True
         folder = run_dir(run.id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -94,7 +96,7 @@ def create(
                 spawn.stop_supervisor(proc)
             else:
                 spawn.discard(proc, rid)  # and its folder: there is no run to own it
-    return runs.get_run(engine, run.id)
+    return runs.get_run(engine, run_id=run.id)
 
 
 def schedule(engine: Engine, early: dict[str, subprocess.Popen[bytes]] | None = None) -> list[str]:
@@ -111,10 +113,10 @@ def schedule(engine: Engine, early: dict[str, subprocess.Popen[bytes]] | None = 
         for run in runs.queued_runs(engine):
             if active >= get_settings().max_concurrent_runs:
                 break
-            if runs.transition(engine, run.id, "starting", expect=("queued",), message="slot free: starting"):
+            if runs.transition(engine, run_id=run.id, to=RunStatus.STARTING, expect=[RunStatus.QUEUED], message="slot free: starting"):
                 proc = early.pop(run.id, None) or spawn.start_supervisor(run.id, run.task, int(run.config["nproc_per_node"]))
                 # the claim; the supervisor adds its start time once it has taken it (and can take a SIGTERM)
-                runs.update_run(engine, run.id, supervisor_pid=proc.pid, heartbeat_at=time.time())
+                runs.update_run(engine, run_id=run.id, run_in=RunUpdate(supervisor_pid=proc.pid, heartbeat_at=time.time()))
                 spawn.release(proc)
                 started.append(run.id)
                 active += 1
@@ -150,7 +152,7 @@ def reconcile(engine: Engine) -> list[str]:
         if reason is None:
             continue
         # the supervisor may have finished the run between our read and now: compare-and-set on the status
-        if runs.transition(engine, run.id, "lost", expect=("starting", "running"), error=f"lost: {reason}", message=reason):
+        if runs.transition(engine, run_id=run.id, to=RunStatus.LOST, expect=ACTIVE, run_in=RunUpdate(error=f"lost: {reason}"), message=reason):
             lost.append(run.id)
     if lost:
         schedule(engine)
@@ -159,14 +161,14 @@ def reconcile(engine: Engine) -> list[str]:
 
 def cancel(engine: Engine, run_id: str) -> str:
     """Cancel a run: a queued run at once; an active one cooperatively (checkpoint, then `cancelled`)."""
-    run = runs.get_run(engine, run_id)
-    if run.status == "queued":
-        runs.transition(engine, run.id, "cancelled", expect=("queued",), message="cancelled before it started")
+    run = runs.get_run(engine, run_id=run_id)
+    if run.status == RunStatus.QUEUED:
+        runs.transition(engine, run_id=run.id, to=RunStatus.CANCELLED, expect=[RunStatus.QUEUED], message="cancelled before it started")
         return "cancelled"
-    if run.status not in ("starting", "running"):
+    if run.status not in ACTIVE:
         return run.status
-    runs.update_run(engine, run.id, cancel_requested=True)
-    add_event(engine, run_id=run.id, kind="cancel requested", message="SIGTERM sent; the run saves a checkpoint and stops")
+    runs.update_run(engine, run_id=run.id, run_in=RunUpdate(cancel_requested=True))
+    add_event(engine, run_id=run.id, event_in=EventCreate(kind="cancel requested", message="SIGTERM sent; the run saves a checkpoint and stops"))
     # A supervisor that has not yet taken its claim (no start time recorded) may not have its SIGTERM handler yet:
     # it reads the flag when it takes the claim instead.
     if run.supervisor_start is not None and _process_alive(run.supervisor_pid, run.supervisor_start):
@@ -179,14 +181,10 @@ def cancel(engine: Engine, run_id: str) -> str:
 
 def resume(engine: Engine, run_id: str) -> RunRead:
     """Continue a failed, cancelled or lost run from its latest checkpoint (attempt + 1, steps continue)."""
-    run = runs.get_run(engine, run_id)
-    if run.status not in ("failed", "cancelled", "lost"):
+    run = runs.get_run(engine, run_id=run_id)
+    if run.status not in runs.TRANSITIONS or RunStatus.QUEUED not in runs.TRANSITIONS[run.status]:
         raise ValueError(f"run {run.id} is {run.status}; only failed, cancelled or lost runs can be resumed")
-    runs.transition(
-        engine,
-        run.id,
-        "queued",
-        message=f"resumed (attempt {run.attempt + 1})",
+    fresh_attempt = RunUpdate(
         attempt=run.attempt + 1,
         cancel_requested=False,
         error=None,
@@ -200,14 +198,15 @@ def resume(engine: Engine, run_id: str) -> RunRead:
         phase=None,
         progress_started_at=None,
     )
+    runs.transition(engine, run_id=run.id, to=RunStatus.QUEUED, message=f"resumed (attempt {run.attempt + 1})", run_in=fresh_attempt)
     schedule(engine)
-    return runs.get_run(engine, run.id)
+    return runs.get_run(engine, run_id=run.id)
 
 
 def delete(engine: Engine, run_id: str) -> None:
     """Delete a run's files, then its rows (files first: rows without files are visible, files without rows leak)."""
-    run = runs.get_run(engine, run_id)
-    if run.status in ("starting", "running"):
+    run = runs.get_run(engine, run_id=run_id)
+    if run.status in ACTIVE:
         raise ValueError(f"run {run.id} is {run.status}; cancel it before deleting it")
     shutil.rmtree(run_dir(run.id), ignore_errors=True)
-    runs.delete_run_rows(engine, run.id)
+    runs.delete_run_rows(engine, run_id=run.id)

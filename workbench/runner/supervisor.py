@@ -91,15 +91,16 @@ def wait_for_claim(engine: Any, run_id: str, deadline: float | None = None) -> A
     (time.monotonic(); default CLAIM_TIMEOUT_S from now). A cancel can only reach us after the claim:
     launch.cancel finds the supervisor by the claimed pid."""
     from workbench.store import runs
+    from workbench.store.models import RunStatus
 
     deadline = deadline if deadline is not None else time.monotonic() + CLAIM_TIMEOUT_S
     while True:
         try:
-            run = runs.get_run(engine, run_id)
+            run = runs.get_run(engine, run_id=run_id)
         except runs.RunNotFound:
             run = None  # the launcher has not inserted it yet
         if run is not None and run.supervisor_pid == os.getpid():
-            return run if run.status == "starting" else None
+            return run if run.status == RunStatus.STARTING else None
         if time.monotonic() >= deadline:
             return None
         time.sleep(CLAIM_POLL_S)
@@ -126,6 +127,7 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
         from workbench.runner import launch
         from workbench.settings import get_settings
         from workbench.store import get_engine, runs
+        from workbench.store.models import ACTIVE, RunStatus, RunUpdate
 
         settings = get_settings()
         engine = get_engine(settings.database_url)
@@ -136,12 +138,16 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
                 worker.wait()
             return 0
         me = psutil.Process()
-        runs.update_run(engine, run.id, supervisor_pid=me.pid, supervisor_start=me.create_time(), heartbeat_at=time.time(), started_at=time.time())
-        if runs.get_run(engine, run.id).cancel_requested:  # cancelled between the claim and now: never start it
+        claim = RunUpdate(supervisor_pid=me.pid, supervisor_start=me.create_time(), heartbeat_at=time.time(), started_at=time.time())
+        runs.update_run(engine, run_id=run.id, run_in=claim)
+        if runs.get_run(engine, run_id=run.id).cancel_requested:  # cancelled between the claim and now: never start it
             if worker is not None:
                 worker.kill()
                 worker.wait()
-            runs.transition(engine, run.id, "cancelled", expect=("starting",), on_attempt=run.attempt, message="cancelled before it started")
+            runs.transition(
+                engine, run_id=run.id, to=RunStatus.CANCELLED, expect=[RunStatus.STARTING], on_attempt=run.attempt,
+                message="cancelled before it started",
+            )  # fmt: skip
             launch.schedule(engine)
             return 0
         if gate is not None:
@@ -151,37 +157,85 @@ def supervise(run_id: str, nproc_per_node: int, task: str | None = None) -> int:
         assert worker is not None
         term_sent_at: float | None = None
         last_beat = 0.0
+        store_down = False
         while worker.poll() is None:
             now = time.time()
             if now - last_beat >= settings.heartbeat_s:
-                runs.update_run(engine, run.id, on_attempt=run.attempt, heartbeat_at=now)
                 last_beat = now
-                if not cancel["requested"] and runs.get_run(engine, run.id).cancel_requested:
-                    cancel["requested"] = True
+                # The store may be away for a while (a PostgreSQL restart): the worker trains on and journals its
+                # records, so we must neither die nor touch the worker; we beat again once the store is back.
+                try:
+                    runs.update_run(engine, run_id=run.id, on_attempt=run.attempt, run_in=RunUpdate(heartbeat_at=now))
+                    if not cancel["requested"] and runs.get_run(engine, run_id=run.id).cancel_requested:
+                        cancel["requested"] = True
+                    store_down = False
+                except Exception as exc:
+                    if not store_down:
+                        first_line = (str(exc).strip().splitlines() or [""])[0]
+                        print(f"[supervisor] the store cannot be reached ({type(exc).__name__}: {first_line}); retrying", file=sys.stderr)
+                    store_down = True
             if cancel["requested"] and term_sent_at is None:
-                runs.update_run(engine, run.id, cancel_requested=True)
                 worker.send_signal(signal.SIGTERM)  # torchrun forwards it to its workers
                 term_sent_at = now
+                try:
+                    runs.update_run(engine, run_id=run.id, run_in=RunUpdate(cancel_requested=True))
+                except Exception:
+                    pass  # the worker got the signal; the flag only tells readers why it stops
             elif term_sent_at is not None and now - term_sent_at > settings.cancel_grace_s:
                 _kill_tree(worker.pid, signal.SIGKILL)
             time.sleep(POLL_S)
     code = worker.returncode
     exit_code, exit_signal = (None, -code) if code < 0 else (code, None)
-    # everything below is guarded by the attempt: the run may already have been resumed by someone else
-    runs.update_run(engine, run.id, on_attempt=run.attempt, exit_code=exit_code, exit_signal=exit_signal, heartbeat_at=time.time())
-    now_run = runs.get_run(engine, run.id)
-    if now_run.attempt == run.attempt and now_run.status in ("starting", "running"):
-        # the worker died before it could report: say how, and keep the end of its log
-        if exit_signal is not None:
-            how = f"worker killed by signal {signal.Signals(exit_signal).name} ({exit_signal})"
-        else:
-            how = f"worker exited with code {exit_code} without reporting"
-        target = "cancelled" if cancel["requested"] else "failed"
-        runs.transition(
-            engine, run.id, target, expect=("starting", "running"), on_attempt=run.attempt, error=how, traceback=_log_tail(log_path), message=how
+    from workbench.runner.journal import retry_store
+
+    # the worker's end may fall in a store outage: retry (it waited settings.store_end_wait_s for the store too)
+    try:
+        retry_store(
+            lambda: _record_end(engine, run, exit_code, exit_signal, cancel["requested"], log_path),
+            wait_s=settings.store_end_wait_s, what="record how the worker ended",
+        )  # fmt: skip
+        retry_store(lambda: launch.schedule(engine), wait_s=settings.store_end_wait_s, what="start queued runs")
+    except Exception as exc:
+        print(
+            f"[supervisor] giving up on the store ({type(exc).__name__}): the run stays as the store last had it until "
+            f"the reconciler finds it lost; `workbench sync {run.id}` stores what its journal holds",
+            file=sys.stderr,
         )
-    launch.schedule(engine)
+        return 1
     return 0
+
+
+def _record_end(engine: Any, run: Any, exit_code: int | None, exit_signal: int | None, cancelled: bool, log_path: Path) -> None:
+    """Store the worker's exit; a run it left active failed (or was cancelled): store what its journal holds beyond
+    the store (a worker killed mid-sync, or one the store outlasted), say how it ended, keep the end of its log."""
+    from workbench.runner.journal import EXIT_UNSTORED, JournalCorrupt, replay
+    from workbench.settings import get_settings
+    from workbench.store import runs
+    from workbench.store.models import ACTIVE, RunStatus, RunUpdate
+
+    # everything below is guarded by the attempt: the run may already have been resumed by someone else
+    ended = RunUpdate(exit_code=exit_code, exit_signal=exit_signal, heartbeat_at=time.time())
+    runs.update_run(engine, run_id=run.id, on_attempt=run.attempt, run_in=ended)
+    now_run = runs.get_run(engine, run_id=run.id)
+    if now_run.attempt == run.attempt and now_run.status in ACTIVE:
+        try:
+            stored = f"{replay(engine, run.id, log_path.parent)[0]} records left in its journal were stored afterwards"
+        except JournalCorrupt as exc:
+            stored = f"its journal could not be replayed: {exc}"
+        if exit_signal is not None:
+            how = f"worker killed by signal {signal.Signals(exit_signal).name} ({exit_signal}); {stored}"
+        elif exit_code == EXIT_UNSTORED:
+            how = (
+                f"the run could not record its end: the store was unreachable for more than "
+                f"{get_settings().store_end_wait_s:.0f} s after it; {stored}"
+            )
+        else:
+            how = f"worker exited with code {exit_code} without reporting; {stored}"
+        target = RunStatus.CANCELLED if cancelled and exit_code != EXIT_UNSTORED else RunStatus.FAILED
+        runs.transition(
+            engine, run_id=run.id, to=target, expect=ACTIVE, on_attempt=run.attempt,
+            run_in=RunUpdate(error=how, traceback=_log_tail(log_path)), message=how[:500],
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ from typing import Any
 
 from workbench.config.io import parse_config
 from workbench.runner.checkpoints import load_checkpoint_file
-from workbench.runner.context import RunContext, ThreadShare
-from workbench.runner.store_backend import StoreBackend
+from workbench.runner.context import MemoryBackend, RunBackend, RunContext, ThreadShare
+from workbench.runner.journal import EXIT_UNSTORED, journal_path, retry_store
+from workbench.runner.store_backend import StoreBackend, stored_checkpoints
 from workbench.settings import get_settings
 from workbench.store import checkpoints as ckpt_store
 from workbench.store import get_engine, runs
+from workbench.store.models import ACTIVE, RunRead, RunStatus, RunUpdate
 from workbench.tasks import TASKS
 
 TRACEBACK_TAIL = 8000  # characters of traceback kept in the run row
@@ -63,8 +65,9 @@ def _device_name(choice: str, local_rank: int) -> str:
     return "cpu"
 
 
-def _start_states(engine: Any, run: runs.RunRead, ctx_run_dir: Path, backend: StoreBackend, monitor: tuple[str, str]) -> tuple[dict | None, dict | None]:
-    """(resume_state, init_state): the latest own checkpoint on a resumed attempt; the parent's for a fork."""
+def _start_states(engine: Any, run: RunRead, ctx_run_dir: Path, backend: RunBackend, monitor: tuple[str, str]) -> tuple[dict | None, dict | None]:
+    """(resume_state, init_state): the latest own checkpoint on a resumed attempt; the parent's for a fork or an
+    evaluation. Both are envelopes (`{format, step, epoch, config, state}`; older flat files come wrapped)."""
     from workbench.runner.checkpoints import CheckpointManager
 
     if run.attempt > 1:
@@ -108,20 +111,23 @@ def main(run_id: str) -> int:
         return 0
     settings = get_settings()
     engine = get_engine(settings.database_url)
-    run = runs.get_run(engine, run_id)
+    run = runs.get_run(engine, run_id=run_id)
     run_dir = settings.runs_dir / run.id
     spec = TASKS[run.task]
     cfg = parse_config(run.config, source=f"run {run.id} config")
     rank, world_size, local_rank = _init_distributed(cfg.device)
     logger = _logger(run.id, rank)
     monitor = spec.monitor(cfg)
-    backend = StoreBackend(engine, run.id)
     sharing = _processes_sharing(engine)
     os.environ["WORKBENCH_CPU_SHARE"] = str(sharing)  # tasks.common.cpu_threads() divides the cores by it
     is_main = rank == 0
     if is_main:
-        runs.transition(engine, run.id, "running", expect=("starting",), worker_pid=os.getpid(), message=f"attempt {run.attempt}")
+        runs.transition(
+            engine, run_id=run.id, to=RunStatus.RUNNING, expect=[RunStatus.STARTING], run_in=RunUpdate(worker_pid=os.getpid()),
+            message=f"attempt {run.attempt}",
+        )  # fmt: skip
     try:
+        backend = _backend(engine, run.id, run_dir, is_main, logger)
         resume_state, init_state = _start_states(engine, run, run_dir, backend, monitor)
         ctx = RunContext(
             run_id=run.id,
@@ -161,51 +167,94 @@ def main(run_id: str) -> int:
             _evaluate(spec, cfg, ctx, run)
         else:
             spec.run(cfg, ctx)
-        ctx.close()
+        unstored = ctx.close()
     except Exception as exc:
-        ctx.close()
-        return _fail(engine, run.id, exc, is_main, logger)
+        unstored = ctx.close()
+        return _fail(engine, run.id, exc, is_main, logger, unstored)
+    if is_main and unstored:
+        return _fail_unstored(engine, run.id, run_dir, unstored, logger)
     if is_main:
+        # every record is stored (ctx.close applied the journal): only now may the run say how it ended
+        wait_s = settings.store_end_wait_s
         if ctx.should_stop():
-            runs.transition(engine, run.id, "cancelled", expect=("running",), message="stopped on request after a checkpoint")
+            retry_store(
+                lambda: runs.transition(engine, run_id=run.id, to=RunStatus.CANCELLED, expect=[RunStatus.RUNNING], message="stopped on request after a checkpoint"),
+                wait_s=wait_s, what="record the run's end", logger=logger,
+            )  # fmt: skip
         else:
-            runs.transition(engine, run.id, "completed", expect=("running",), phase=None)
+            retry_store(
+                lambda: runs.transition(engine, run_id=run.id, to=RunStatus.COMPLETED, expect=[RunStatus.RUNNING], run_in=RunUpdate(phase=None)),
+                wait_s=wait_s, what="record the run's end", logger=logger,
+            )  # fmt: skip
     logger.info("run %s %s", run.id, "cancelled" if ctx.should_stop() else "completed")
     return 0
 
 
-def _evaluate(spec: Any, cfg: Any, ctx: RunContext, run: runs.RunRead) -> None:
+def _backend(engine: Any, run_id: str, run_dir: Path, is_main: bool, logger: logging.Logger) -> RunBackend:
+    """Rank 0 records through the journal; other ranks record nothing and only read the checkpoint list."""
+    settings = get_settings()
+    if is_main:
+        return StoreBackend(
+            engine, run_id, run_dir, logger=logger, outage_warn_s=settings.store_outage_warn_s, end_wait_s=settings.store_end_wait_s
+        )
+    return MemoryBackend(checkpoints=stored_checkpoints(engine, run_id, run_dir))
+
+
+def _unstored_note(run_id: str, run_dir: Path, unstored: int) -> str:
+    return (
+        f"{unstored} of the run's records could not be stored (the store was unreachable when the run ended); "
+        f"they are in {journal_path(run_dir)}: `workbench sync {run_id}` stores them"
+    )
+
+
+def _fail_unstored(engine: Any, run_id: str, run_dir: Path, unstored: int, logger: logging.Logger) -> int:
+    """The task finished, but some of its records are only in the journal: the run is not `completed`."""
+    note = _unstored_note(run_id, run_dir, unstored)
+    logger.error("run %s: %s", run_id, note)
+    try:  # one try: the store was just found unreachable; the supervisor tries again when it sees our exit code
+        runs.transition(engine, run_id=run_id, to=RunStatus.FAILED, expect=[RunStatus.RUNNING], run_in=RunUpdate(error=note), message=note[:500])
+    except Exception as exc:
+        logger.error("could not record the failure either (%s); the supervisor will", type(exc).__name__)
+    return EXIT_UNSTORED
+
+
+def _evaluate(spec: Any, cfg: Any, ctx: RunContext, run: RunRead) -> None:
     """An evaluation job: the parent checkpoint (ctx.init_state) on the config's test split or `eval_data`."""
     from workbench.tasks.spec import load_target
 
     if spec.evaluate_target is None:
         raise RuntimeError(f"the {spec.name} task cannot evaluate checkpoints")
-    if ctx.init_state is None:
+    checkpoint = ctx.init_checkpoint
+    if checkpoint is None:
         raise RuntimeError("an evaluation needs a checkpoint to evaluate")
-    step = int(ctx.init_state.get("step", 0))
+    step = checkpoint["step"]  # the metrics belong to the checkpoint's step, read from its envelope
     ctx.progress(0, 1, "evaluations")
     ctx.phase(f"evaluating checkpoint #{run.parent_checkpoint_id} on {run.eval_data or 'the test split'}")
-    metrics = load_target(spec.evaluate_target)(cfg, ctx.init_state, run.eval_data, ctx)
+    metrics = load_target(spec.evaluate_target)(cfg, checkpoint["state"], run.eval_data, ctx)
     ctx.log(metrics, step)
     ctx.logger.info("evaluation: %s", ", ".join(f"{k} = {v:.4f}" for k, v in sorted(metrics.items())))
     ctx.progress(1, 1, "evaluations")
     ctx.phase(None)
 
 
-def _fail(engine: Any, run_id: str, exc: BaseException, is_main: bool, logger: logging.Logger) -> int:
+def _fail(engine: Any, run_id: str, exc: BaseException, is_main: bool, logger: logging.Logger, unstored: int = 0) -> int:
     tb = traceback.format_exc()
     logger.error("run failed: %s\n%s", exc, tb)
+    error = f"{type(exc).__name__}: {exc}"
+    if unstored:
+        error += "; " + _unstored_note(run_id, get_settings().runs_dir / run_id, unstored)
     if is_main:
-        runs.transition(
-            engine,
-            run_id,
-            "failed",
-            expect=("starting", "running"),
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=tb[-TRACEBACK_TAIL:],
-            message=f"{type(exc).__name__}: {exc}"[:500],
-        )
-    return 1
+        try:
+            retry_store(
+                lambda: runs.transition(
+                    engine, run_id=run_id, to=RunStatus.FAILED, expect=ACTIVE,
+                    run_in=RunUpdate(error=error, traceback=tb[-TRACEBACK_TAIL:]), message=error[:500],
+                ),
+                wait_s=0 if unstored else get_settings().store_end_wait_s, what="record the failure", logger=logger,
+            )  # fmt: skip
+        except Exception as store_exc:
+            logger.error("could not record the failure in the store (%s: %s); the supervisor will", type(store_exc).__name__, store_exc)
+    return EXIT_UNSTORED if unstored else 1
 
 
 if __name__ == "__main__":

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, insert
 from sqlmodel import select
 
 from workbench.store.engine import session
-from workbench.store.models import Checkpoint, CheckpointRead
+from workbench.store.models import Checkpoint, CheckpointCreate, CheckpointRead
 
 
-def add_checkpoint(engine: Engine, **fields: object) -> int:
-    with session(engine) as s:
-        row = Checkpoint(**fields)  # type: ignore[arg-type]
-        s.add(row)
-        s.commit()
-        s.refresh(row)
-        assert row.id is not None
-        return row.id
+def add_checkpoint(engine: Engine, *, run_id: str, checkpoint_in: CheckpointCreate) -> int:
+    """Record a written checkpoint; returns its id."""
+    with engine.begin() as conn:
+        result = conn.execute(insert(Checkpoint).returning(Checkpoint.id), {**checkpoint_in.model_dump(), "run_id": run_id})  # type: ignore[arg-type]
+        return int(result.scalar_one())
 
 
 def delete_checkpoint(engine: Engine, *, checkpoint_id: int) -> None:

@@ -1,14 +1,18 @@
-"""The store's engine: one per process and URL. SQLite gets WAL, synchronous=NORMAL, busy_timeout and FKs."""
+"""The store's engine: one per process and URL. SQLite gets WAL, synchronous=NORMAL, busy_timeout and FKs.
+
+Opening a store checks its schema revision (store/schema.py): a new store is created at the newest revision, an
+older one is refused with a message naming `workbench db upgrade`.
+"""
 
 from __future__ import annotations
 
 import threading
 
 from sqlalchemy import Engine, event
-from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from workbench.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from workbench.store.schema import ensure_current
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -26,6 +30,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 
 
 def get_engine(url: str) -> Engine:
+    """The engine of the store at `url`. Raises schema.StoreSchemaError if the store needs `workbench db upgrade`."""
     with _lock:
         engine = _engines.get(url)
         if engine is None:
@@ -34,21 +39,13 @@ def get_engine(url: str) -> Engine:
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
                 engine = create_engine(url, pool_pre_ping=True)
-            _create_tables(engine)
+            try:
+                ensure_current(engine, url)
+            except BaseException:
+                engine.dispose()
+                raise
             _engines[url] = engine
         return engine
-
-
-def _create_tables(engine: Engine, attempts: int = 5) -> None:
-    """create_all, safe when several processes open a new store at once (a UI and two `workbench run`s): it checks
-    for each table, then creates it, and another process may create it in between. Then it runs again."""
-    for attempt in range(attempts):
-        try:
-            SQLModel.metadata.create_all(engine)
-            return
-        except DBAPIError as exc:
-            if "already exists" not in str(exc.orig) or attempt == attempts - 1:
-                raise
 
 
 def dispose_engines() -> None:

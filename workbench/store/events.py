@@ -1,19 +1,18 @@
-"""Run events: the lifecycle log the UI shows (launched, resumed, cancel requested, ...)."""
+"""Run events: the lifecycle log the UI shows (launched, resumed, cancel requested, ...). Status events are
+written by runs.transition, in the same transaction as the status."""
 
 from __future__ import annotations
-
-import time
 
 from sqlalchemy import Engine, insert
 from sqlmodel import select
 
 from workbench.store.engine import session
-from workbench.store.models import Event, EventRead
+from workbench.store.models import Event, EventCreate, EventRead
 
 
-def add_event(engine: Engine, *, run_id: str, kind: str, message: str = "") -> None:
+def add_event(engine: Engine, *, run_id: str, event_in: EventCreate) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(Event.__table__), [{"run_id": run_id, "time": time.time(), "kind": kind, "message": message}])
+        conn.execute(insert(Event), [{**event_in.model_dump(), "run_id": run_id}])
 
 
 def list_events(engine: Engine, *, run_id: str, limit: int = 200) -> list[EventRead]:

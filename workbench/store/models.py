@@ -1,29 +1,66 @@
-"""Tables of the store. Times are UNIX seconds (float); JSON columns hold plain dicts/lists.
+"""Tables of the store, and the typed models that go in and come out. Times are UNIX seconds (float); JSON columns
+hold plain dicts/lists.
 
-Per entity a table class and a plain read model: callers get read models, never live ORM rows.
+Per entity (as in full-stack-fastapi-template): a Base with the shared fields, the table class, a Create model (what
+an insert takes), an Update model for runs (every field optional; only the fields set are written) and a Read model.
+Callers get Read models, never live ORM rows.
+
+The schema itself is owned by the Alembic revisions in store/migrations/versions/; tests/test_migrations.py checks
+that these classes and the migrated schema agree, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+import time
+from typing import Any, Literal
 
-from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint, text
+from sqlmodel import AutoString, Field, SQLModel
 
-RUN_STATUSES = ("queued", "starting", "running", "completed", "failed", "cancelled", "lost")
-ACTIVE_STATUSES = ("queued", "starting", "running")
-TERMINAL_STATUSES = ("completed", "failed", "cancelled", "lost")
+
+class RunStatus(enum.StrEnum):
+    """A run's lifecycle: queued -> starting -> running -> completed | failed | cancelled | lost | pruned."""
+
+    QUEUED = "queued"
+    STARTING = "starting"  # claimed for a supervisor process, which has not started the worker yet
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"  # the supervisor vanished without reporting (power cut, SIGKILL of the whole group)
+    PRUNED = "pruned"  # a study trial stopped by its pruner
+
+
+# The one definition of "active": a supervisor owns the run; it takes one of `max_concurrent_runs` slots and the
+# reconciler watches its process and heartbeat. A queued run is waiting, not active.
+ACTIVE: frozenset[RunStatus] = frozenset({RunStatus.STARTING, RunStatus.RUNNING})
+# Where a run ends; failed, cancelled and lost ones can be resumed (back to queued).
+ENDED: frozenset[RunStatus] = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST, RunStatus.PRUNED}
+)
+
+RunKind = Literal["train", "evaluate", "import"]
+CheckpointKind = Literal["checkpoint", "best", "base", "delta", "batch", "inference"]
+RUN_KINDS: tuple[str, ...] = ("train", "evaluate", "import")
+CHECKPOINT_KINDS: tuple[str, ...] = ("checkpoint", "best", "base", "delta", "batch", "inference")
+
+
+def status_check(statuses: list[str]) -> str:
+    """The SQL of the run status CHECK constraint (the migrations use it with the list of their revision)."""
+    return "status IN (" + ", ".join(f"'{s}'" for s in statuses) + ")"
 
 
 class RunBase(SQLModel):
     name: str
     task: str = Field(index=True)
-    status: str = Field(default="queued", index=True)
+    status: RunStatus = Field(default=RunStatus.QUEUED, index=True, sa_type=AutoString)  # a string column + CHECK
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: float
     started_at: float | None = None
     ended_at: float | None = None
     heartbeat_at: float | None = None
+    host: str | None = None  # the machine whose supervisor runs the run
     supervisor_pid: int | None = None
     supervisor_start: float | None = None  # process create time: a reused pid has another one
     worker_pid: int | None = None
@@ -48,15 +85,63 @@ class RunBase(SQLModel):
     monitor_mode: str | None = None
     kind: str = "train"  # "train"; "evaluate": a parent checkpoint on a data split; "import": an uploaded checkpoint
     eval_data: str | None = None  # evaluate: a data path other than the config's (None = the config's test split)
+    journal_seq: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})  # last journal record applied
 
 
 class Run(RunBase, table=True):
     __table_args__ = (
-        CheckConstraint(f"status IN {RUN_STATUSES}", name="ck_run_status"),
+        CheckConstraint(status_check([s.value for s in RunStatus]), name="ck_run_status"),
         CheckConstraint("kind IN ('train', 'evaluate', 'import')", name="ck_run_kind"),
         Index("ix_run_created", "created_at"),
     )
     id: str = Field(primary_key=True)
+
+
+class RunCreate(SQLModel):
+    """What a new run starts with. The store sets the id (unless given), status `queued` and created_at."""
+
+    task: str
+    name: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    monitor_key: str | None = None
+    monitor_mode: Literal["min", "max"] | None = None
+    owner: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    notes: str = ""
+    parent_run_id: str | None = None
+    parent_checkpoint_id: int | None = None
+    kind: RunKind = "train"
+    eval_data: str | None = None
+    id: str | None = None  # a launch picks the id before the insert (its supervisor is started first)
+
+
+class RunUpdate(SQLModel):
+    """Fields a caller may set on a run; only the fields set (even to None) are written. Status changes go through
+    runs.transition(), which takes one of these for the fields that change with the status."""
+
+    name: str | None = None
+    tags: list[str] | None = None
+    notes: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    heartbeat_at: float | None = None
+    host: str | None = None
+    supervisor_pid: int | None = None
+    supervisor_start: float | None = None
+    worker_pid: int | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    error: str | None = None
+    traceback: str | None = None
+    progress_done: float | None = None
+    progress_total: float | None = None
+    progress_unit: str | None = None
+    progress_started_at: float | None = None
+    progress_done_at_start: float | None = None
+    phase: str | None = None
+    attempt: int | None = None
+    cancel_requested: bool | None = None
+    journal_seq: int | None = None
 
 
 class RunRead(RunBase):
@@ -67,8 +152,6 @@ class RunRead(RunBase):
     def duration_s(self) -> float | None:
         if self.started_at is None:
             return None
-        import time
-
         return (self.ended_at or time.time()) - self.started_at
 
 
@@ -134,6 +217,21 @@ class Checkpoint(CheckpointBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
 
 
+class CheckpointCreate(SQLModel):
+    """A checkpoint row; the file is already written (runner/checkpoints.py writes it first)."""
+
+    path: str
+    kind: CheckpointKind
+    step: int
+    epoch: int | None = None
+    pass_id: int | None = None
+    day: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    size_bytes: int = 0
+    sha256: str | None = None
+    created_at: float = Field(default_factory=time.time)
+
+
 class CheckpointRead(CheckpointBase):
     id: int
     is_best: bool = False
@@ -148,6 +246,12 @@ class EventBase(SQLModel):
 
 class Event(EventBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
+
+
+class EventCreate(SQLModel):
+    kind: str  # a status, or what happened: "cancel requested", "resumed", ...
+    message: str = ""
+    time: float = Field(default_factory=time.time)
 
 
 class EventRead(EventBase):

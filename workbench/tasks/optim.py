@@ -8,10 +8,12 @@ fits in a checkpoint that loads with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -129,7 +131,8 @@ class LRSchedule:
     - warm-up (seed 002 `epochs_warmup`): linear from learning_rate/W to learning_rate over the first W steps;
     - ending (`epochs_ending`): linear from learning_rate down to learning_rate/E over the last E steps;
     - reduce-on-plateau (`scheduler_patience`, `scheduler_factor`): after `patience` evaluations in a row
-      without an improvement of at least `threshold`, the scale is multiplied by `factor` (1.0 = off).
+      without an improvement (beating the best by more than `threshold`, the rule of EarlyStopping), the scale
+      is multiplied by `factor` (1.0 = off).
     """
 
     def __init__(
@@ -182,7 +185,7 @@ class LRSchedule:
 
     def on_eval(self, value: float) -> bool:
         """Feed the valid metric after an evaluation; True if the learning rate was just reduced."""
-        if _improved(value, self.best, self.threshold, self.mode):
+        if improved(value, self.best, self.threshold, self.mode):
             self.best = value
             self.bad_evals = 0
             return False
@@ -215,9 +218,12 @@ class LRSchedule:
 
 @dataclass
 class EarlyStopping:
-    """Stop after `patience` evaluations in a row that do not beat the best value by at least `min_delta`.
+    """RecBole's `stopping_step` (seed 002's `patience`) with `min_delta`, the one early-stopping rule of every task.
 
-    (RecBole counts a tie as an improvement and stops one evaluation later, after stopping_step + 1.)
+    An evaluation improves when it beats the best value so far by more than `min_delta` (seed 000: "the minimum
+    amount of difference between the best value obtained and the new value that represents an improvement"):
+    `value > best + min_delta` in max mode, `value < best - min_delta` in min mode. A tie is no improvement, even
+    with min_delta 0. Training stops after `patience` evaluations in a row without one.
     """
 
     patience: int
@@ -228,7 +234,7 @@ class EarlyStopping:
 
     def update(self, value: float) -> bool:
         """Record one evaluation; True if it is an improvement."""
-        if _improved(value, self.best, self.min_delta, self.mode):
+        if improved(value, self.best, self.min_delta, self.mode):
             self.best = value
             self.bad_evals = 0
             return True
@@ -247,10 +253,11 @@ class EarlyStopping:
         self.bad_evals = int(state["bad_evals"])
 
 
-def _improved(value: float, best: float | None, min_delta: float, mode: Mode) -> bool:
+def improved(value: float, best: float | None, min_delta: float, mode: Mode) -> bool:
+    """Whether `value` beats `best` by more than `min_delta` (see EarlyStopping); anything beats no best yet."""
     if best is None:
         return True
-    return value >= best + min_delta if mode == "max" else value <= best - min_delta
+    return value > best + min_delta if mode == "max" else value < best - min_delta
 
 
 # -- mixed precision and gradient steps ---------------------------------------------------------------------
@@ -333,14 +340,31 @@ def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float, norm_typ
 
 
 def rng_state() -> dict[str, Any]:
-    """torch's CPU (and CUDA) generator states as uint8 tensors: safe for weights_only checkpoints."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    """Python's, NumPy's, torch's CPU and (when present) CUDA generator states, as tensors and plain values so
+    that they fit a weights_only checkpoint. Restore them with set_rng_state to continue the same random streams."""
+    version, mt_words, gauss_next = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(mt_words, dtype=torch.int64), "gauss_next": gauss_next},
+        "numpy": {"keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "cached_gaussian": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what rng_state captured. Checkpoints written before Python and NumPy were captured hold only
+    "torch" (and "cuda"): those two generators then go on from the run's seed."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "python" in state:
+        py = state["python"]
+        random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss_next"]))
+    if "numpy" in state:
+        npy = state["numpy"]
+        keys = npy["keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))

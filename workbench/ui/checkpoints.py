@@ -1,6 +1,8 @@
-"""Checkpoints page pieces: the table and the download button (bytes passed directly, outside any fragment)."""
+"""Checkpoints page pieces: the table, evaluate, fork, compare, upload and try-it sections."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import altair as alt
 import pandas as pd
@@ -8,6 +10,7 @@ import streamlit as st
 
 from workbench import api
 from workbench.ui.common import fmt_time
+from workbench.ui.files import inference_url
 
 
 def checkpoint_table(ckpts: list[api.CheckpointRead]) -> api.CheckpointRead:
@@ -42,32 +45,9 @@ def checkpoint_table(ckpts: list[api.CheckpointRead]) -> api.CheckpointRead:
     return by_id[chosen]
 
 
-def download_one(run_id: str, ckpt: api.CheckpointRead) -> None:
-    try:
-        name, produce = api.checkpoint_file(run_id, ckpt.id)
-    except (FileNotFoundError, api.UnsafePath) as exc:
-        st.error(str(exc))
-        return
-    st.download_button(
-        f"Download {name} ({ckpt.size_bytes / 1e6:.2f} MB)",
-        produce,  # read on click, not on every rerun of the page
-        file_name=name,
-        mime="application/octet-stream",
-        type="primary",
-        key=f"dl_{ckpt.id}",
-    )
-    st.caption("Load it with `torch.load(path, weights_only=True)`: tensors and plain values only.")
-
-
-def bundle_download(run_id: str) -> None:
-    st.download_button(
-        "Download run bundle (zip)",
-        lambda: api.run_bundle(run_id)[1],  # built on click
-        file_name=f"{run_id}-bundle.zip",
-        mime="application/zip",
-        key=f"bundle_{run_id}",
-        help="config.yaml, metrics.csv, train.log, and the best and latest checkpoints, in one zip",
-    )
+def open_run_link(run: api.RunRead, what: str) -> None:
+    """A link to the run's Dashboard, shown right after an action started it."""
+    st.page_link("pages/dashboard.py", label=f"Open {what} {run.id} on the Dashboard →", query_params={"run": run.id})
 
 
 def evaluate_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
@@ -76,9 +56,11 @@ def evaluate_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
     if st.button(f"Evaluate checkpoint #{ckpt.id}", key=f"eval_{ckpt.id}"):
         try:
             job = api.evaluate_checkpoint(run.id, ckpt.id, data_path.strip() or None)
-            st.toast(f"evaluation {job.id} queued")
         except (FileNotFoundError, ValueError) as exc:
             st.error(str(exc))
+        else:
+            st.success(f"Evaluation {job.id} of checkpoint #{ckpt.id} queued.")
+            open_run_link(job, "evaluation")
     jobs = api.evaluations_of(run.id)
     if jobs:
         table = api.compare_summary([j.id for j in jobs])
@@ -88,6 +70,7 @@ def evaluate_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
 
 def fork_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
     st.markdown("**Fork**: a new run that starts from this checkpoint's weights, with an edited config.")
+    child = None
     with st.form(f"fork_{run.id}_{ckpt.id}"):
         name = st.text_input("Name", value=f"{run.name}-fork")
         text = st.text_area("Config (YAML)", value=api.to_yaml(api.run_config(run.id)), height=300)
@@ -99,8 +82,9 @@ def fork_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
                 st.error(str(exc))
             except (FileNotFoundError, ValueError) as exc:
                 st.error(str(exc))
-            else:
-                st.success(f"Launched fork {child.id}")
+    if child is not None:  # below the form: a form holds only its own widgets
+        st.success(f"Launched fork {child.id} from checkpoint #{ckpt.id}.")
+        open_run_link(child, "fork")
 
 
 def compare_section(run: api.RunRead, ckpts: list[api.CheckpointRead]) -> None:
@@ -146,6 +130,11 @@ def upload_section(run: api.RunRead) -> None:
             st.success(f"Imported as run {imported.id}: evaluate or fork it from its checkpoints.")
 
 
+def inference_link(run_id: str, file: Path) -> str:
+    """The file route of an inference output (streamed from disk, not held in the session)."""
+    return inference_url(run_id, file.resolve().relative_to((api.run_dir(run_id) / "inference").resolve()).as_posix())
+
+
 def try_it_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
     spec = api.tasks()[run.task]
     st.markdown(f"**Try it**: run checkpoint #{ckpt.id} on {spec.infer_input}.")
@@ -170,9 +159,9 @@ def try_it_section(run: api.RunRead, ckpt: api.CheckpointRead) -> None:
             st.markdown(f"**{name.removesuffix('.wav')}**")
             cols = st.columns([2, 3])
             cols[0].audio(file.read_bytes(), format="audio/wav")
-            cols[0].download_button(f"Download {name}", file.read_bytes, file_name=name, key=f"dl_{file}")
+            cols[0].link_button(f"Download {name}", inference_link(run.id, file))
             picture = files.get(name.replace(".wav", ".png"))
             if picture is not None:
                 cols[1].image(str(picture), caption=f"{name.removesuffix('.wav')} spectrogram", width="stretch")
         elif not name.endswith(".png"):
-            st.download_button(f"Download {name}", file.read_bytes, file_name=name, key=f"dl_{file}")
+            st.link_button(f"Download {name}", inference_link(run.id, file))

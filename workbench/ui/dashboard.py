@@ -16,7 +16,7 @@ REFRESH_S = 1.0
 
 def run_actions(run: api.RunRead) -> None:
     cols = st.columns(3)
-    if run.status in ("queued", "starting", "running") and cols[0].button("Cancel run", key=f"cancel_{run.id}"):
+    if run.status not in api.ENDED and cols[0].button("Cancel run", key=f"cancel_{run.id}"):
         st.toast(f"{run.id}: {api.cancel_run(run.id)}")
     if run.status in ("failed", "cancelled", "lost") and cols[1].button("Resume run", key=f"resume_{run.id}"):
         api.resume_run(run.id)
@@ -30,7 +30,7 @@ def live_panel(run_id: str, smoothing: float, x_axis: str, live: bool) -> None:
         status_line(run)
         charts(run_id, smoothing, x_axis)
         log_and_events(run_id)
-        if live and run.status not in ("queued", "starting", "running"):
+        if live and run.status in api.ENDED:
             st.rerun()  # the run ended: redraw the page once without the refresh timer
 
     panel()

@@ -1,6 +1,7 @@
 """A Streamlit form generated from a pydantic config schema.
 
-Sections: the task's own settings first, then the common training settings; nested models are expanders
+Sections: the task's own settings first (grouped as the config's `sections` ClassVar says, if it has one), then
+the common training settings; nested models are expanders
 (optional ones get an "enabled" checkbox); enums are selects; dicts and lists are YAML text areas; floats are text
 inputs so that 1e-8 stays 1e-8. No widget enforces a range: pydantic does, so the user sees every real error at
 once with its field path, instead of a widget silently reverting a value.
@@ -36,10 +37,6 @@ def _is_model(tp: Any) -> bool:
     return isinstance(tp, type) and issubclass(tp, BaseModel)
 
 
-def _label(name: str) -> str:
-    return name
-
-
 def _yaml_inline(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip().removesuffix("...").strip()
 
@@ -55,31 +52,61 @@ def _parse_yaml_value(text: str) -> Any:
 
 
 class SchemaForm:
-    """Renders widgets for a config class inside the caller's `st.form` and collects the values back."""
+    """Renders widgets for a config class inside the caller's `st.form` and collects the values back.
 
-    def __init__(self, cls: type[BaseModel], values: dict[str, Any], key_prefix: str):
+    `errors` (dotted field path -> messages, from the last submit) are drawn under the widgets they belong to, and
+    every section holding one opens, so a problem is seen where it is, not only in the list below the form.
+    """
+
+    def __init__(self, cls: type[BaseModel], values: dict[str, Any], key_prefix: str, errors: dict[str, list[str]] | None = None):
         self.cls = cls
         self.values = values
         self.prefix = key_prefix
+        self.errors = errors or {}
 
     def render(self) -> dict[str, Any]:
         """Draw all sections; return the nested dict of raw values (validate it with the task's config class)."""
         fields = self.cls.model_fields
         common = api.common_setting_names()
         not_used: dict[str, str] = dict(getattr(self.cls, "not_used", {}))
-        own = [n for n in fields if n not in common and n != "task"]
-        shared = [n for n in fields if n in common and n not in not_used]
+        sections: dict[str, tuple[str, ...]] = dict(getattr(self.cls, "sections", {}))
+        in_sections = {n for names in sections.values() for n in names}
+        own = [n for n in fields if n not in common and n != "task" and n not in in_sections]
+        shared = [n for n in fields if n in common and n not in not_used and n not in in_sections]
         out: dict[str, Any] = {"task": self.values.get("task", fields["task"].default if "task" in fields else None)}
         if own:
             st.markdown("**Task settings**")
             out.update(self._fields(self.cls, own, self.values, "", columns=2))
-        with st.expander("Training settings (common to every task)", expanded=False):
+        for i, (title, names) in enumerate(sections.items()):
+            # the first section is open: a form of closed boxes hides where to start
+            with st.expander(title, expanded=i == 0 or self._has_errors(names)):
+                out.update(self._section(list(names)))
+        with st.expander("Training settings (common to every task)", expanded=self._has_errors(shared)):
             out.update(self._fields(self.cls, shared, self.values, "", columns=2))
         if not_used:
-            with st.expander(f"Shared settings this task does not use ({len(not_used)})", expanded=False):
-                st.caption("Every config accepts them (the seeds name them for every task); they have no effect here.")
-                out.update(self._fields(self.cls, [n for n in fields if n in not_used], self.values, "", columns=2))
+            names = [n for n in fields if n in not_used]
+            with st.expander(f"Shared settings this task does not use ({len(not_used)})", expanded=self._has_errors(names)):
+                st.caption("Every task's config accepts the shared training settings; these have no effect on this task.")
+                out.update(self._fields(self.cls, names, self.values, "", columns=2))
         return out
+
+    def _has_errors(self, names: list[str] | tuple[str, ...]) -> bool:
+        return any(path == n or path.startswith(n + ".") for path in self.errors for n in names)
+
+    def _show_errors(self, path: str, *, below: bool) -> None:
+        """Messages for `path` (and, under a widget, for its list items such as `topk.0`)."""
+        for err_path, messages in self.errors.items():
+            if err_path == path or (below and err_path.startswith(path + ".")):
+                where = "" if err_path == path else f"`{err_path}`: "
+                for message in messages:
+                    st.error(where + message)
+
+    def _section(self, names: list[str]) -> dict[str, Any]:
+        """A declared section; one that is a single nested model (embed_sgd_param) shows its fields directly."""
+        if len(names) == 1 and _is_model(_unwrap_optional(self.cls.model_fields[names[0]].annotation)[0]):
+            name = names[0]
+            return {name: self._nested(self.cls.model_fields[name], name, self.values.get(name), name, boxed=False)}
+        return self._fields(self.cls, names, self.values, "", columns=2)
 
     def _fields(self, cls: type[BaseModel], names: list[str], values: dict[str, Any], path: str, columns: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -89,18 +116,21 @@ class SchemaForm:
         for i, name in enumerate(simple):
             with cols[i % len(cols)]:
                 out[name] = self._widget(cls.model_fields[name], name, values.get(name), f"{path}{name}")
+                self._show_errors(f"{path}{name}", below=True)
         for name in nested:
             out[name] = self._nested(cls.model_fields[name], name, values.get(name), f"{path}{name}")
         return out
 
-    def _nested(self, field: FieldInfo, name: str, value: Any, path: str) -> dict[str, Any] | None:
+    def _nested(self, field: FieldInfo, name: str, value: Any, path: str, boxed: bool = True) -> dict[str, Any] | None:
         inner, optional = _unwrap_optional(field.annotation)
-        with st.expander(f"{name}", expanded=False):
+        has_errors = any(p == path or p.startswith(path + ".") for p in self.errors)
+        with st.expander(f"{path}", expanded=has_errors) if boxed else st.container():
             if field.description:
                 st.caption(field.description)
+            self._show_errors(path, below=False)
             enabled = True
             if optional:
-                enabled = st.checkbox(f"{name} enabled", value=value is not None, key=self._key(path + ".__enabled"), help=field.description)
+                enabled = st.checkbox(f"{path} enabled", value=value is not None, key=self._key(path + ".__enabled"), help=field.description)
             current = value if isinstance(value, dict) else inner().model_dump(mode="json")
             sub = self._fields(inner, list(inner.model_fields), current, f"{path}.", columns=2)
         return sub if enabled else None
@@ -112,7 +142,7 @@ class SchemaForm:
         tp, optional = _unwrap_optional(field.annotation)
         help_text = field.description or None
         key = self._key(path)
-        label = _label(name)
+        label = path  # nested fields by their dotted path: ctr_stream's three learning_rates stay apart
         if get_origin(tp) is Literal:
             options = list(get_args(tp))
             if optional:
@@ -135,5 +165,8 @@ class SchemaForm:
         return _parse_yaml_value(raw)
 
 
-def render_config_form(cls: type[BaseModel], values: dict[str, Any], key_prefix: str) -> dict[str, Any]:
-    return SchemaForm(cls, values, key_prefix).render()
+def render_config_form(
+    cls: type[BaseModel], values: dict[str, Any], key_prefix: str, errors: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """Draw the form (with `errors` under their fields); return its raw values for the config parser."""
+    return SchemaForm(cls, values, key_prefix, errors).render()

@@ -192,3 +192,18 @@ def test_data_commands_run_through_typer(tmp_path):
     assert "pipe_command" in result.output
     cfg = load_config_file(tmp_path / "mine.yaml")
     assert cfg.embedx_threshold == 10
+
+
+def test_form_sections_follow_config_online_and_cover_every_task_setting():
+    from workbench import api
+    from workbench.tasks.ctr_stream.config import CtrStreamConfig
+
+    listed = [name for names in CtrStreamConfig.sections.values() for name in names]
+    assert len(listed) == len(set(listed)), "a setting in two sections"
+    assert set(listed) <= set(CtrStreamConfig.model_fields)
+    assert not set(listed) & set(CtrStreamConfig.not_used)
+    own = set(CtrStreamConfig.model_fields) - api.common_setting_names() - {"task"}
+    assert own <= set(listed), own - set(listed)  # no task setting is left outside a section
+    # the three learning rates sit in three different sections
+    where = {n: title for title, names in CtrStreamConfig.sections.items() for n in names}
+    assert len({where["learning_rate"], where["embed_sgd_param"], where["embedx_sgd_param"]}) == 3

@@ -77,7 +77,15 @@ def test_resume_from_a_mid_day_checkpoint_continues_with_the_next_pass(stream, t
     full.close()
     first_state = next(c for c in full.backend.checkpoints if c.path.endswith(".pt"))
     state = load_checkpoint_file(tmp_path / "full" / first_state.path)  # saved after pass 2 of day 1
-    assert state["progress"]["last_done"] == ["20190720", 2]
+    assert state["state"]["progress"]["last_done"] == ["20190720", 2] and state["epoch"] is None
+
+    # donefile.txt names each checkpoint pass's own folder (checkpoint_per_pass == save_delta_frequency once
+    # made the delta folder's path land on the checkpoint's line) and each day's batch model
+    donefile = [line.split("\t") for line in (tmp_path / "full" / "model" / "donefile.txt").read_text().splitlines()]
+    root = tmp_path / "full" / "model"
+    assert [(day, path, pass_id) for day, _, path, pass_id, _ in donefile] == [
+        ("20190720", str(root / "20190720" / "2"), "2"), ("20190721", str(root / "20190721" / "0"), "-1"),
+        ("20190721", str(root / "20190721" / "2"), "2"), ("20190722", str(root / "20190722" / "0"), "-1")]
 
     resumed = local(tmp_path / "resumed", resume_state=state)
     run(small(stream), resumed)
@@ -106,7 +114,7 @@ def test_cancel_mid_pass_then_resume_matches_an_uninterrupted_run(stream, tmp_pa
     run(small(stream), cut)
     cut.close()
     state = cut.checkpoints.latest()
-    assert state["progress"]["partial"]["pass_id"] == 3 and state["step"] == 12
+    assert state["state"]["progress"]["partial"]["pass_id"] == 3 and state["step"] == 12
     assert any(kind == "cancelled" for kind, _ in cut.backend.events)
 
     resumed = local(tmp_path / "resumed", resume_state=state)
@@ -148,11 +156,11 @@ def test_evaluate_and_dump(stream, tmp_path):
     ins_id, click, predict, fc0 = lines[0].split("\t")
     assert ins_id.startswith("20190720") and click.startswith("click:1:") and fc0.startswith("fc_0:16:")
     assert (tmp_path / "dump" / "20190720" / "1" / "params.txt").read_text().startswith("mlp.0.bias:16:")
-    metrics = evaluate(cfg, ctx.checkpoints.latest(), str(stream / "20190721"), ctx)
+    metrics = evaluate(cfg, ctx.checkpoints.latest()["state"], str(stream / "20190721"), ctx)
     assert 0.5 < metrics["test/auc"] < 1 and metrics["test/examples"] == 1200
     # without a data path: the config's last day; for a synthetic stream only that day is generated, identically
     synthetic = CtrStreamConfig(**{**SMALL, "synthetic": SYNTH.model_dump()})
-    again = evaluate(synthetic, ctx.checkpoints.latest(), None, local(tmp_path / "eval"))
+    again = evaluate(synthetic, ctx.checkpoints.latest()["state"], None, local(tmp_path / "eval"))
     assert again == pytest.approx(metrics)
     assert sorted(p.name for p in (tmp_path / "eval" / "synthetic_data").iterdir() if p.is_dir()) == ["20190721"]
 
@@ -182,7 +190,7 @@ def test_checkpoint_hooks_check_the_state_and_predict_a_file(stream, tmp_path):
     ctx = local(tmp_path / "run")
     run(cfg, ctx)
     ctx.close()
-    state = ctx.checkpoints.latest()
+    state = ctx.checkpoints.latest()["state"]
     assert check_state(cfg, state) == []
     problems = check_state(small(stream, embedx_dim=4, layer_sizes=[8]), state)
     assert any("embedx_w has width 8" in p for p in problems) and any("shape" in p for p in problems)
@@ -191,3 +199,41 @@ def test_checkpoint_hooks_check_the_state_and_predict_a_file(stream, tmp_path):
     assert lines[0] == "ins_id\tclick\tpredicted_ctr" and len(lines) == 301
     assert 0 < float(lines[1].split("\t")[2]) < 1
     assert json.loads(files["metrics.json"].read_text())["examples"] == 300
+
+
+def test_an_existing_base_of_the_next_day_is_kept_and_no_batch_model_is_written(stream, tmp_path):
+    cfg = small(stream, end_day="20190720")
+    plain = local(tmp_path / "plain")
+    run(cfg, plain)
+    plain.close()
+    base = tmp_path / "rerun" / "model" / "20190721" / "base"
+    base.mkdir(parents=True)
+    (base / "from-an-earlier-run").write_text("kept")
+    rerun = local(tmp_path / "rerun")
+    run(cfg, rerun)
+    rerun.close()
+    model = tmp_path / "rerun" / "model"
+    assert not (model / "20190721" / "0").exists()  # PaddleRec writes base and batch model together or neither
+    assert sorted(p.name for p in base.iterdir()) == ["from-an-earlier-run"]
+    assert [line.split("\t")[3] for line in (model / "donefile.txt").read_text().splitlines()] == ["2"]
+    assert not (model / "base_donefile.txt").exists()
+    assert {c.kind for c in rerun.backend.checkpoints} == {"checkpoint", "delta"}
+    # the table took both saves' after-save updates all the same: the stream trains as if they were written
+    want, got = plain.checkpoints.latest()["state"]["table"], rerun.checkpoints.latest()["state"]["table"]
+    for column in ("unseen_days", "delta_score", "keys"):
+        assert torch.equal(want[column]["tensor"], got[column]["tensor"]), column
+
+
+def test_a_state_written_before_the_envelope_resumes_and_evaluates(tmp_path):
+    fixture = Path(__file__).resolve().parents[2] / "fixtures" / "pre_envelope" / "ctr_stream.pt"
+    flat = torch.load(fixture, weights_only=True)  # main's layout: format ctr_stream/1, step, config at the top
+    assert flat["progress"]["last_done"] == ["20190720", 2]
+    cfg = CtrStreamConfig(**{**flat["config"], "end_day": "20190721"})
+    assert check_state(cfg, load_checkpoint_file(fixture)["state"]) == []
+    resumed = local(tmp_path, resume_state=flat)
+    run(cfg, resumed)
+    resumed.close()
+    assert sorted(pass_metrics(resumed, "infer/auc")) == [3, 4]  # only the second day's two passes
+    assert resumed.checkpoints.latest()["step"] > flat["step"] == 4
+    metrics = evaluate(cfg, load_checkpoint_file(fixture)["state"], None, local(tmp_path / "eval"))
+    assert metrics["test/examples"] == 200

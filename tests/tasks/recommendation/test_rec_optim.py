@@ -64,7 +64,7 @@ def test_early_stopping_needs_min_delta_to_improve():
     assert early.update(0.50)
     assert not early.update(0.505)  # better, but by less than min_delta
     assert not early.should_stop
-    assert early.update(0.52)  # beats best (0.50) by >= 0.01
+    assert early.update(0.52)  # beats best (0.50) by more than 0.01
     assert not early.update(0.52) and not early.update(0.40)
     assert early.should_stop
     restored = EarlyStopping(patience=2, min_delta=0.01)

@@ -76,8 +76,9 @@ def test_metrics_progress_and_checkpoints(reference):
     infos = reference.checkpoints.list()
     assert infos and all("valid/recall@20" in c.metrics for c in infos)
     state = load_checkpoint_file(reference.run_dir / infos[-1].path)  # weights_only=True
+    assert state["format"] == "workbench.checkpoint/1"
     assert state["step"] == steps[-1] and state["epoch"] == 3
-    assert {"model", "optimizer", "scheduler", "rng", "early_stopping", "config"} <= set(state)
+    assert {"model", "optimizer", "scheduler", "rng", "early_stopping"} <= set(state["state"])
     assert state["config"]["task"] == "recommendation"
 
 
@@ -106,7 +107,7 @@ def test_cancel_saves_a_checkpoint_and_resume_continues_exactly(reference, tmp_p
     cancelled = _train(_cfg(), tmp_path / "a", ctx_cls=_CancelAt)
     assert not _series(cancelled, "test/recall@20")  # no test after a cancel
     state = cancelled.checkpoints.latest()
-    assert state["step"] == 40 and state["batch_in_epoch"] > 0
+    assert state["step"] == 40 and state["state"]["batch_in_epoch"] > 0
 
     resumed = _train(_cfg(), tmp_path / "b", resume_state=state)
     first_step = min(s for s, _ in _series(resumed, "train/loss"))
@@ -129,14 +130,15 @@ def test_request_stop_before_the_first_step_still_checkpoints(home, tmp_path):
 def test_evaluate_and_fork_use_the_best_checkpoint(reference, tmp_path):
     cfg = _cfg()
     best = reference.checkpoints.best()
-    metrics = evaluate(cfg, best, None, reference)
+    metrics = evaluate(cfg, best["state"], None, reference)
     assert metrics["test/recall@20"] == pytest.approx(_series(reference, "test/recall@20")[-1][1])
     # a fork starts from those weights: with a near-zero learning rate its first validation matches the best one
     fork = _train(_cfg(epochs=1, learning_rate=1e-9), tmp_path, init_state=best)
-    assert _series(fork, "valid/recall@20")[0][1] == pytest.approx(best["metrics"]["valid/recall@20"], abs=1e-3)
+    first_valid = _series(fork, "valid/recall@20")[0][1]
+    assert first_valid == pytest.approx(best["state"]["metrics"]["valid/recall@20"], abs=1e-3)
     other = _cfg(data={"min_item_count": 1, "synthetic": {"n_items": 150, "n_sessions": 1500, "seed": 99}})
     with pytest.raises(ValueError, match="other items"):
-        evaluate(other, best, None, reference)
+        evaluate(other, best["state"], None, reference)
 
 
 def test_bpr_mf_with_sparse_adam_and_dynamic_popularity_negatives(home, tmp_path):
@@ -148,3 +150,16 @@ def test_bpr_mf_with_sparse_adam_and_dynamic_popularity_negatives(home, tmp_path
     ctx = _train(cfg, tmp_path)
     assert _series(ctx, "test/recall@20")
     assert torch.isfinite(torch.tensor([v for _, v in _series(ctx, "train/loss")])).all()
+
+
+PRE_ENVELOPE = Path(__file__).resolve().parents[2] / "fixtures" / "pre_envelope" / "recommendation.pt"
+
+
+def test_a_checkpoint_written_before_the_envelope_evaluates_and_resumes(home, tmp_path):
+    flat = torch.load(PRE_ENVELOPE, weights_only=True)  # main's layout: step, epoch, config at the top
+    cfg = parse_config({**flat["config"], "epochs": 3})
+    metrics = evaluate(cfg, load_checkpoint_file(PRE_ENVELOPE)["state"], None, RunContext.local(tmp_path / "eval"))
+    assert 0 < metrics["test/recall@20"] <= 1
+    resumed = _train(cfg, tmp_path / "resumed", resume_state=flat)
+    assert min(s for s, _ in _series(resumed, "train/loss")) > flat["step"] == 16
+    assert resumed.checkpoints.latest()["epoch"] == 3

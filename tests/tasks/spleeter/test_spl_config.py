@@ -21,8 +21,8 @@ SEED_003 = {
     "train_manifest": "manifest.csv", "train_dataset": "dataset", "epochs": 10, "batch_size": 20,
     "optimizer": "adam", "loss": "l1", "momentum": 0.9, "dampening": 0.0, "lr": 1e-5, "lr_decay": 0.0,
     "wd": 0.00001, "model_dir": "model", "load_optimizer": True, "start": 0, "load_model": True, "seed": 37,
-    "keep_ckpt": 1, "trainer": "daShiChangZhaoLei", "clean_logs": True, "amp": False,
-}
+    "keep_ckpt": 1, "clean_logs": True, "amp": False,
+}  # and `trainer`, whose seed default (an example name) became the user running the workbench
 ALIASES = {"batch_size": "train_batch_size", "lr": "learning_rate", "wd": "weight_decay", "amp": "enable_amp"}
 
 
@@ -31,6 +31,13 @@ def test_seed_defaults_and_names():
     for name, default in SEED_003.items():
         assert getattr(cfg, ALIASES.get(name, name)) == default, name
         assert SpleeterConfig.model_fields[ALIASES.get(name, name)].description, name
+
+
+def test_trainer_defaults_to_the_user_and_can_be_set():
+    import getpass
+
+    assert SpleeterConfig().trainer == getpass.getuser()
+    assert parse_config({"task": "spleeter", "trainer": "daShiChangZhaoLei"}).trainer == "daShiChangZhaoLei"
 
 
 def test_seed_names_are_accepted_as_aliases():

@@ -56,7 +56,8 @@ def test_resume_continues_steps_and_cancel_saves(tmp_path):
     first.request_stop()  # cancel during the first step: the loop must checkpoint and return
     run(cfg, first)
     state = first.checkpoints.latest()
-    assert state["loop"]["step"] == 1 and state["loop"]["epoch_batches"] == 1
+    assert state["step"] == 1 and state["epoch"] == 0
+    assert state["state"]["loop"]["step"] == 1 and state["state"]["loop"]["epoch_batches"] == 1
     assert ("cancelled", "stopped at step 1; checkpoint saved") in first.backend.events
 
     second = RunContext.local(tmp_path / "run", monitor=MONITOR, keep_ckpt=1, resume_state=state)
@@ -65,9 +66,9 @@ def test_resume_continues_steps_and_cancel_saves(tmp_path):
     steps = [s for s, _ in second.backend.series("train/loss")]
     assert steps[0] > 1 and max(steps) == 4  # 2 epochs x 2 steps in total, counting on from step 1
     final = second.checkpoints.latest()
-    assert final["loop"]["epoch"] == 2 and final["loop"]["step"] == 4
+    assert final["epoch"] == 2 and final["step"] == 4 and final["state"]["loop"]["step"] == 4
     torch.testing.assert_close(  # the optimizer state came back (Adam's step count continues)
-        final["optimizer"]["state"][0]["step"], torch.tensor(4.0)
+        final["state"]["optimizer"]["state"][0]["step"], torch.tensor(4.0)
     )
     assert any(kind == "resume" for kind, _ in second.backend.events)
 
@@ -80,12 +81,15 @@ def test_fork_without_optimizer_and_evaluate(tmp_path):
     fork_cfg = cfg.model_copy(update={"load_optimizer": False, "start": 0})
     child = RunContext.local(tmp_path / "child", monitor=MONITOR, init_state=state)
     run(fork_cfg, child)
-    child_state = child.checkpoints.latest()
+    child_state = child.checkpoints.latest()["state"]
     assert child_state["loop"]["step"] == 2  # a fork starts its own step count
     assert child_state["optimizer"]["state"][0]["step"].item() == 2.0  # fresh optimizer
     metrics = evaluate(cfg, child_state, None, child)
     assert {"valid/si_sdr_vocals", "valid/sdr_accompaniment", "valid/si_sdr_vocals_irm", "valid/loss"} <= set(metrics)
-    exported = load_checkpoint_file(tmp_path / "child" / "model" / "spleeter-2stems.pt")
+    # the exported model is Spleeter's own flat file, not an envelope; loading it wraps it as the state
+    wrapped = load_checkpoint_file(tmp_path / "child" / "model" / "spleeter-2stems.pt")
+    exported = wrapped["state"]
+    assert wrapped["config"] == exported["config"] and wrapped["step"] == 0
     song = next((tmp_path / "cache" / "songs").glob("synth-*/valid/song_0000/mixture.wav"))
     paths = separate_file(exported, exported["config"], song, tmp_path / "sep")
     assert paths["vocals"].is_file()
@@ -103,3 +107,37 @@ def test_four_stems_in_process_data_mode(tmp_path):
         assert {f"valid/si_sdr_{stem}", f"valid/si_sdri_{stem}", f"valid/sdr_{stem}_irm"} <= keys
     assert any("process_data: built spectrogram cache" in message for _, message in ctx.backend.events)
     assert ctx.backend.phase is None  # the "process_data: n/N songs" status is cleared once training starts
+
+
+def _pre_envelope(envelope: dict) -> dict:
+    """The flat layout main wrote (step in `loop`, early stopping in `loop`, NumPy's RNG as numpy_keys/pos)."""
+    state = envelope["state"]
+    loop = {k: v for k, v in state["loop"].items() if k != "early_stopping"} | state["loop"]["early_stopping"]
+    rng = {"torch": state["rng"]["torch"], "numpy_keys": state["rng"]["numpy"]["keys"],
+           "numpy_pos": state["rng"]["numpy"]["pos"]}
+    return {**state, "loop": loop, "rng": rng, "config": envelope["config"]}
+
+
+def test_evaluations_are_logged_at_the_checkpoints_step_and_old_files_resume(tmp_path):
+    from types import SimpleNamespace
+
+    from workbench.runner.worker import _evaluate
+
+    cfg = tiny_cfg(tmp_path / "cache")
+    parent = RunContext.local(tmp_path / "parent", monitor=MONITOR)
+    run(cfg, parent)
+    envelope = parent.checkpoints.latest()
+    assert envelope["step"] == 2
+    for name, start in (("new", envelope), ("old", _pre_envelope(envelope))):
+        job = RunContext.local(tmp_path / f"eval-{name}", monitor=MONITOR, init_state=start)
+        _evaluate(TASKS["spleeter"], cfg, job, SimpleNamespace(parent_checkpoint_id=1, eval_data=None))
+        job.flush()
+        steps = {step for _, step, _, _ in job.backend.metrics}
+        assert steps == {2}, name  # the worker once read a top-level "step" Spleeter never had, and logged step 0
+
+    resumed = RunContext.local(tmp_path / "resumed", monitor=MONITOR, resume_state=_pre_envelope(envelope))
+    run(cfg.model_copy(update={"epochs": 2}), resumed)
+    resumed.flush()
+    steps = [s for s, _ in resumed.backend.series("train/loss")]
+    assert min(steps) > 2 and max(steps) == 4  # counting on from the old file's loop.step
+    assert resumed.checkpoints.latest()["state"]["loop"]["early_stopping"]["best"] is not None

@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
 from workbench.config.common import ClipGradNorm, CommonTrainingSettings, Learner, NegSampleArgs, StrictModel, aliased
+from workbench.config.rules import Problems
 
 SgdRuleName = Literal["SparseAdaGradSGDRule", "StdAdaGradSGDRule", "SparseAdamSGDRule"]
 AccessorClass = Literal["SparseAccessor", "CtrCommonAccessor"]
@@ -50,13 +50,14 @@ class SparseSgdParam(StrictModel):
     ada_epsilon: float = Field(1e-8, gt=0, description="SparseAdamSGDRule only: epsilon added to sqrt(v).")
 
     @model_validator(mode="after")
-    def _bounds(self) -> SparseSgdParam:
-        errors: list[InitErrorDetails] = []
-        if len(self.weight_bounds) != 2 or self.weight_bounds[0] >= self.weight_bounds[1]:
-            errors.append(_err("weight_bounds", f"must be [low, high] with low < high, got {self.weight_bounds}", self.weight_bounds))
-        elif not self.weight_bounds[0] <= 0 <= self.weight_bounds[1]:
-            errors.append(_err("weight_bounds", f"must contain 0 (new features start at 0), got {self.weight_bounds}", self.weight_bounds))
-        _raise_if(errors, self)
+    def _bounds(self, info: ValidationInfo) -> SparseSgdParam:
+        problems = Problems(self, info)
+        if problems.readable("weight_bounds"):
+            if len(self.weight_bounds) != 2 or self.weight_bounds[0] >= self.weight_bounds[1]:
+                problems.add("weight_bounds", f"must be [low, high] with low < high, got {self.weight_bounds}")
+            elif not self.weight_bounds[0] <= 0 <= self.weight_bounds[1]:
+                problems.add("weight_bounds", f"must contain 0 (new features start at 0), got {self.weight_bounds}")
+        problems.raise_if_any()
         return self
 
 
@@ -106,6 +107,33 @@ class CtrStreamConfig(CommonTrainingSettings):
         "min_std": "it standardises nothing",
         "train_ratio": "each pass is evaluated before it is trained on (no held-out split)",
     }
+
+    # The form's sections, as PaddleRec's config_online.yaml groups these settings (runner, table_parameters with
+    # its accessor and the two sparse SGD rules, hyper_parameters), so that the dense `learning_rate` and the
+    # embed/embedx ones are told apart. Settings not listed here stay in the common section.
+    sections: ClassVar[dict[str, tuple[str, ...]]] = {
+        "Data and passes (runner)": (
+            "train_data_dir", "split_interval", "split_per_pass", "start_day", "end_day", "data_donefile",
+            "data_sleep_second", "data_max_wait_second", "prefetch", "is_data_hourly_placed", "shuffle",
+            "max_bad_line_ratio", "train_thread_num", "synthetic",
+        ),
+        "Saving and dumps (runner)": (
+            "save_model_path", "checkpoint_per_pass", "save_delta_frequency", "init_model_path", "dump_fields",
+            "dump_param", "dump_fields_path", "dump_phase",
+        ),
+        "Sparse table and accessor (table_parameters)": (
+            "table_class", "accessor_class", "shard_num", "nonclk_coeff", "click_coeff", "embedx_threshold",
+            "embedx_dim", "fea_dim", "show_click_decay_rate", "delete_threshold", "delete_after_unseen_days",
+            "base_threshold", "delta_threshold", "delta_keep_days", "converter", "deconverter", "zero_init",
+            "show_scale", "enable_create_feasign_randomly",
+        ),
+        "Embed SGD: the 1-dim embed_w (embed_sgd_param)": ("embed_sgd_param",),
+        "Embedx SGD: the extended embedding (embedx_sgd_param)": ("embedx_sgd_param",),
+        "Dense network and its optimizer (hyper_parameters)": (
+            "slot_num", "sparse_slots", "layer_sizes", "dnn_init_range", "learner", "learning_rate", "adam_d2sum",
+            "train_batch_size", "clip_grad_norm",
+        ),
+    }  # fmt: skip
 
     # -- settings shared with the other tasks, with streaming meanings ------------------------------------------
     epochs: int = Field(
@@ -218,8 +246,8 @@ class CtrStreamConfig(CommonTrainingSettings):
     save_delta_frequency: int = Field(
         6,
         ge=1,
-        description="Save a delta inference model (mode 1) to {day}/delta-{pass} every this many passes (the seed "
-        "writes `delta_`; PaddleRec's code writes `delta-`, which we follow).",
+        description="Save a delta inference model (mode 1) to {day}/delta-{pass} every this many passes (PaddleRec's "
+        "online-training guide says `delta_`; its code, like the workbench, writes `delta-`).",
     )
     init_model_path: str = Field(
         "",
@@ -260,7 +288,7 @@ class CtrStreamConfig(CommonTrainingSettings):
         ge=0,
         description="A feature's extended embedding (embedx) is created once score(show, click) >= this threshold; "
         "the gradient of the push that creates it is discarded. Score = (show - click) * nonclk_coeff + click * "
-        "click_coeff (the code's formula; the seed's prose has the sign of (click - show) wrong). PaddleRec's "
+        "click_coeff (PaddleRec's accessor code; its online-training guide has the sign of (click - show) wrong). PaddleRec's "
         "config uses 10.",
     )
     embedx_dim: int = Field(
@@ -376,59 +404,60 @@ class CtrStreamConfig(CommonTrainingSettings):
 
     # -- cross-field checks: all problems at once, each under its own field path ----------------------------------
     @model_validator(mode="after")
-    def _check(self) -> CtrStreamConfig:
-        errors: list[InitErrorDetails] = []
-        add = lambda field, msg, value: errors.append(_err(field, msg, value))  # noqa: E731
-        if self.fea_dim is not None and self.fea_dim != self.embedx_dim + 3:
+    def _check(self, info: ValidationInfo) -> CtrStreamConfig:
+        problems = Problems(self, info)
+        ok, add = problems.readable, problems.add
+        if ok("fea_dim", "embedx_dim") and self.fea_dim is not None and self.fea_dim != self.embedx_dim + 3:
             add("fea_dim", f"must be embedx_dim + 3 = {self.embedx_dim + 3} (show, click, embed_w and "
-                f"{self.embedx_dim} embedx values), got {self.fea_dim}; or leave it empty", self.fea_dim)
-        days_ok = True
+                f"{self.embedx_dim} embedx values), got {self.fea_dim}; or leave it empty")
+        days_ok = ok("start_day", "end_day")
         for name in ("start_day", "end_day"):
+            if not ok(name):
+                continue
             try:
                 _parse_day(getattr(self, name))
             except ValueError:
                 days_ok = False
-                add(name, f"must be a date written YYYYMMDD (e.g. 20190720), got {getattr(self, name)!r}", getattr(self, name))
+                add(name, f"must be a date written YYYYMMDD (e.g. 20190720), got {getattr(self, name)!r}")
         if days_ok and _parse_day(self.end_day) < _parse_day(self.start_day):
-            add("end_day", f"{self.end_day} is before start_day {self.start_day}", self.end_day)
-        if 1440 % self.split_interval:
-            add("split_interval", f"must divide a day (1440 minutes) evenly, got {self.split_interval}; e.g. 5, 10, 30, 60",
-                self.split_interval)
-        elif (1440 // self.split_interval) % self.split_per_pass:
-            splits = 1440 // self.split_interval
-            add("split_per_pass", f"must divide the {splits} slices of a day evenly (split_interval {self.split_interval}), "
-                f"got {self.split_per_pass}; the left-over slices would never be trained", self.split_per_pass)
-        if self.is_data_hourly_placed and self.split_interval != 60:
+            add("end_day", f"{self.end_day} is before start_day {self.start_day}")
+        if ok("split_interval", "split_per_pass"):
+            if 1440 % self.split_interval:
+                add("split_interval", f"must divide a day (1440 minutes) evenly, got {self.split_interval}; e.g. 5, 10, 30, 60")
+            elif (1440 // self.split_interval) % self.split_per_pass:
+                splits = 1440 // self.split_interval
+                add("split_per_pass", f"must divide the {splits} slices of a day evenly (split_interval "
+                    f"{self.split_interval}), got {self.split_per_pass}; the left-over slices would never be trained")
+        if ok("is_data_hourly_placed", "split_interval") and self.is_data_hourly_placed and self.split_interval != 60:
             add("split_interval", "must be 60 when is_data_hourly_placed is on (one HH folder per hour), "
-                f"got {self.split_interval}", self.split_interval)
-        if self.train_data_dir.startswith(("afs:", "hdfs:")):
-            add("train_data_dir", "afs:/ and hdfs:/ paths are not supported; copy or mount the data locally", self.train_data_dir)
-        if "/" in self.data_donefile or "\\" in self.data_donefile:
-            add("data_donefile", f"must be a file name inside each slice folder, not a path: {self.data_donefile!r}",
-                self.data_donefile)
-        slots = self.slots
-        if any(s < 2 or s > MAX_SLOT_ID for s in slots):
-            add("sparse_slots", f"slot ids must lie in 2..{MAX_SLOT_ID} (slot 1 holds the click label)", slots)
-        if len(set(slots)) != len(slots):
-            add("sparse_slots", "slot ids must not repeat", slots)
-        if not self.layer_sizes or any(n < 1 for n in self.layer_sizes):
-            add("layer_sizes", f"needs at least one hidden layer of size >= 1, got {self.layer_sizes}", self.layer_sizes)
-        if self.train_neg_sample_args is not None:
-            add("train_neg_sample_args", "must be null: a CTR stream's negatives are its non-clicked impressions",
-                self.train_neg_sample_args)
-        if self.learner == "sparse_adam":
+                f"got {self.split_interval}")
+        if ok("train_data_dir") and self.train_data_dir.startswith(("afs:", "hdfs:")):
+            add("train_data_dir", "afs:/ and hdfs:/ paths are not supported; copy or mount the data locally")
+        if ok("data_donefile") and ("/" in self.data_donefile or "\\" in self.data_donefile):
+            add("data_donefile", f"must be a file name inside each slice folder, not a path: {self.data_donefile!r}")
+        if ok("sparse_slots", "slot_num"):
+            slots = self.slots
+            if any(s < 2 or s > MAX_SLOT_ID for s in slots):
+                add("sparse_slots", f"slot ids must lie in 2..{MAX_SLOT_ID} (slot 1 holds the click label)")
+            if len(set(slots)) != len(slots):
+                add("sparse_slots", "slot ids must not repeat")
+        if ok("layer_sizes") and (not self.layer_sizes or any(n < 1 for n in self.layer_sizes)):
+            add("layer_sizes", f"needs at least one hidden layer of size >= 1, got {self.layer_sizes}")
+        if ok("train_neg_sample_args") and self.train_neg_sample_args is not None:
+            add("train_neg_sample_args", "must be null: a CTR stream's negatives are its non-clicked impressions")
+        if ok("learner") and self.learner == "sparse_adam":
             add("learner", "sparse_adam does not apply: the embeddings live in the sparse table, whose optimizers are "
-                "embed_sgd_param and embedx_sgd_param; use adam (or adam_d2sum)", self.learner)
-        if self.adam_d2sum and self.learner != "adam":
-            add("adam_d2sum", f"replaces Adam, so it needs learner: adam (got {self.learner})", self.adam_d2sum)
-        if not self.show_scale and self.accessor_class != "CtrCommonAccessor":
-            add("show_scale", "SparseAccessor always divides gradients by show; show_scale: false needs CtrCommonAccessor",
-                self.show_scale)
-        unknown = [f for f in self.dump_fields if f not in DUMP_FIELD_NAMES and not _is_fc_name(f, len(self.layer_sizes))]
-        if unknown:
-            names = ", ".join(DUMP_FIELD_NAMES + tuple(f"fc_{i}" for i in range(len(self.layer_sizes))))
-            add("dump_fields", f"unknown field(s) {unknown}; available: {names}", self.dump_fields)
-        _raise_if(errors, self)
+                "embed_sgd_param and embedx_sgd_param; use adam (or adam_d2sum)")
+        if ok("adam_d2sum", "learner") and self.adam_d2sum and self.learner != "adam":
+            add("adam_d2sum", f"replaces Adam, so it needs learner: adam (got {self.learner})")
+        if ok("show_scale", "accessor_class") and not self.show_scale and self.accessor_class != "CtrCommonAccessor":
+            add("show_scale", "SparseAccessor always divides gradients by show; show_scale: false needs CtrCommonAccessor")
+        if ok("dump_fields", "layer_sizes"):
+            unknown = [f for f in self.dump_fields if f not in DUMP_FIELD_NAMES and not _is_fc_name(f, len(self.layer_sizes))]
+            if unknown:
+                names = ", ".join(DUMP_FIELD_NAMES + tuple(f"fc_{i}" for i in range(len(self.layer_sizes))))
+                add("dump_fields", f"unknown field(s) {unknown}; available: {names}")
+        problems.raise_if_any()
         return self
 
 
@@ -444,16 +473,3 @@ def _parse_day(text: str) -> dt.date:
 
 def next_day(day: str) -> str:
     return (_parse_day(day) + dt.timedelta(days=1)).strftime("%Y%m%d")
-
-
-def _err(field: str, message: str, value: Any) -> InitErrorDetails:
-    # The message goes through the context so that braces in it are not read as format fields.
-    return InitErrorDetails(
-        type=PydanticCustomError("ctr_stream_config", "{message}", {"message": message}), loc=(field,), input=value
-    )
-
-
-def _raise_if(errors: list[InitErrorDetails], model: StrictModel) -> None:
-    """Raise all cross-field problems together, each under its own field path (pydantic prefixes nested paths)."""
-    if errors:
-        raise ValidationError.from_exception_data(type(model).__name__, errors)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from workbench.config.io import config_to_dict
 from workbench.runner.context import RunContext
 from workbench.tasks.ctr_stream.config import CtrStreamConfig, next_day
 from workbench.tasks.ctr_stream.data import PassData, PassSpec
@@ -32,6 +33,7 @@ from workbench.tasks.ctr_stream.save import (
 )
 from workbench.tasks.ctr_stream.table import SAVE_BASE, SAVE_BATCH, SAVE_CHECKPOINT, SAVE_DELTA
 from workbench.tasks.ctr_stream.trainer import CtrTrainer
+from workbench.tasks.optim import rng_state
 
 STATE_FORMAT = "ctr_stream/1"
 KINDS = {SAVE_CHECKPOINT: "checkpoint", SAVE_DELTA: "delta", SAVE_BASE: "base", SAVE_BATCH: "batch"}
@@ -54,52 +56,61 @@ class StreamOutputs:
         cfg = self.cfg
         kept = {k: v for k, v in metrics.items() if k.startswith(("infer/", "train/auc"))}
         checkpoint = spec.pass_id % cfg.checkpoint_per_pass == 0 and not spec.last_of_day
+        # each announcement is bound to its own folder now: the writer thread calls it later, after this method
+        # has returned (a closure over one reassigned variable once recorded the delta folder as the checkpoint)
         if checkpoint:
-            folder = model_folder(self.root, spec.day, SAVE_CHECKPOINT, spec.pass_id)
-            self._save(trainer, folder, SAVE_CHECKPOINT, spec, metrics, {},
-                       lambda count: write_model_donefile(self.root, spec.day, spec.pass_id, base_key, folder))
+            self._save(trainer, model_folder(self.root, spec.day, SAVE_CHECKPOINT, spec.pass_id), SAVE_CHECKPOINT,
+                       spec, metrics, {}, lambda folder, count: write_model_donefile(
+                           self.root, spec.day, spec.pass_id, base_key, folder))
         if spec.pass_id % cfg.save_delta_frequency == 0:
-            folder = model_folder(self.root, spec.day, SAVE_DELTA, spec.pass_id)
-            self._save(trainer, folder, SAVE_DELTA, spec, metrics, kept, lambda count: write_xbox_donefile(
-                self.root, SAVE_DELTA, base_key, folder, count, _ins_path(data), _monitor(metrics)))
+            self._save(trainer, model_folder(self.root, spec.day, SAVE_DELTA, spec.pass_id), SAVE_DELTA, spec,
+                       metrics, kept, lambda folder, count: write_xbox_donefile(
+                           self.root, SAVE_DELTA, base_key, folder, count, _ins_path(data), _monitor(metrics)))
         return checkpoint
 
     def end_of_day(self, trainer: CtrTrainer, spec: PassSpec, data: PassData, base_key: int,
                    metrics: dict[str, float]) -> tuple[int, int]:
-        """Shrink, then the next day's base model (if it has none yet) and batch model. Returns (features deleted,
-        base key): a new base gets a new key, which the next day's deltas and donefile lines carry."""
+        """Shrink, then the next day's base model and batch model, unless that day has a base already. Returns
+        (features deleted, base key): a new base gets a new key, which the next day's deltas and donefile lines
+        carry.
+
+        An existing base (a rerun of the day, or save_model_path shared with an earlier run) is kept and, as in
+        PaddleRec, the batch model is not written either: the two belong together. The table still takes both
+        saves' after-save updates (delta_score reset, unseen_days + 1), so the stream trains the same whether or
+        not the folders were there.
+        """
         self.ctx.phase(f"end of day {spec.day}: shrink")
         deleted = trainer.table.shrink()
         following = next_day(spec.day)
         base = model_folder(self.root, following, SAVE_BASE)
-        if base.exists():  # PaddleRec keeps an existing base (a rerun); its after-save update still applies
-            _, mask = SavedRows.take(trainer.table, SAVE_BASE)
-            trainer.table.update_after_save(SAVE_BASE, mask)
-            base_key = recorded_base_key(self.root, base) or base_key  # deltas keep naming the base that exists
-        else:
-            base_key = int(time.time())
-            key = base_key
-            self._save(trainer, base, SAVE_BASE, spec, metrics, {}, lambda count: write_xbox_donefile(
-                self.root, SAVE_BASE, key, base, count, _ins_path(data), _monitor(metrics)))
-        batch = model_folder(self.root, following, SAVE_BATCH)
-        key = base_key
-        self._save(trainer, batch, SAVE_BATCH, spec, metrics, {},
-                   lambda count: write_model_donefile(self.root, following, -1, key, batch))
-        return deleted, base_key
+        if base.exists():
+            for mode in (SAVE_BASE, SAVE_BATCH):
+                _, mask = SavedRows.take(trainer.table, mode)
+                trainer.table.update_after_save(mode, mask)
+            self.ctx.logger.info("%s exists: kept, and no batch model written for %s", base, following)
+            return deleted, recorded_base_key(self.root, base) or base_key  # deltas keep naming the existing base
+        key = int(time.time())
+        self._save(trainer, base, SAVE_BASE, spec, metrics, {}, lambda folder, count: write_xbox_donefile(
+            self.root, SAVE_BASE, key, folder, count, _ins_path(data), _monitor(metrics)))
+        self._save(trainer, model_folder(self.root, following, SAVE_BATCH), SAVE_BATCH, spec, metrics, {},
+                   lambda folder, count: write_model_donefile(self.root, following, -1, key, folder))
+        return deleted, key
 
     def save_state(self, trainer: CtrTrainer, progress_state: dict[str, Any], metrics: dict[str, float]) -> None:
         """Queue the resumable state as it is now (copied here; training may go on while it is written)."""
         current = trainer.state_dict()  # the table part is already a copy; the network's tensors are live
         state = {**current, "model": _clone(current["model"]), "optimizer": _clone(current["optimizer"]),
-                 "progress": progress_state, "config": self.cfg.model_dump(mode="json"), "metrics": dict(metrics),
-                 "format": STATE_FORMAT}
+                 "progress": progress_state, "rng": rng_state(), "metrics": dict(metrics), "format": STATE_FORMAT}
         monitored = {k: v for k, v in metrics.items() if k in ("infer/auc", "train/auc")}
-        step = trainer.step
-        self._submit(lambda: self.ctx.checkpoints.save(state, step=step, metrics=monitored, kind="checkpoint"))
+        step, config = trainer.step, config_to_dict(self.cfg)
+        # a stream has passes, not epochs: the envelope's epoch stays None (pass and day are in the state)
+        self._submit(lambda: self.ctx.checkpoints.save(state, step=step, config=config, metrics=monitored))
 
     # -- the writer thread ----------------------------------------------------------------------------------------
     def _save(self, trainer: CtrTrainer, folder: Path, mode: int, spec: PassSpec, metrics: dict[str, float],
-              row_metrics: dict[str, float], announce: Callable[[int], None]) -> None:
+              row_metrics: dict[str, float], announce: Callable[[Path, int], None]) -> None:
+        """Snapshot the rows `mode` saves and apply its after-save update now; write the folder, then
+        `announce(folder, count)` (its donefile line), then its checkpoint row, in the writer thread."""
         saved, mask = SavedRows.take(trainer.table, mode)
         trainer.table.update_after_save(mode, mask)  # what PaddleRec does once the save succeeded
         dense = _clone(trainer.dense_state(with_optimizer=mode in (SAVE_CHECKPOINT, SAVE_BATCH)))
@@ -113,7 +124,7 @@ class StreamOutputs:
         def job() -> None:
             t0 = time.monotonic()
             write_model(folder, saved, mode, dense, meta, shard_num=cfg.shard_num, compress=compress)
-            announce(saved.count)
+            announce(folder, saved.count)
             self._register(folder, KINDS[mode], step, spec, row_metrics)
             self.ctx.logger.info("saved %s model %s (%d features, %.1f s)", KINDS[mode], folder, saved.count,
                                  time.monotonic() - t0)

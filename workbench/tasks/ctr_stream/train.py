@@ -43,6 +43,7 @@ from workbench.tasks.ctr_stream.outputs import STATE_FORMAT, StreamOutputs
 from workbench.tasks.ctr_stream.save import read_model_lines
 from workbench.tasks.ctr_stream.synth import generate_stream, read_summary
 from workbench.tasks.ctr_stream.trainer import CtrTrainer, Dumper
+from workbench.tasks.optim import set_rng_state
 
 
 @dataclass
@@ -266,6 +267,8 @@ def _restore(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer) -> Prog
                          "pick a checkpoint of a ctr_stream run")
     resuming = ctx.resume_state is not None
     trainer.load_state_dict(state, with_optimizer=resuming)
+    if resuming and "rng" in state:  # states written before the shared rng_state have none
+        set_rng_state(state["rng"])
     if not resuming:  # a fork starts its own stream from start_day with the parent's weights
         ctx.logger.info("starting from the parent checkpoint's table (%d features) and network", trainer.table.n)
         return Progress()

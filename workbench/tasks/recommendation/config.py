@@ -1,7 +1,7 @@
 """Config schema of the `recommendation` task (STAMP, BPR-MF, popularity) and its cross-field rules.
 
 No torch here: the CLI and the form validate configs without importing it. Every cross-field problem is
-reported at once with its own field path (see `_raise_all`), not one generic "value error" on the whole config.
+reported at once with its own field path (see workbench/config/rules.py), not one generic "value error" on the whole config.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
 from workbench.config.common import CommonTrainingSettings, NegSampleArgs, StrictModel
+from workbench.config.rules import Problems
 
 ModelName = Literal["STAMP", "BPR", "Pop"]
 LossType = Literal["CE", "BPR"]
@@ -54,9 +54,11 @@ class SyntheticSessions(StrictModel):
     seed: int = Field(7, description="Seed of the generator (independent of the training seed).")
 
     @model_validator(mode="after")
-    def _sizes_fit(self) -> SyntheticSessions:
-        if self.n_topics > self.n_items:
-            _raise_all(self, [(("n_topics",), f"n_topics ({self.n_topics}) cannot exceed n_items ({self.n_items})")])
+    def _sizes_fit(self, info: ValidationInfo) -> SyntheticSessions:
+        problems = Problems(self, info)
+        if problems.readable("n_topics", "n_items") and self.n_topics > self.n_items:
+            problems.add("n_topics", f"n_topics ({self.n_topics}) cannot exceed n_items ({self.n_items})")
+        problems.raise_if_any()
         return self
 
 
@@ -88,7 +90,7 @@ class RecommendationData(StrictModel):
     min_item_count: int = Field(
         5,
         ge=1,
-        description="Items clicked fewer times are dropped (seed 004's Diginetica filter: drop length-1 sessions, "
+        description="Items clicked fewer times are dropped (the usual Diginetica filter: drop length-1 sessions, "
         "then rare items, then length-1 sessions again). 1 keeps every item.",
     )
     split: SplitMode = Field(
@@ -190,44 +192,35 @@ class RecommendationConfig(CommonTrainingSettings):
         return sorted(set(value))
 
     @model_validator(mode="after")
-    def _consistent(self) -> RecommendationConfig:
-        problems: list[tuple[tuple[str | int, ...], str]] = []
+    def _consistent(self, info: ValidationInfo) -> RecommendationConfig:
+        problems = Problems(self, info)
+        ok, add = problems.readable, problems.add
         neg = self.train_neg_sample_args
-        if self.model == "BPR" and self.loss_type != "BPR":
-            problems.append(
-                (("loss_type",), "model BPR (matrix factorisation) trains with loss_type: BPR and "
-                 "train_neg_sample_args set (e.g. {distribution: uniform, sample_num: 1})")
-            )
-        elif self.model != "Pop" and self.loss_type == "CE" and neg is not None:
-            problems.append(
-                (("train_neg_sample_args",), "must be null with loss_type CE (the softmax already scores every "
-                 "item): set `train_neg_sample_args: null`, or use `loss_type: BPR` to train on sampled negatives")
-            )
-        if self.model != "Pop" and self.loss_type == "BPR" and neg is None:
-            problems.append(
-                (("train_neg_sample_args",), "loss_type BPR needs negative samples: set train_neg_sample_args "
-                 "(e.g. {distribution: uniform, sample_num: 1}), or use loss_type: CE")
-            )
-        if self.learner == "sparse_adam" and self.model not in SPARSE_MODELS:
-            problems.append(
-                (("learner",), f"sparse_adam needs a model with embedding tables ({', '.join(SPARSE_MODELS)}); "
-                 f"model {self.model} has none. Use learner: adam")
-            )
-        if self.reg_weight > 0 and self.model != "BPR":
-            problems.append((("reg_weight",), f"reg_weight only applies to model BPR; set it to 0 for {self.model}"))
-        if self.model == "BPR" and self.data.split == "time":
-            problems.append(
-                (("data", "split"), "model BPR learns one vector per session/user, and a time split puts unseen "
-                 "sessions in valid/test; use split: leave_one_out")
-            )
-        path_problem = self.data.path_problem()
+        if ok("model", "loss_type", "train_neg_sample_args"):
+            if self.model == "BPR" and self.loss_type != "BPR":
+                add("loss_type", "model BPR (matrix factorisation) trains with loss_type: BPR and "
+                    "train_neg_sample_args set (e.g. {distribution: uniform, sample_num: 1})")
+            elif self.model != "Pop" and self.loss_type == "CE" and neg is not None:
+                add("train_neg_sample_args", "must be null with loss_type CE (the softmax already scores every "
+                    "item): set `train_neg_sample_args: null`, or use `loss_type: BPR` to train on sampled negatives")
+            if self.model != "Pop" and self.loss_type == "BPR" and neg is None:
+                add("train_neg_sample_args", "loss_type BPR needs negative samples: set train_neg_sample_args "
+                    "(e.g. {distribution: uniform, sample_num: 1}), or use loss_type: CE")
+        if ok("learner", "model") and self.learner == "sparse_adam" and self.model not in SPARSE_MODELS:
+            add("learner", f"sparse_adam needs a model with embedding tables ({', '.join(SPARSE_MODELS)}); "
+                f"model {self.model} has none. Use learner: adam")
+        if ok("reg_weight", "model") and self.reg_weight > 0 and self.model != "BPR":
+            add("reg_weight", f"reg_weight only applies to model BPR; set it to 0 for {self.model}")
+        if ok("model", "data.split") and self.model == "BPR" and self.data.split == "time":
+            add("data.split", "model BPR learns one vector per session/user, and a time split puts unseen "
+                "sessions in valid/test; use split: leave_one_out")
+        path_problem = self.data.path_problem() if ok("data.source", "data.path") else None
         if path_problem:
-            problems.append((("data", "path"), path_problem))
-        metric_problem = self._check_valid_metric()
+            add("data.path", path_problem)
+        metric_problem = self._check_valid_metric() if ok("valid_metric", "metrics", "topk") else None
         if metric_problem:
-            problems.append((("valid_metric",), metric_problem))
-        if problems:
-            _raise_all(self, problems)
+            add("valid_metric", metric_problem)
+        problems.raise_if_any()
         return self
 
     def _check_valid_metric(self) -> str | None:
@@ -246,23 +239,3 @@ class RecommendationConfig(CommonTrainingSettings):
     def monitor_key(self) -> str:
         """Metric key of the valid metric as logged, e.g. `valid/mrr@10`."""
         return f"valid/{self.valid_metric.lower()}"
-
-
-def _raise_all(model: object, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
-    """Raise one ValidationError holding every problem at its own field path (pydantic keeps the locs)."""
-    errors = [
-        InitErrorDetails(
-            type=PydanticCustomError("config_rule", "{message}", {"message": message}),
-            loc=loc,
-            input=_value_at(model, loc),
-        )
-        for loc, message in problems
-    ]
-    raise ValidationError.from_exception_data(type(model).__name__, errors)
-
-
-def _value_at(model: object, loc: tuple[str | int, ...]) -> Any:
-    value: Any = model
-    for part in loc:
-        value = getattr(value, str(part), None)
-    return value.model_dump() if hasattr(value, "model_dump") else value

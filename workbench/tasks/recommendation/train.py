@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from workbench.config.io import config_to_dict
-from workbench.runner.checkpoints import best_of, load_checkpoint_file
+from workbench.runner.checkpoints import Envelope
 from workbench.runner.context import RunContext
 from workbench.tasks.common import cpu_threads, resolve_device, seed_everything
 from workbench.tasks.optim import (
@@ -80,8 +80,8 @@ class _Recipe:
         self.epoch_loss_sum, self.epoch_batches = 0.0, 0
         if not isinstance(self.model, Pop):
             self._setup_optimization()
-            if ctx.resume_state is not None:
-                self._restore(ctx.resume_state)
+            if ctx.resume_checkpoint is not None:
+                self._restore(ctx.resume_checkpoint)
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def _setup_runtime(self) -> None:
@@ -135,8 +135,9 @@ class _Recipe:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_module = nn.parallel.DistributedDataParallel(self.train_module, device_ids=ids)
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, checkpoint: Envelope) -> None:
         """Continue a run exactly: weights, optimizer moments, schedule, early stopping, RNG, position in the epoch."""
+        state = checkpoint["state"]
         load_weights(self.model, state, self.data, what="resume checkpoint")
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
@@ -146,7 +147,7 @@ class _Recipe:
         if self.sampler is not None and state["sampler"]:
             self.sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.step, self.epoch = checkpoint["step"], int(checkpoint["epoch"] or 0)
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.epoch_loss_sum, self.epoch_batches = float(state["epoch_loss_sum"]), int(state["epoch_batches"])
         self.log.info("resumed at step %d (epoch %d, batch %d)", self.step, self.epoch + 1, self.batch_in_epoch)
@@ -247,22 +248,21 @@ class _Recipe:
         self.model.fit(self.data.train_item_counts().to(self.device))
         metrics = {f"valid/{k}": v for k, v in self._evaluate("valid").items()}
         self.ctx.log(metrics, 0)
-        state = {"model": self.model.state_dict(), "step": 0, "epoch": 0, "config": config_to_dict(self.cfg),
-                 "item_vocab": self.data.item_vocab, "metrics": metrics}  # fmt: skip
-        self.ctx.checkpoints.save(state, step=0, epoch=0, metrics=metrics)
+        state = {"model": self.model.state_dict(), "item_vocab": self.data.item_vocab, "metrics": metrics}
+        self.ctx.checkpoints.save(state, step=0, epoch=0, config=config_to_dict(self.cfg), metrics=metrics)
         self.ctx.progress(1, 1, "steps")
         return True
 
     def test_best(self) -> None:
         """Load the best checkpoint by the monitored metric and report test metrics (RecBole: load_best_model)."""
         self.ctx.phase("testing")
-        state = self._best_state() if self.ctx.is_main else None
-        if state is not None:
-            load_weights(self.model, state, self.data, what="best checkpoint")
+        best = self.ctx.checkpoints.best() if self.ctx.is_main else None  # the latest if none was validated
+        if best is not None:
+            load_weights(self.model, best["state"], self.data, what="best checkpoint")
         if self.distributed:  # only rank 0 can list checkpoints: share its weights
             for tensor in self.model.state_dict().values():
                 dist.broadcast(tensor, src=0)
-        best_step = int(state["step"]) if state is not None else self.step
+        best_step = best["step"] if best is not None else self.step
         metrics = {f"test/{k}": v for k, v in self._evaluate("test").items()}
         self.ctx.log(metrics, self.step)
         shown = "  ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
@@ -270,12 +270,6 @@ class _Recipe:
         self.ctx.phase(None)
 
     # -- helpers --------------------------------------------------------------------------------------------
-    def _best_state(self) -> dict[str, Any] | None:
-        """The saved checkpoint with the best valid_metric (the latest one if none was validated)."""
-        kept = [c for c in self.ctx.checkpoints.list() if (self.ctx.run_dir / c.path).exists()]
-        info = best_of(kept, (self.cfg.monitor_key, "max")) or (kept[-1] if kept else None)
-        return load_checkpoint_file(self.ctx.run_dir / info.path) if info else None
-
     def _epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's sample order for `epoch`: a function of (seed, epoch) only, so a resume replays it."""
         n = len(self.data.splits["train"])
@@ -316,17 +310,15 @@ class _Recipe:
             "early_stopping": self.early.state_dict(),
             "sampler": self.sampler.state_dict() if self.sampler is not None else {},
             "rng": rng_state(),
-            "step": self.step,
-            "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "epoch_loss_sum": self.epoch_loss_sum,
             "epoch_batches": self.epoch_batches,
-            "config": config_to_dict(self.cfg),
             "data_fingerprint": self.data.fingerprint,
             "item_vocab": self.data.item_vocab,
             "metrics": metrics,
         }
-        self.ctx.checkpoints.save(state, step=self.step, epoch=self.epoch, metrics=metrics)
+        self.ctx.checkpoints.save(state, step=self.step, epoch=self.epoch, config=config_to_dict(self.cfg),
+                                  metrics=metrics)
 
 
 class _LossModule(nn.Module):

@@ -7,12 +7,21 @@ validating a config must stay cheap (the form re-validates on every submit).
 
 from __future__ import annotations
 
+import getpass
 from typing import ClassVar, Literal
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import Field, ValidationInfo, model_validator
 
 from workbench.config.common import CommonTrainingSettings, Learner, NegSampleArgs, StrictModel, aliased
+from workbench.config.rules import Problems
+
+def _current_user() -> str:
+    # the seed's example name would make every run look like one stranger's; the login is the honest default
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (e.g. a container user without a passwd entry)
+        return "unknown"
+
 
 STEM_NAMES: dict[int, tuple[str, ...]] = {
     2: ("vocals", "accompaniment"),
@@ -199,7 +208,11 @@ class SpleeterConfig(CommonTrainingSettings):
     keep_ckpt: int = Field(
         1, ge=1, description="Number of most recent checkpoints kept; the best by valid/si_sdr_vocals is kept too."
     )
-    trainer: str = Field("daShiChangZhaoLei", description="Name of the person training; shown as the run's owner.")
+    trainer: str = Field(
+        default_factory=lambda: _current_user(),
+        description="Name of the person training, shown as the run's owner. Defaults to the account running the "
+        "workbench.",
+    )
     clean_logs: bool = Field(
         True,
         description="Keep the console and train.log short: one line per print_freq steps and per evaluation "
@@ -214,12 +227,12 @@ class SpleeterConfig(CommonTrainingSettings):
 
     # -- common settings that do not apply to this task ------------------------------------------------------
     not_used: ClassVar[dict[str, str]] = {
-        "learner": "the optimizer is `optimizer` (seed 003)",
+        "learner": "its optimizer is the `optimizer` setting",
         "train_neg_sample_args": "no negative sampling in source separation",
         "require_pow": "it has no embedding regulariser",
         "min_std": "it standardises nothing",
     }
-    learner: Learner = Field("adam", description="Not used by spleeter: the optimizer is `optimizer` (seed 003).")
+    learner: Learner = Field("adam", description="Not used by spleeter: its optimizer is the `optimizer` setting.")
     train_neg_sample_args: NegSampleArgs | None = Field(
         None, description="Not used by spleeter (no negative sampling in source separation)."
     )
@@ -236,41 +249,24 @@ class SpleeterConfig(CommonTrainingSettings):
         return (round(self.chunk_duration * self.sample_rate) - self.frame_length) // self.frame_step + 1
 
     @model_validator(mode="after")
-    def _spleeter_rules(self) -> SpleeterConfig:
+    def _spleeter_rules(self, info: ValidationInfo) -> SpleeterConfig:
         """Spleeter's own config checks plus the seed's process_data rule, all reported together."""
-        problems: list[tuple[tuple[str, ...], str, object]] = []
-        if self.F > self.frame_length // 2 + 1:
-            problems.append(
-                (("F",), f"F ({self.F}) must be <= frame_length/2 + 1 = {self.frame_length // 2 + 1} bins", self.F)
-            )
-        if self.frame_step > self.frame_length:
-            problems.append(
-                (("frame_step",), f"frame_step ({self.frame_step}) must not exceed frame_length ({self.frame_length})",
-                 self.frame_step)
-            )
-        frames = (self.chunk_duration * self.sample_rate - self.frame_length) / self.frame_step
-        if frames < self.T:
-            problems.append(
-                (("T",), f"(chunk_duration*sample_rate - frame_length)/frame_step = {frames:.1f} must be >= T "
-                 f"({self.T}); raise chunk_duration or lower T", self.T)
-            )
-        if self.mode == "process_data" and self.nproc_per_node != 1:
-            problems.append(
-                (("nproc_per_node",), "process_data mode runs in one process: set nproc_per_node to 1",
-                 self.nproc_per_node)
-            )
+        problems = Problems(self, info)
+        ok, add = problems.readable, problems.add
+        if ok("F", "frame_length") and self.F > self.frame_length // 2 + 1:
+            add("F", f"F ({self.F}) must be <= frame_length/2 + 1 = {self.frame_length // 2 + 1} bins")
+        if ok("frame_step", "frame_length") and self.frame_step > self.frame_length:
+            add("frame_step", f"frame_step ({self.frame_step}) must not exceed frame_length ({self.frame_length})")
+        if ok("chunk_duration", "sample_rate", "frame_length", "frame_step", "T"):
+            frames = (self.chunk_duration * self.sample_rate - self.frame_length) / self.frame_step
+            if frames < self.T:
+                add("T", f"(chunk_duration*sample_rate - frame_length)/frame_step = {frames:.1f} must be >= T "
+                    f"({self.T}); raise chunk_duration or lower T")
+        if ok("mode", "nproc_per_node") and self.mode == "process_data" and self.nproc_per_node != 1:
+            add("nproc_per_node", "process_data mode runs in one process: set nproc_per_node to 1")
         shortest = self.chunk_duration + 2 * self.margin
-        if not self.train_manifest and self.synthetic.duration < shortest:
-            problems.append(
-                (("synthetic", "duration"), f"generated songs of {self.synthetic.duration} s are shorter than "
-                 f"chunk_duration + 2*margin = {shortest} s", self.synthetic.duration)
-            )
-        if problems:
-            raise ValidationError.from_exception_data(
-                "SpleeterConfig",
-                [
-                    InitErrorDetails(type=PydanticCustomError("value_error", msg), loc=loc, input=value)
-                    for loc, msg, value in problems
-                ],
-            )
+        if ok("train_manifest", "synthetic.duration", "chunk_duration", "margin") and not self.train_manifest and self.synthetic.duration < shortest:
+            add("synthetic.duration", f"generated songs of {self.synthetic.duration} s are shorter than "
+                f"chunk_duration + 2*margin = {shortest} s")
+        problems.raise_if_any()
         return self

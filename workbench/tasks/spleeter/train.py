@@ -23,9 +23,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from workbench.config.io import config_to_dict
 from workbench.runner.checkpoints import atomic_torch_save
 from workbench.runner.context import RunContext
 from workbench.tasks.common import cpu_threads, resolve_device, seed_everything
+from workbench.tasks.optim import EarlyStopping, rng_state, set_rng_state
 from workbench.tasks.spleeter import MONITOR
 from workbench.tasks.spleeter.audio import magnitude
 from workbench.tasks.spleeter.config import SpleeterConfig
@@ -120,43 +122,44 @@ def _lr_at(cfg: SpleeterConfig, step: int, steps_per_epoch: int, plateau_scale: 
     return lr
 
 
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "numpy_pos": int(np_state[2])}
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-
-
 class Loop:
-    """Counters a checkpoint needs to continue exactly: steps, epochs and the plateau/early-stopping state."""
+    """Counters a checkpoint needs to continue exactly: steps, epochs, the plateau scale and early stopping."""
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: SpleeterConfig) -> None:
         self.step = 0
         self.epoch = 0  # the epoch in progress (0-based)
         self.epoch_batches = 0  # batches of that epoch already trained
-        self.best: float | None = None
-        self.bad_evals = 0
         self.plateau_scale = 1.0
+        self.early = EarlyStopping(patience=cfg.stopping_step, min_delta=cfg.min_delta, mode=MONITOR[1])
 
     def state(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return {"step": self.step, "epoch": self.epoch, "epoch_batches": self.epoch_batches,
+                "plateau_scale": self.plateau_scale, "early_stopping": self.early.state_dict()}
 
     def load(self, state: Mapping[str, Any]) -> None:
-        for key in vars(self):
-            setattr(self, key, state[key])
+        self.step, self.epoch, self.epoch_batches = int(state["step"]), int(state["epoch"]), int(state["epoch_batches"])
+        self.plateau_scale = float(state["plateau_scale"])
+        # checkpoints written before the shared EarlyStopping kept its two values in the loop itself
+        self.early.load_state_dict(state["early_stopping"] if "early_stopping" in state else state)
+
+
+def _old_rng(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The RNG state of a checkpoint written before the shared rng_state (NumPy's generator under other keys)."""
+    if "numpy_keys" not in state:
+        return dict(state)
+    return {"torch": state["torch"], "numpy": {"keys": state["numpy_keys"], "pos": state["numpy_pos"],
+                                               "has_gauss": 0, "cached_gaussian": 0.0}}
 
 
 def _restore(cfg: SpleeterConfig, ctx: RunContext, model: Separator, opt: torch.optim.Optimizer,
              scaler: torch.amp.GradScaler, loop: Loop) -> None:
     """Resume (same run) or fork (another run's checkpoint) according to load_model / load_optimizer / start."""
-    source, kind = (ctx.resume_state, "resume") if ctx.resume_state is not None else (ctx.init_state, "fork")
-    if source is None:
+    checkpoint, kind = ((ctx.resume_checkpoint, "resume") if ctx.resume_checkpoint is not None
+                        else (ctx.init_checkpoint, "fork"))
+    if checkpoint is None:
         loop.epoch = cfg.start
         return
+    source = checkpoint["state"]
     if cfg.load_model:
         model.load_state_dict(source["model"])
     if cfg.load_optimizer and "optimizer" in source:
@@ -165,11 +168,10 @@ def _restore(cfg: SpleeterConfig, ctx: RunContext, model: Separator, opt: torch.
             scaler.load_state_dict(source["scaler"])
     if kind == "resume" and "loop" in source:
         loop.load(source["loop"])
-        _set_rng_state(source["rng"])
+        set_rng_state(_old_rng(source["rng"]))
     if cfg.start:
         loop.epoch, loop.epoch_batches = cfg.start, 0
-    from_step = source["loop"]["step"] if "loop" in source else 0  # an exported model has no loop counters
-    ctx.event(kind, f"{kind} from step {from_step}: weights {'loaded' if cfg.load_model else 'fresh'}, "
+    ctx.event(kind, f"{kind} from step {checkpoint['step']}: weights {'loaded' if cfg.load_model else 'fresh'}, "
               f"optimizer {'loaded' if cfg.load_optimizer else 'fresh'}, starting at epoch {loop.epoch}")
 
 
@@ -180,11 +182,14 @@ def _loss(cfg: SpleeterConfig, estimates: torch.Tensor, targets: torch.Tensor) -
     return per_elem.mean(dim=(0, 2, 3, 4)).sum()
 
 
-def _state(cfg: SpleeterConfig, model: Separator, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-           loop: Loop, metrics: Mapping[str, float]) -> dict[str, Any]:
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-            "loop": loop.state(), "rng": _rng_state(), "config": cfg.model_dump(mode="json"),
-            "stems": list(cfg.stem_names), "metrics": dict(metrics)}
+def _save(cfg: SpleeterConfig, ctx: RunContext, model: Separator, opt: torch.optim.Optimizer,
+          scaler: torch.amp.GradScaler, loop: Loop, metrics: Mapping[str, float], *, monitored: bool) -> None:
+    """Checkpoint the loop; with monitored=False (a cancel between evaluations) the row carries no metrics, so
+    an older evaluation's values do not make it a "best" candidate."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+             "loop": loop.state(), "rng": rng_state(), "stems": list(cfg.stem_names), "metrics": dict(metrics)}
+    ctx.checkpoints.save(state, step=loop.step, epoch=loop.epoch, config=config_to_dict(cfg),
+                         metrics=dict(metrics) if monitored else None)
 
 
 def _any_rank(flag: bool, device: torch.device) -> bool:
@@ -208,7 +213,7 @@ def run(cfg: SpleeterConfig, ctx: RunContext) -> None:
     opt = _setup_optimizer(cfg, model)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.enable_amp and cfg.enable_scaler and device.type == "cuda")
-    loop = Loop()
+    loop = Loop(cfg)
     _restore(cfg, ctx, model, opt, scaler, loop)
 
     sampler = EpochSampler(len(dataset), cfg.seed, ctx.rank, ctx.world_size)
@@ -263,7 +268,7 @@ def run(cfg: SpleeterConfig, ctx: RunContext) -> None:
                 ctx.progress(loop.step, total_steps, "steps")
                 last_progress = time.perf_counter()
             if _any_rank(ctx.should_stop(), device):
-                ctx.checkpoints.save(_state(cfg, model, opt, scaler, loop, metrics), step=loop.step, epoch=loop.epoch)
+                _save(cfg, ctx, model, opt, scaler, loop, metrics, monitored=False)
                 ctx.event("cancelled", f"stopped at step {loop.step}; checkpoint saved")
                 return
         loop.epoch += 1
@@ -278,8 +283,7 @@ def run(cfg: SpleeterConfig, ctx: RunContext) -> None:
             stop = _plateau(cfg, ctx, loop, metrics)
         stop = _any_rank(stop, device)
         if evaluate_now or cfg.eval_step < 1:  # a checkpoint per evaluation (~236 MB), or per epoch without any
-            ctx.checkpoints.save(_state(cfg, model, opt, scaler, loop, metrics), step=loop.step, epoch=loop.epoch,
-                                 metrics=metrics)
+            _save(cfg, ctx, model, opt, scaler, loop, metrics, monitored=True)
         window_start += time.perf_counter() - paused
         if stop:
             ctx.event("early_stop", f"no improvement of {MONITOR[0]} in {cfg.stopping_step} evaluations")
@@ -295,29 +299,28 @@ def _log_eval(ctx: RunContext, loop: Loop, metrics: Mapping[str, float]) -> None
 
 
 def _plateau(cfg: SpleeterConfig, ctx: RunContext, loop: Loop, metrics: Mapping[str, float]) -> bool:
-    """Reduce-on-plateau and early stopping on the monitored metric; returns True to stop."""
-    value = metrics[MONITOR[0]]
-    if loop.best is None or value > loop.best + cfg.min_delta:
-        loop.best, loop.bad_evals = value, 0
+    """Reduce-on-plateau and early stopping on the monitored metric (one improvement rule: EarlyStopping's);
+    returns True to stop."""
+    if loop.early.update(metrics[MONITOR[0]]):
         return False
-    loop.bad_evals += 1
-    if cfg.scheduler_factor < 1 and loop.bad_evals % cfg.scheduler_patience == 0:
+    bad = loop.early.bad_evals
+    if cfg.scheduler_factor < 1 and bad % cfg.scheduler_patience == 0:
         loop.plateau_scale *= cfg.scheduler_factor
-        ctx.event("lr", f"{MONITOR[0]} flat for {loop.bad_evals} evaluations: lr x{cfg.scheduler_factor}")
-    return loop.bad_evals >= cfg.stopping_step
+        ctx.event("lr", f"{MONITOR[0]} flat for {bad} evaluations: lr x{cfg.scheduler_factor}")
+    return loop.early.should_stop
 
 
 def _export(cfg: SpleeterConfig, ctx: RunContext, model: Separator, loop: Loop) -> None:
     """Write the best (else final) weights with their config to model_dir as the run's downloadable model."""
     best_info = ctx.checkpoints.best_info()
-    best = ctx.checkpoints.best()
-    weights = best["model"] if best is not None else model.state_dict()
+    weights = ctx.checkpoints.load(best_info)["state"]["model"] if best_info is not None else model.state_dict()
     metrics = best_info.metrics if best_info is not None else {}
     target = ctx.run_dir / cfg.model_dir / f"spleeter-{cfg.stems}stems.pt"
+    # Spleeter's own model file, for use outside the workbench: a flat dict, not a checkpoint envelope
     atomic_torch_save({"model": weights, "config": cfg.model_dump(mode="json"), "stems": list(cfg.stem_names),
                        "metrics": metrics}, target)
     ctx.checkpoints.register(target, kind="inference", step=best_info.step if best_info else loop.step,
-                             metrics=metrics, epoch=loop.epoch)
+                             metrics=metrics, epoch=best_info.epoch if best_info else loop.epoch)
 
 
 # -- validation --------------------------------------------------------------------------------------------------
