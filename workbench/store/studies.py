@@ -3,74 +3,16 @@ Optuna's own records live in a journal file beside the runs (workbench.studies.o
 
 from __future__ import annotations
 
-import enum
 import time
-from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, Column, Engine, func, insert, update
-from sqlmodel import AutoString, Field, SQLModel, select
+from sqlalchemy import Engine, func, insert, update
+from sqlmodel import select
 
 from workbench.ids import new_run_id
 from workbench.store.engine import session
+from workbench.store.models import Run, Study, StudyCreate, StudyRead, StudyStatus, StudyUpdate
 
-
-class StudyStatus(enum.StrEnum):
-    RUNNING = "running"  # its driver asks for trials and collects them
-    COMPLETED = "completed"  # every trial of the budget ended (or the time limit passed and the last one ended)
-    CANCELLED = "cancelled"
-    FAILED = "failed"  # the driver itself failed (its error is kept); `workbench study resume` goes on
-
-
-class StudyBase(SQLModel):
-    name: str
-    task: str = Field(index=True)
-    status: StudyStatus = Field(default=StudyStatus.RUNNING, sa_type=AutoString)
-    base_config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    space: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    objective: str
-    direction: str  # maximize | minimize
-    created_at: float
-    ended_at: float | None = None
-    heartbeat_at: float | None = None  # the driver's
-    host: str | None = None  # where the driver runs
-    driver_pid: int | None = None
-    driver_start: float | None = None  # the driver process's create time (pids get reused)
-    cancel_requested: bool = False
-    error: str | None = None
-
-
-class Study(StudyBase, table=True):
-    __table_args__ = (CheckConstraint("status IN ('running', 'completed', 'cancelled', 'failed')", name="ck_study_status"),)
-    id: str = Field(primary_key=True)
-
-
-class StudyCreate(SQLModel):
-    name: str
-    task: str
-    base_config: dict[str, Any]
-    space: dict[str, Any]
-    options: dict[str, Any]
-    objective: str
-    direction: str
-
-
-class StudyUpdate(SQLModel):
-    """Only the fields set are written."""
-
-    status: StudyStatus | None = None
-    ended_at: float | None = None
-    heartbeat_at: float | None = None
-    host: str | None = None
-    driver_pid: int | None = None
-    driver_start: float | None = None
-    cancel_requested: bool | None = None
-    error: str | None = None
-
-
-class StudyRead(StudyBase):
-    id: str
-    trials: int = 0  # runs of the study so far
+__all__ = ["StudyCreate", "StudyNotFound", "StudyRead", "StudyStatus", "StudyUpdate", "create_study", "get_study", "list_studies", "update_study"]
 
 
 class StudyNotFound(LookupError):
@@ -108,8 +50,6 @@ def list_studies(engine: Engine, *, limit: int = 200) -> list[StudyRead]:
 
 
 def _trial_counts(engine: Engine, study_ids: list[str]) -> dict[str, int]:
-    from workbench.store.models import Run
-
     if not study_ids:
         return {}
     with engine.connect() as conn:
