@@ -14,6 +14,16 @@ except api.StoreSchemaError as exc:
     st.error(str(exc))
     st.stop()
 
+
+@st.cache_resource
+def _housekeeping() -> bool:
+    """Once per server process: find lost runs and start queued ones every few seconds (page reads never do)."""
+    api.start_housekeeping()
+    return True
+
+
+_housekeeping()
+
 pages = [
     st.Page("pages/new_run.py", title="New run", default=True),
     st.Page("pages/runs.py", title="Runs"),

@@ -85,5 +85,8 @@ def home(tmp_path, monkeypatch, database_url):
     reset_settings()
     dispose_engines()
     yield tmp_path / "home"
+    from workbench.runner.scheduler import stop_background_housekeeping
+
+    stop_background_housekeeping()  # started by app.py under AppTest, or a test: it must not outlive this store
     dispose_engines()
     reset_settings()

@@ -179,3 +179,42 @@ def test_compare_two_runs_and_download_a_bundle(server, tmp_path):
     assert shown in {r.id for r in runs}
     assert {f"{shown}/config.yaml", f"{shown}/metrics.csv", f"{shown}/train.log"} <= set(names)
     assert any(n.endswith(".pt") for n in names)
+
+
+def test_dashboard_deep_link_follows_a_live_run(server, tmp_path):
+    """Open /dashboard?run=ID of a training run: the chart follows it, search narrows the charts, the URL keeps the run."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.support.waiting import wait_status
+    from workbench import api
+
+    cfg = api.validate_dict({"task": "linreg", "epochs": 3, "steps_per_epoch": 100, "step_sleep_s": 0.1, "train_batch_size": 8})
+    run = api.launch_run(cfg, name="live")
+    wait_status(run.id, ("running",))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(f"{server}/dashboard?run={run.id}")
+        expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+        expect(page.get_by_role("combobox", name="Run", exact=True)).to_have_value(re.compile(re.escape(run.id)))
+        expect(page.get_by_text("train/loss", exact=True)).to_be_visible(timeout=60_000)  # the chart's title
+        loss_caption = page.get_by_text("train/loss", exact=True).locator(
+            "xpath=ancestor::*[@data-testid='stElementContainer'][1]/following-sibling::*[2]"
+        )  # title, chart, caption: the caption counts the points the chart holds
+        expect(loss_caption).to_have_text(re.compile(r"^[\d,]+ of [\d,]+ points"))
+        first = loss_caption.inner_text()
+        deadline = time.time() + 60
+        while loss_caption.inner_text() == first and time.time() < deadline:
+            page.wait_for_timeout(300)
+        assert loss_caption.inner_text() != first, "the chart did not follow the run"
+        assert api.get_run(run.id).status == "running", "the update must be seen while the run trains"
+
+        page.get_by_label("Search metrics").fill("loss")
+        page.get_by_label("Search metrics").press("Enter")
+        expect(page.get_by_text("train/lr", exact=True)).to_have_count(0)
+        expect(page.get_by_text("train/loss", exact=True)).to_be_visible()
+        page.screenshot(path=str(tmp_path / "dashboard_live.png"))
+        assert f"run={run.id}" in page.url, page.url
+        browser.close()
+    wait_status(run.id, ("completed",))

@@ -86,14 +86,23 @@ def test_sigkill_of_worker_ends_failed_with_signal(home):
     assert "SIGKILL" in done.error
 
 
-def test_killing_the_whole_group_is_found_lost(home):
+def test_killing_the_whole_group_is_found_lost_by_housekeeping_not_by_reads(home):
+    import time
+
     run = api.launch_run(_cfg(epochs=200, step_sleep_s=0.02))
     _wait_running_with_steps(run.id, 3)
     sup = api.get_run(run.id).supervisor_pid
     os.killpg(os.getpgid(sup), signal.SIGKILL)
-    done = wait_status(run.id, ("lost", "failed"), timeout=30)
-    assert done.status == "lost"
-    assert "gone" in done.error
+    wait_for(lambda: not _processes_of(run.id), 10, what="the supervisor and worker to be gone")
+    time.sleep(1.5)  # three missed heartbeats (WORKBENCH_HEARTBEAT_S=0.5 in tests): reads still change nothing
+    assert api.get_run(run.id).status == "running"
+    assert [r.status for r in api.list_runs()] == ["running"]
+    assert api.run_status(run.id) == "running"
+    done = api.housekeeping()
+    assert done.lost == [run.id] and done.started == []
+    lost = api.get_run(run.id)
+    assert lost.status == "lost"
+    assert "gone" in lost.error
 
 
 def test_resume_continues_the_step_count(home):
@@ -132,8 +141,7 @@ def test_queue_respects_max_concurrent_runs(home, monkeypatch):
     first = api.launch_run(_cfg(epochs=2, step_sleep_s=0.02))
     second = api.launch_run(_cfg(epochs=1))
     assert api.get_run(second.id).status == "queued"
-    # the launch started a supervisor early; the run had to queue, so that supervisor and its worker are gone
-    wait_for(lambda: not _processes_of(second.id), 10, what="the queued run's early supervisor to be stopped")
+    assert not _processes_of(second.id), "a queued run has no processes"
     wait_status(first.id, ("completed",))
     done = wait_status(second.id, ("completed", "failed"))
     assert done.status == "completed"
@@ -176,40 +184,69 @@ def test_a_run_that_ignores_cancel_is_killed_after_the_grace_period(home, monkey
     assert done.exit_signal == signal.SIGKILL and "SIGKILL" in done.error
 
 
-def test_a_supervisor_nobody_claims_leaves_without_touching_anything(home, monkeypatch):
-    """A launcher that dies between starting the supervisor and inserting its run leaves no process behind."""
-    from workbench.runner import spawn
+def test_a_supervisor_leaves_a_run_that_is_not_its_own(home):
+    """A stale or duplicate supervisor (a run not `starting`, another attempt, another supervisor's run) leaves
+    without touching the run or starting a worker."""
+    import subprocess
+    import sys
 
-    monkeypatch.setenv("WORKBENCH_CLAIM_TIMEOUT_S", "1")
-    proc = spawn.start_supervisor("20990101-000000-dead", "linreg", 1)
-    wait_for(lambda: proc.poll() is not None, 30, what="the unclaimed supervisor to leave")
-    assert proc.returncode == 0
-    wait_for(lambda: not _processes_of("20990101-000000-dead"), 10, what="its gated worker to leave")
-    assert api.list_runs() == []
-
-
-def test_a_supervisor_runs_only_a_run_claimed_for_it(home, monkeypatch):
-    from workbench.runner import supervisor
     from workbench.store import runs as run_store
     from workbench.store.models import RunCreate, RunStatus, RunUpdate
 
-    monkeypatch.setattr(supervisor, "CLAIM_TIMEOUT_S", 0.3)
     eng = api.engine()
-    assert supervisor.wait_for_claim(eng, "20990101-000000-none") is None  # never inserted
-    run = run_store.create_run(eng, run_in=RunCreate(task="linreg", name="c", monitor_key="valid/loss", monitor_mode="min"))
-    run_store.update_run(eng, run_id=run.id, run_in=RunUpdate(supervisor_pid=os.getpid()))
-    assert supervisor.wait_for_claim(eng, run.id) is None  # ours, but still queued: the launcher queued it
+    run = run_store.create_run(eng, run_in=RunCreate(task="linreg", name="c", config=api.to_dict(_cfg(epochs=1)), monitor_key="valid/loss", monitor_mode="min"))
+
+    def supervise(attempt: int) -> str:
+        cmd = [sys.executable, "-m", "workbench.runner.supervisor", run.id, str(attempt)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    assert "is not this supervisor's" in supervise(1)  # still queued
     run_store.transition(eng, run_id=run.id, to=RunStatus.STARTING, expect=[RunStatus.QUEUED])
-    run_store.update_run(eng, run_id=run.id, run_in=RunUpdate(supervisor_pid=os.getpid() + 1))
-    assert supervisor.wait_for_claim(eng, run.id) is None  # claimed for another supervisor
-    run_store.update_run(eng, run_id=run.id, run_in=RunUpdate(supervisor_pid=os.getpid()))
-    claimed = supervisor.wait_for_claim(eng, run.id)
-    assert claimed is not None and claimed.id == run.id and claimed.status == "starting"
+    run_store.update_run(eng, run_id=run.id, run_in=RunUpdate(supervisor_pid=1))  # the scheduler started another process for it
+    assert "is not this supervisor's" in supervise(1)
+    run_store.update_run(eng, run_id=run.id, run_in=RunUpdate(supervisor_pid=None))
+    assert "is not this supervisor's" in supervise(2)  # started for another attempt
+    after = api.get_run(run.id)
+    assert (after.status, after.supervisor_start, after.worker_pid, after.started_at) == ("starting", None, None, None)
+    assert not (api.run_dir(run.id) / "train.log").exists(), "no worker was started"
+    # the claim itself: once, for the right attempt and pid
+    assert not run_store.claim_for_supervisor(eng, run_id=run.id, attempt=2, pid=4242, process_start=1.0)
+    assert run_store.claim_for_supervisor(eng, run_id=run.id, attempt=1, pid=4242, process_start=1.0)
+    assert not run_store.claim_for_supervisor(eng, run_id=run.id, attempt=1, pid=4242, process_start=1.0)
+    assert not run_store.claim_for_supervisor(eng, run_id=run.id, attempt=1, pid=4343, process_start=2.0)
 
 
-def test_a_launch_that_fails_stops_its_early_supervisor(home, monkeypatch):
-    import psutil
+def test_a_cancel_before_the_supervisor_took_its_run_ends_cancelled_without_a_worker(home):
+    from workbench.runner import scheduler
+    from workbench.settings import get_settings
+    from workbench.store import runs as run_store
+    from workbench.store.models import RunCreate, RunStatus
 
+    eng = api.engine()
+    settings = get_settings()
+    run_in = RunCreate(
+        task="linreg", name="c", config=api.to_dict(_cfg(epochs=50)), monitor_key="valid/loss", monitor_mode="min", host=settings.host
+    )
+    run = run_store.create_run(eng, run_in=run_in)
+    run_store.transition(eng, run_id=run.id, to=RunStatus.STARTING, expect=[RunStatus.QUEUED])  # what the scheduler does before it spawns
+    assert api.cancel_run(run.id) == "cancel requested"  # no supervisor has taken it: the flag only, no signal
+    assert "sees it within" in api.events(run.id)[-1].message
+    scheduler.start_supervisor(run.id, 1, settings)
+    done = wait_status(run.id, ("cancelled", "running", "failed", "completed"), timeout=60)
+    assert done.status == "cancelled" and done.worker_pid is None
+    assert api.events(run.id)[-1].message == "cancelled before it started"
+
+
+def test_a_cancel_right_after_the_launch_ends_cancelled(home):
+    run = api.launch_run(_cfg(epochs=200, step_sleep_s=0.02))
+    assert api.cancel_run(run.id) == "cancel requested"
+    done = wait_status(run.id, ("cancelled", "failed", "completed", "lost"), timeout=60)
+    assert done.status == "cancelled", done.error
+
+
+def test_a_launch_that_fails_leaves_no_run_and_no_folder(home, monkeypatch):
     from workbench.store import runs as run_store
 
     def no_space(*_args, **_kwargs):  # type: ignore[no-untyped-def]
@@ -218,15 +255,6 @@ def test_a_launch_that_fails_stops_its_early_supervisor(home, monkeypatch):
     monkeypatch.setattr(run_store, "create_run", no_space)
     with pytest.raises(OSError, match="No space"):
         api.launch_run(_cfg(epochs=1))
-
-    def my_supervisors() -> list[int]:
-        out = []
-        for p in psutil.process_iter(["ppid", "cmdline", "status"]):
-            if p.info["ppid"] == os.getpid() and p.info["status"] != psutil.STATUS_ZOMBIE and "workbench.runner.supervisor" in " ".join(p.info["cmdline"] or []):
-                out.append(p.pid)
-        return out
-
-    wait_for(lambda: not my_supervisors(), 10, what="the early supervisor to be stopped")
     assert api.list_runs() == []
     runs_dir = home / "runs"
     assert not runs_dir.exists() or not any(runs_dir.iterdir()), "the folder of a run that was never inserted is removed"

@@ -6,8 +6,20 @@ import signal
 
 import torch
 
+from workbench.runner import cpu_load
 from workbench.runner.context import ThreadShare
 from workbench.tasks.common import cpu_threads
+
+
+class NoNeighbours(cpu_load.CoreReserve):
+    """Other processes never busy (the machine running the tests may well be)."""
+
+    def __init__(self, cap: int | None = None):
+        super().__init__(cores=2)
+        self.cap = cap
+
+    def threads_cap(self) -> int | None:
+        return self.cap
 
 
 def test_cpu_threads_divides_the_cores_by_the_processes_sharing_them(monkeypatch):
@@ -26,7 +38,7 @@ def test_thread_share_rescales_the_tasks_choice_as_runs_come_and_go(monkeypatch)
     monkeypatch.setenv("WORKBENCH_CPU_SHARE", "1")  # the task started alone
     sharing = {"now": 1}
     before = torch.get_num_threads()
-    share = ThreadShare(lambda: sharing["now"])
+    share = ThreadShare(lambda: sharing["now"], reserve=NoNeighbours())
 
     def threads_when(count: int) -> int:
         sharing["now"] = count
@@ -57,7 +69,7 @@ def test_the_watcher_interrupts_the_main_thread_to_apply_a_change(monkeypatch):
     monkeypatch.setenv("WORKBENCH_CPU_SHARE", "1")
     before = torch.get_num_threads()
     sharing = {"now": 1}
-    share = ThreadShare(lambda: sharing["now"], interval=0.05)
+    share = ThreadShare(lambda: sharing["now"], interval=0.05, reserve=NoNeighbours())
     try:
         torch.set_num_threads(2)
         share.start()
@@ -70,4 +82,48 @@ def test_the_watcher_interrupts_the_main_thread_to_apply_a_change(monkeypatch):
     finally:
         share.stop()
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        torch.set_num_threads(before)
+
+
+def test_core_reserve_leaves_a_core_to_busy_neighbours_with_hysteresis(monkeypatch):
+    clock = {"t": 0.0, "machine": 0.0, "own": 0.0}
+    monkeypatch.setattr(cpu_load, "_machine_busy_s", lambda: clock["machine"])
+    monkeypatch.setattr(cpu_load, "_own_busy_s", lambda: clock["own"])
+    monkeypatch.setattr(cpu_load.time, "monotonic", lambda: clock["t"])
+    reserve = cpu_load.CoreReserve(cores=2)
+
+    def cap_after(seconds: float, own_cores: float, others_cores: float) -> int | None:
+        clock["t"] += seconds
+        clock["own"] += own_cores * seconds
+        clock["machine"] += (own_cores + others_cores) * seconds
+        return reserve.threads_cap()
+
+    assert cap_after(0, 0, 0) is None  # the first look has nothing to compare with
+    assert cap_after(2, 2.0, 0.05) == 2  # the worker alone uses both cores
+    assert cap_after(2, 1.6, 0.4) == 1  # a live dashboard appears: leave it a core
+    assert cap_after(2, 1.0, 0.15) == 1  # a quiet second: not enough to take the core back (no flapping)
+    assert cap_after(2, 1.0, 0.02) == 2  # the dashboard was closed
+    assert cap_after(2, 0.5, 1.5) == 1  # never fewer than one thread, even on a machine others saturate
+
+
+def test_thread_share_caps_the_threads_at_what_the_neighbours_leave(monkeypatch):
+    monkeypatch.delenv("WORKBENCH_CPU_THREADS", raising=False)
+    monkeypatch.setenv("WORKBENCH_CPU_SHARE", "1")
+    before = torch.get_num_threads()
+    reserve = NoNeighbours()
+    share = ThreadShare(lambda: 1, reserve=reserve)
+    try:
+        torch.set_num_threads(2)
+        share.poll()
+        share.apply()
+        assert torch.get_num_threads() == 2
+        reserve.cap = 1  # a dashboard's server and browser took a core
+        assert share.poll()  # a change: the watcher interrupts the training thread
+        share.apply()
+        assert torch.get_num_threads() == 1
+        reserve.cap = 2  # they went quiet: back to the task's own choice
+        assert share.poll()
+        share.apply()
+        assert torch.get_num_threads() == 2
+    finally:
         torch.set_num_threads(before)

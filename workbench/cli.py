@@ -77,6 +77,7 @@ ENDED = api.ENDED
 
 def _follow(run_id: str) -> int:
     """Print progress and new log lines until the run ends. Exit code 0 only for `completed`."""
+    api.start_housekeeping()  # so a run whose supervisor vanished ends the wait (as `lost`), and the queue moves on
     log_pos = 0
     last_line = ""
     try:
@@ -217,6 +218,7 @@ def eval_cmd(
     except (api.RunNotFound, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(f"evaluation {job.id} of {run_id} queued", err=True)
+    api.start_housekeeping()
     while (job := api.get_run(job.id)).status not in ENDED:
         time.sleep(0.5)
     if job.status != "completed":
@@ -285,6 +287,14 @@ def sync(run_id: str) -> None:
         typer.echo(f"run {run_id}: stored {result.applied} journal records (journal seq {result.journal_seq})")
     else:
         typer.echo(f"run {run_id}: nothing to store, the store has every journal record (journal seq {result.journal_seq})")
+
+
+@app.command()
+def housekeeping() -> None:
+    """Mark runs whose supervisor vanished `lost` and start queued runs that have a free slot, now. A UI server and
+    every supervisor do this every few seconds; listing runs never does."""
+    done = api.housekeeping()
+    typer.echo(f"lost: {', '.join(done.lost) or 'none'}; started: {', '.join(done.started) or 'none'}")
 
 
 @app.command()

@@ -1,7 +1,4 @@
-"""Run ids: `YYYYmmdd-HHMMSS-xxxx` (sortable by creation time, readable, unique enough for one machine's runs).
-
-Standard library only: a launcher makes the id before it imports the store (see runner/spawn.py).
-"""
+"""Run ids: `YYYYmmdd-HHMMSS-xxxx` (sortable by creation time, readable, unique enough for one machine's runs)."""
 
 from __future__ import annotations
 

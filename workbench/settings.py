@@ -1,7 +1,9 @@
-"""Process-wide settings, read from the environment (WORKBENCH_HOME, WORKBENCH_DB_URL, WORKBENCH_MAX_CONCURRENT_RUNS)."""
+"""Process-wide settings, read from the environment (WORKBENCH_HOME, WORKBENCH_DB_URL, WORKBENCH_MAX_CONCURRENT_RUNS,
+WORKBENCH_HOST, ...)."""
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +25,15 @@ class Settings(BaseSettings):
     )
     store_end_wait_s: float = Field(
         120.0, gt=0, description="How long a run that ended waits for an unreachable store before it gives up (failed)."
+    )
+    housekeeping_s: float = Field(
+        5.0, gt=0, description="Seconds between two housekeeping passes (reconcile, then start queued runs) in every "
+        "supervisor, the UI server and `workbench run --wait`."
+    )
+    host: str = Field(
+        default_factory=socket.gethostname,
+        description="This machine's name on the runs it launches and supervises. Pid checks apply only to runs of "
+        "this host; other hosts' runs are judged by their heartbeat. Default: the hostname.",
     )
 
     @property

@@ -10,6 +10,8 @@ from workbench.store.models import ACTIVE, ENDED, CheckpointRead, EventRead, Run
 from workbench.store.runs import RunNotFound
 from workbench.tags import clean_tags
 from workbench.store.schema import StoreSchemaError
+from workbench.studies.options import StudyOptions
+from workbench.store.studies import StudyRead
 from workbench.api.base import (
     engine,
     store_location,
@@ -42,9 +44,9 @@ from workbench.api.runs import (
     run_status,
     runs_frame,
     run_statuses,
-    runs_table,
-    RunsTable,
     METRIC_STATS,
+    RunsTable,
+    runs_table,
     Progress,
     progress,
     cancel_run,
@@ -55,7 +57,8 @@ from workbench.api.runs import (
     events,
     run_dir,
     log_tail,
-    reconcile,
+    housekeeping,
+    start_housekeeping,
     SyncResult,
     sync_run,
 )
@@ -65,6 +68,8 @@ from workbench.api.metrics import (
     metric_summaries,
     metrics_since,
     overlay_series,
+    pinned_metrics,
+    set_pinned_metrics,
 )
 from workbench.api.checkpoints import (
     checkpoints,
@@ -72,15 +77,16 @@ from workbench.api.checkpoints import (
     safe_run_file,
     compare_checkpoint_tensors,
     compare_checkpoint_metrics,
+    not_a_checkpoint_message,
     import_checkpoint,
     infer,
 )
 from workbench.api.compare import (
     compare_keys,
+    EPOCH_KEYS,
     compare_series,
     compare_configs,
     compare_summary,
-    EPOCH_KEYS,
 )
 from workbench.api.lineage import (
     fork_run,
@@ -90,36 +96,34 @@ from workbench.api.lineage import (
     evaluations_of,
 )
 from workbench.api.studies import (
-    StudyReport,
-    check_study,
-    driver_running,
-    get_study,
-    list_studies,
-    promote,
-    resume_study,
-    cancel_study,
     space_example,
-    start_study,
-    study_report,
     suggest_ranges,
+    check_study,
+    start_study,
+    list_studies,
+    get_study,
+    driver_running,
+    StudyReport,
+    study_report,
+    cancel_study,
+    resume_study,
     trial_config,
+    promote,
 )
-from workbench.studies.options import StudyOptions
-from workbench.store.studies import StudyRead
-
 from workbench.api.downloads import (
-    Download,
     EXPORT_FORMATS,
+    EXPORT_COLUMNS,
+    STALE_TEMP_S,
+    Download,
+    temp_dir,
     checkpoint_source,
     checkpoint_download,
     inference_download,
     bundle_download,
-    metrics_download,
-    export_metrics,
     matching_keys,
+    export_metrics,
+    metrics_download,
 )
-
-# everything imported above is the api (submodule names included: harmless)
 
 # everything imported above is the api (submodule names included: harmless)
 __all__ = [name for name in dir() if not name.startswith("_")]

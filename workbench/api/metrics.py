@@ -1,10 +1,14 @@
-"""Metric series of runs: keys, (downsampled) series, summaries, raw points."""
+"""Metric series of runs: keys, (downsampled) series, summaries, raw points; the charts pinned per task."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench.api.base import engine
+from workbench.settings import get_settings
 from workbench.store import metrics as metric_store
 from workbench.store.metrics import Series
 
@@ -41,3 +45,30 @@ def overlay_series(run_id: str, keys: tuple[str, ...], max_points: int = 2000) -
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
+
+
+def _prefs_file() -> Path:
+    return get_settings().home_dir / "dashboard_prefs.json"
+
+
+def pinned_metrics(task: str) -> list[str]:
+    """The metric keys a user pinned on the Dashboard for runs of `task` (kept across sessions and runs)."""
+    try:
+        prefs = json.loads(_prefs_file().read_text())
+    except (OSError, ValueError):
+        return []  # no file yet, or one cut short by a crash: nothing pinned
+    pinned = prefs.get("pinned", {}).get(task, []) if isinstance(prefs, dict) else []
+    return [k for k in pinned if isinstance(k, str)]
+
+
+def set_pinned_metrics(task: str, keys: list[str]) -> None:
+    path = _prefs_file()
+    try:
+        prefs = json.loads(path.read_text())
+        prefs = prefs if isinstance(prefs, dict) else {}
+    except (OSError, ValueError):
+        prefs = {}
+    prefs.setdefault("pinned", {})[task] = list(dict.fromkeys(keys))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # write then rename: a reader never sees half a file
+    tmp.write_text(json.dumps(prefs, indent=1))
+    os.replace(tmp, path)

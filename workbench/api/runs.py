@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from workbench.api.base import current_user, engine
 from workbench.config.io import parse_config
-from workbench.runner import launch
+from workbench.runner import launch, scheduler
+from workbench.runner.scheduler import Housekeeping
 from workbench.store import events as event_store
 from workbench.store import metrics as metric_store
 from workbench.store import runs as run_store
@@ -32,22 +33,10 @@ def launch_run(
     parent_run_id: str | None = None,
     parent_checkpoint_id: int | None = None,
 ) -> RunRead:
-    """Launch a run. Its supervisor is started first, before the store is even imported, so that the worker's
-    start-up (torch, the task's code) overlaps the insert (runner/spawn.py); a run that has to queue stops it."""
-    from workbench.ids import new_run_id
-    from workbench.runner import spawn
-
+    """Launch a run: it is inserted `queued` and starts at once if a slot is free (runner/launch.py)."""
     owner = getattr(cfg, "trainer", None) or current_user()  # Spleeter's `trainer` is the run's owner
-    run_id = new_run_id()
-    supervisor = spawn.start_supervisor(run_id, cfg.task, cfg.nproc_per_node)  # type: ignore[attr-defined]
-    try:
-        eng = engine()
-    except BaseException:
-        spawn.discard(supervisor, run_id)
-        raise
-    # from here on launch.create owns the early supervisor: it uses it, or stops it
     return launch.create(
-        eng,
+        engine(),
         cfg,
         name=name,
         owner=owner,
@@ -55,11 +44,7 @@ def launch_run(
         notes=notes,
         parent_run_id=parent_run_id,
         parent_checkpoint_id=parent_checkpoint_id,
-        run_id=run_id,
-        supervisor=supervisor,
     )
-
-
 
 
 def list_runs(
@@ -71,18 +56,13 @@ def list_runs(
     since: float | None = None,
     limit: int = 500,
 ) -> list[RunRead]:
-    eng = engine()
-    launch.reconcile(eng)
-    return run_store.list_runs(eng, task=task, statuses=statuses, text=text, tag=tag, since=since, limit=limit)
+    """Runs, newest first. A read only: it never starts or changes a run (housekeeping() does)."""
+    return run_store.list_runs(engine(), task=task, statuses=statuses, text=text, tag=tag, since=since, limit=limit)
 
 
 def get_run(run_id: str) -> RunRead:
-    eng = engine()
-    run = run_store.get_run(eng, run_id=run_id)
-    if run.status in ACTIVE:
-        launch.reconcile(eng)
-        run = run_store.get_run(eng, run_id=run.id)
-    return run
+    """One run by id or unique id prefix. A read only, like list_runs."""
+    return run_store.get_run(engine(), run_id=run_id)
 
 
 def run_status(run_id: str) -> RunStatus | None:
@@ -261,8 +241,18 @@ def log_tail(run_id: str, max_bytes: int = 20_000) -> str:
     return data if size <= max_bytes else data.split("\n", 1)[-1]
 
 
-def reconcile() -> list[str]:
-    return launch.reconcile(engine())
+def housekeeping() -> Housekeeping:
+    """One housekeeping pass now: mark runs whose supervisor vanished `lost`, then start queued runs of this host
+    that have a free slot. Waits for a pass another process is running."""
+    done = scheduler.housekeeping(engine(), wait=True)
+    assert done is not None  # wait=True always gets the lock
+    return done
+
+
+def start_housekeeping() -> None:
+    """Run housekeeping every `housekeeping_s` seconds on a daemon thread of this process (the UI server; `--wait`).
+    Once per process: later calls do nothing."""
+    scheduler.start_background_housekeeping()
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from workbench.runner.checkpoints import CheckpointInfo, CheckpointManager, Envelope, as_envelope
+from workbench.runner.cpu_load import CoreReserve
 
 
 class RunBackend(Protocol):
@@ -152,9 +153,18 @@ class ThreadShare:
     change must be made on the training thread: the watcher interrupts the main thread with SIGUSR1 (Python runs
     the handler there between two ops), and ctx.log / ctx.progress apply it too. Off when WORKBENCH_CPU_THREADS
     fixes the count.
+
+    The watcher also caps the threads at the cores that other busy processes leave free (runner/cpu_load.py): a
+    live Dashboard's UI server and browser took one of 2 cores, and 2 threads then made a quick STAMP run ~4x slower.
     """
 
-    def __init__(self, processes_sharing: Callable[[], int], interval: float = 2.0, logger: logging.Logger | None = None):
+    def __init__(
+        self,
+        processes_sharing: Callable[[], int],
+        interval: float = 2.0,
+        logger: logging.Logger | None = None,
+        reserve: CoreReserve | None = None,
+    ):
         self._sharing = processes_sharing
         self._interval = interval
         self._logger = logger
@@ -164,6 +174,11 @@ class ThreadShare:
         self._set: int | None = None  # the threads we set last
         self._interrupt = False
         self._stop = threading.Event()
+        # -- leave cores to busy neighbours (a live Dashboard: its UI server and browser); see runner/cpu_load.py
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._reserve = reserve or CoreReserve(cores)
+        self._cap: int | None = None  # the most threads the neighbours leave room for (None: no limit known)
+        self._applied_cap: int | None = None
 
     def start(self) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -175,6 +190,7 @@ class ThreadShare:
         self._stop.set()
 
     def _watch(self) -> None:
+        self._reserve.threads_cap()  # a first sample, so that the first look already knows the neighbours' load
         while not self._stop.wait(self._interval):
             if self.poll() and self._interrupt:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # type: ignore[arg-type]
@@ -183,17 +199,18 @@ class ThreadShare:
         """Count the processes sharing the cores (a database read). True if the count changed."""
         if os.environ.get("WORKBENCH_CPU_THREADS"):
             return False
+        cap, self._cap = self._cap, self._reserve.threads_cap()
         try:
             sharing = max(1, self._sharing())
         except Exception:
-            return False  # a busy database must not stop training; look again next time
-        changed, self._seen = sharing != self._seen, sharing
+            return cap != self._cap  # a busy database must not stop training; look again next time
+        changed, self._seen = sharing != self._seen or cap != self._cap, sharing
         return changed
 
     def apply(self) -> None:
         """On the training thread: rescale the task's threads to the latest count (a no-op when nothing changed)."""
-        sharing = self._seen
-        if sharing is None or sharing == self._applied or os.environ.get("WORKBENCH_CPU_THREADS"):
+        sharing, cap = self._seen, self._cap
+        if sharing is None or (sharing, cap) == (self._applied, self._applied_cap) or os.environ.get("WORKBENCH_CPU_THREADS"):
             return
         import torch
 
@@ -202,12 +219,15 @@ class ThreadShare:
             self._base = (current, int(os.environ.get("WORKBENCH_CPU_SHARE") or 1))
         threads, shared_then = self._base
         wanted = max(1, threads * shared_then // sharing)
+        if cap is not None:
+            wanted = min(wanted, cap)
         if wanted != current:
             torch.set_num_threads(wanted)
             if self._logger is not None:
-                self._logger.info("%d training process(es) now share the CPU cores: %d torch thread(s)", sharing, wanted)
+                busy = f"; other processes keep {self._reserve.leave} core(s) busy" if self._reserve.leave else ""
+                self._logger.info("%d training process(es) now share the CPU cores%s: %d torch thread(s)", sharing, busy, wanted)
         os.environ["WORKBENCH_CPU_SHARE"] = str(sharing)  # what cpu_threads() answers from now on
-        self._set, self._applied = wanted, sharing
+        self._set, self._applied, self._applied_cap = wanted, sharing, cap
 
 
 class RunContext:

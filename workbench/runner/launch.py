@@ -1,42 +1,29 @@
-"""Launch, queue, cancel, resume and reconcile runs. All process handling of the UI/CLI side lives here."""
+"""Launch, cancel, resume and delete runs: what the UI and CLI ask for. Starting runs and finding lost ones is
+runner/scheduler.py's housekeeping, which a launch and a resume run once before they return.
+
+A launch is plain: write the run's folder and config.yaml, insert the run `queued` (on this host), then one
+housekeeping pass: under the scheduler lock, a queued run with a free slot goes `starting` and gets a detached
+supervisor, and the supervisor starts the worker.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
-import subprocess
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-import psutil
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from workbench.config.io import config_to_dict, config_to_yaml
-from workbench.runner import spawn
+from workbench.ids import new_run_id
+from workbench.runner import scheduler
 from workbench.settings import get_settings
 from workbench.store import runs
 from workbench.store.events import add_event
 from workbench.store.models import ACTIVE, EventCreate, RunCreate, RunRead, RunStatus, RunUpdate
 from workbench.tasks import TASKS
-
-STARTING_TIMEOUT_S = 120.0  # a run claimed for start whose supervisor never reported is lost after this
-
-
-@contextmanager
-def _scheduler_lock() -> Iterator[None]:
-    """One scheduler at a time across processes (UI, CLI, supervisors), so slots are never over-filled."""
-    path = get_settings().home_dir / "scheduler.lock"
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_dir(run_id: str) -> Path:
@@ -55,151 +42,84 @@ def create(
     parent_checkpoint_id: int | None = None,
     kind: str = "train",
     eval_data: str | None = None,
-    run_id: str | None = None,
-    supervisor: subprocess.Popen[bytes] | None = None,
 ) -> RunRead:
-    """Insert the run as `queued`, write its config.yaml, and let the scheduler start it when a slot is free.
-
-    `supervisor`: one already started for `run_id` (spawn.start_supervisor): it is used if the run can start now,
-    and stopped if the run has to wait in the queue.
-    """
-    early = {run_id: supervisor} if supervisor is not None and run_id is not None else {}
-    inserted = False
+    """Insert the run as `queued` with its config.yaml, and start it now if a slot is free (else it waits)."""
+    task = cfg.task  # type: ignore[attr-defined]
+    spec = TASKS[task]
+    run_id = new_run_id()
+    folder = run_dir(run_id)
+    folder.mkdir(parents=True)
     try:
-        task = cfg.task  # type: ignore[attr-defined]
-        spec = TASKS[task]
+        (folder / "config.yaml").write_text(config_to_yaml(cfg))
         monitor_key, monitor_mode = spec.monitor(cfg)
         run_in = RunCreate(
-            id=run_id,
-            task=task,
-            name=name or f"{task}",
-            config=config_to_dict(cfg),
-            monitor_key=monitor_key,
-            monitor_mode=monitor_mode,
-            owner=owner,
-            tags=tags or [],
-            notes=notes,
-            parent_run_id=parent_run_id,
-            parent_checkpoint_id=parent_checkpoint_id,
-            kind=kind,
-            eval_data=eval_data,
-        )
-        run = runs.create_run(engine, run_in=run_in)
-        inserted = True
-        folder = run_dir(run.id)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(config_to_yaml(cfg))
-        schedule(engine, early)
-    finally:
-        for rid, proc in early.items():  # not used: the run queued, another scheduler started it first, or we failed
-            if inserted:
-                spawn.stop_supervisor(proc)
-            else:
-                spawn.discard(proc, rid)  # and its folder: there is no run to own it
-    return runs.get_run(engine, run_id=run.id)
-
-
-def schedule(engine: Engine, early: dict[str, subprocess.Popen[bytes]] | None = None) -> list[str]:
-    """Start queued runs, oldest first, while fewer than `max_concurrent_runs` are active. Returns started ids.
-
-    Starting a run claims it for one supervisor process: `starting` plus that process's pid and start time. The
-    supervisor waits for exactly that claim before it runs anything. `early`: supervisors already started for some
-    runs (a launch's); the one used is popped from the dict.
-    """
-    started: list[str] = []
-    early = early if early is not None else {}
-    with _scheduler_lock():
-        active = len(runs.active_runs(engine))
-        for run in runs.queued_runs(engine):
-            if active >= get_settings().max_concurrent_runs:
-                break
-            if runs.transition(engine, run_id=run.id, to=RunStatus.STARTING, expect=[RunStatus.QUEUED], message="slot free: starting"):
-                proc = early.pop(run.id, None) or spawn.start_supervisor(run.id, run.task, int(run.config["nproc_per_node"]))
-                # the claim; the supervisor adds its start time once it has taken it (and can take a SIGTERM)
-                runs.update_run(engine, run_id=run.id, run_in=RunUpdate(supervisor_pid=proc.pid, heartbeat_at=time.time()))
-                spawn.release(proc)
-                started.append(run.id)
-                active += 1
-    return started
-
-
-def _process_alive(pid: int | None, create_time: float | None) -> bool:
-    """The process exists, is not a zombie, and is the same process (start time matches: pids get reused)."""
-    if pid is None:
-        return False
-    try:
-        p = psutil.Process(pid)
-        if p.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return create_time is None or abs(p.create_time() - create_time) < 1.0
-    except psutil.NoSuchProcess:
-        return False
-
-
-def reconcile(engine: Engine) -> list[str]:
-    """Mark runs whose supervisor vanished without reporting as `lost`; then fill freed slots."""
-    settings = get_settings()
-    now = time.time()
-    lost: list[str] = []
-    for run in runs.active_runs(engine):
-        reason = None
-        if run.supervisor_pid is not None and not _process_alive(run.supervisor_pid, run.supervisor_start):
-            reason = f"supervisor process {run.supervisor_pid} is gone"
-        elif run.supervisor_pid is not None and run.heartbeat_at and now - run.heartbeat_at > settings.lost_after_s:
-            reason = f"no heartbeat for {now - run.heartbeat_at:.0f} s"
-        elif run.supervisor_pid is None and run.heartbeat_at and now - run.heartbeat_at > STARTING_TIMEOUT_S:
-            reason = "the supervisor never started"
-        if reason is None:
-            continue
-        # the supervisor may have finished the run between our read and now: compare-and-set on the status
-        if runs.transition(engine, run_id=run.id, to=RunStatus.LOST, expect=ACTIVE, run_in=RunUpdate(error=f"lost: {reason}"), message=reason):
-            lost.append(run.id)
-    if lost:
-        schedule(engine)
-    return lost
+            id=run_id, task=task, name=name or f"{task}", config=config_to_dict(cfg), monitor_key=monitor_key,
+            monitor_mode=monitor_mode, owner=owner, tags=tags or [], notes=notes, parent_run_id=parent_run_id,
+            parent_checkpoint_id=parent_checkpoint_id, kind=kind, eval_data=eval_data, host=get_settings().host,
+        )  # fmt: skip
+        runs.create_run(engine, run_in=run_in)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # no run owns this folder
+        raise
+    scheduler.housekeeping(engine)
+    return runs.get_run(engine, run_id=run_id)
 
 
 def cancel(engine: Engine, run_id: str) -> str:
     """Cancel a run: a queued run at once; an active one cooperatively (checkpoint, then `cancelled`)."""
     run = runs.get_run(engine, run_id=run_id)
     if run.status == RunStatus.QUEUED:
-        runs.transition(engine, run_id=run.id, to=RunStatus.CANCELLED, expect=[RunStatus.QUEUED], message="cancelled before it started")
-        return "cancelled"
+        cancelled = runs.transition(
+            engine, run_id=run.id, to=RunStatus.CANCELLED, expect=[RunStatus.QUEUED], on_attempt=run.attempt,
+            message="cancelled before it started",
+        )  # fmt: skip
+        if cancelled:
+            return "cancelled"
+        run = runs.get_run(engine, run_id=run.id)  # a scheduler started it meanwhile
     if run.status not in ACTIVE:
-        return run.status
-    runs.update_run(engine, run_id=run.id, run_in=RunUpdate(cancel_requested=True))
-    add_event(engine, run_id=run.id, event_in=EventCreate(kind="cancel requested", message="SIGTERM sent; the run saves a checkpoint and stops"))
-    # A supervisor that has not yet taken its claim (no start time recorded) may not have its SIGTERM handler yet:
-    # it reads the flag when it takes the claim instead.
-    if run.supervisor_start is not None and _process_alive(run.supervisor_pid, run.supervisor_start):
-        try:
-            os.kill(run.supervisor_pid, signal.SIGTERM)  # type: ignore[arg-type]
-        except ProcessLookupError:
-            pass
+        return str(run.status)
+    # The flag first: the supervisor reads it once its SIGTERM handler is installed and at every heartbeat, so
+    # the cancel holds even where no signal can be sent (another host, a supervisor still starting up).
+    runs.update_run(engine, run_id=run.id, on_attempt=run.attempt, run_in=RunUpdate(cancel_requested=True))
+    run = runs.get_run(engine, run_id=run.id)  # read after the flag: see _signal_supervisor
+    if _signal_supervisor(run):
+        how = "SIGTERM sent; the run saves a checkpoint and stops"
+    else:
+        how = f"the supervisor on {run.host} sees it within {get_settings().heartbeat_s:g} s; the run saves a checkpoint and stops"
+    add_event(engine, run_id=run.id, event_in=EventCreate(kind="cancel requested", message=how))
     return "cancel requested"
+
+
+def _signal_supervisor(run: RunRead) -> bool:
+    """SIGTERM the run's supervisor if it runs here and has taken its run. Taking the run records the supervisor's
+    start time after its SIGTERM handler is installed, so a supervisor without one yet is never signalled (the
+    default action would kill it); it reads the cancel flag, set before this read, right after taking the run."""
+    settings = get_settings()
+    if run.host != settings.host or run.supervisor_start is None:
+        return False
+    if not scheduler.process_alive(run.supervisor_pid, run.supervisor_start):
+        return False
+    try:
+        os.kill(run.supervisor_pid, signal.SIGTERM)  # type: ignore[arg-type]
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def resume(engine: Engine, run_id: str) -> RunRead:
     """Continue a failed, cancelled or lost run from its latest checkpoint (attempt + 1, steps continue)."""
     run = runs.get_run(engine, run_id=run_id)
-    if run.status not in runs.TRANSITIONS or RunStatus.QUEUED not in runs.TRANSITIONS[run.status]:
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST):
         raise ValueError(f"run {run.id} is {run.status}; only failed, cancelled or lost runs can be resumed")
-    fresh_attempt = RunUpdate(
-        attempt=run.attempt + 1,
-        cancel_requested=False,
-        error=None,
-        traceback=None,
-        exit_code=None,
-        exit_signal=None,
-        ended_at=None,
-        supervisor_pid=None,
-        supervisor_start=None,
-        worker_pid=None,
-        phase=None,
-        progress_started_at=None,
+    fresh = RunUpdate(
+        attempt=run.attempt + 1, cancel_requested=False, error=None, traceback=None, exit_code=None, exit_signal=None,
+        ended_at=None, supervisor_pid=None, supervisor_start=None, worker_pid=None, phase=None, progress_started_at=None,
+        host=get_settings().host,  # it runs again where it was resumed (see scheduler.py on hosts)
+    )  # fmt: skip
+    runs.transition(
+        engine, run_id=run.id, to=RunStatus.QUEUED, expect=[run.status], message=f"resumed (attempt {run.attempt + 1})", run_in=fresh
     )
-    runs.transition(engine, run_id=run.id, to=RunStatus.QUEUED, message=f"resumed (attempt {run.attempt + 1})", run_in=fresh_attempt)
-    schedule(engine)
+    scheduler.housekeeping(engine)
     return runs.get_run(engine, run_id=run.id)
 
 

@@ -6,7 +6,6 @@ ended. Its stdout/stderr are the run's train.log (the supervisor redirects them)
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -84,31 +83,14 @@ def _start_states(engine: Any, run: RunRead, ctx_run_dir: Path, backend: RunBack
     return None, None
 
 
-def _pass_gate() -> bool:
-    """Started ahead of its run's claim (see supervisor.py): import torch and the task's training code while the
-    launcher finishes, then wait for the supervisor's go. False: the run went to another supervisor; leave."""
-    fd = os.environ.pop("WORKBENCH_GATE_FD", None)
-    if fd is None:
-        return True
-    spec = TASKS.get(os.environ.pop("WORKBENCH_PRELOAD_TASK", ""))
-    if spec is not None:
-        try:
-            importlib.import_module(spec.run_target.partition(":")[0])
-        except Exception:
-            pass  # the run imports it again after the gate and fails there, with the traceback in the run's row
-    with os.fdopen(int(fd), "rb") as gate:
-        return gate.readline().strip() == b"go"
-
-
 def _processes_sharing(engine: Any) -> int:
-    """Training processes on this machine now: the ranks of every active run (this one included)."""
-    active = runs.active_runs(engine)
+    """Training processes on this machine now: the ranks of every active run of this host (this one included)."""
+    host = get_settings().host
+    active = [r for r in runs.active_runs(engine) if r.host in (None, host)]
     return max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), sum(int(r.config.get("nproc_per_node", 1)) for r in active))
 
 
 def main(run_id: str) -> int:
-    if not _pass_gate():
-        return 0
     settings = get_settings()
     engine = get_engine(settings.database_url)
     run = runs.get_run(engine, run_id=run_id)
@@ -121,11 +103,13 @@ def main(run_id: str) -> int:
     sharing = _processes_sharing(engine)
     os.environ["WORKBENCH_CPU_SHARE"] = str(sharing)  # tasks.common.cpu_threads() divides the cores by it
     is_main = rank == 0
-    if is_main:
-        runs.transition(
-            engine, run_id=run.id, to=RunStatus.RUNNING, expect=[RunStatus.STARTING], run_in=RunUpdate(worker_pid=os.getpid()),
-            message=f"attempt {run.attempt}",
-        )  # fmt: skip
+    if is_main and not runs.transition(
+        engine, run_id=run.id, to=RunStatus.RUNNING, expect=[RunStatus.STARTING], on_attempt=run.attempt,
+        run_in=RunUpdate(worker_pid=os.getpid()), message=f"attempt {run.attempt}",
+    ):  # fmt: skip
+        now = runs.get_run(engine, run_id=run.id)
+        logger.error("run %s is no longer starting on attempt %d (%s): not training it", run.id, run.attempt, now.status)
+        return 1
     try:
         backend = _backend(engine, run.id, run_dir, is_main, logger)
         resume_state, init_state = _start_states(engine, run, run_dir, backend, monitor)

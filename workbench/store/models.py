@@ -63,6 +63,7 @@ class RunBase(SQLModel):
     host: str | None = None  # the machine whose supervisor runs the run
     supervisor_pid: int | None = None
     supervisor_start: float | None = None  # process create time: a reused pid has another one
+    host: str | None = None  # the machine that launched the run and runs its supervisor (settings.host)
     worker_pid: int | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
@@ -114,9 +115,10 @@ class RunCreate(SQLModel):
     parent_checkpoint_id: int | None = None
     kind: RunKind = "train"
     eval_data: str | None = None
-    study_id: str | None = None
+    host: str | None = None  # the machine that launched it (and whose scheduler starts it)
+    study_id: str | None = None  # a study's trial: its study and Optuna trial number
     trial_number: int | None = None
-    id: str | None = None  # a launch picks the id before the insert (its supervisor is started first)
+    id: str | None = None  # the launcher may pick the id (it makes the run's folder first)
 
 
 class RunUpdate(SQLModel):

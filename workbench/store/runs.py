@@ -184,6 +184,22 @@ def update_run(engine: Engine, *, run_id: str, run_in: RunUpdate, on_attempt: in
         return conn.execute(update(Run).where(_where(run_id, on_attempt)).values(**values)).rowcount == 1
 
 
+def claim_for_supervisor(engine: Engine, *, run_id: str, attempt: int, pid: int, process_start: float) -> bool:
+    """A supervisor takes its run: only a `starting` run on `attempt` that no other supervisor process has taken
+    (the scheduler may already have recorded this process's pid). Compare-and-set; False: not this supervisor's run."""
+    now = time.time()
+    cond = and_(
+        Run.id == run_id,
+        Run.status == RunStatus.STARTING.value,
+        Run.attempt == attempt,
+        Run.supervisor_start.is_(None),  # type: ignore[union-attr]
+        or_(Run.supervisor_pid.is_(None), Run.supervisor_pid == pid),  # type: ignore[union-attr]
+    )
+    values = {"supervisor_pid": pid, "supervisor_start": process_start, "started_at": now, "heartbeat_at": now}
+    with engine.begin() as conn:
+        return conn.execute(update(Run).where(cond).values(**values)).rowcount == 1
+
+
 def transition(
     engine: Engine,
     *,
