@@ -401,7 +401,7 @@ def study_show(study_id: str, as_json: Annotated[bool, typer.Option("--json", he
     except LookupError as exc:
         _fail(str(exc))
     rep = api.study_report(study.id)
-    trials = json.loads(rep.trials.to_json(orient="records"))
+    trials = json.loads(rep.trials.to_json(orient="records", double_precision=15))
     if as_json:
         out = {**study.model_dump(mode="json"), "driver_running": api.driver_running(study), "best": rep.best, "trials": trials, "importances": rep.importances}
         typer.echo(json.dumps(out, indent=2, default=str))

@@ -72,8 +72,8 @@ def start_study(base: BaseModel, space: dict[str, Any] | str, options: StudyOpti
         ),
     )  # fmt: skip
     optuna_io.create(optuna_io.journal_path(study_driver.studies_dir(), study.id), study.id, direction=direction, objective=objective, options=options)
-    study_driver.start(study.id)
-    return study
+    study_driver.start(eng, study.id)
+    return get_study(study.id)
 
 
 def list_studies(limit: int = 200) -> list[StudyRead]:
@@ -117,7 +117,7 @@ def cancel_study(study_id: str) -> str:
         return str(study.status)
     study_store.update_study(engine(), study_id=study.id, study_in=StudyUpdate(cancel_requested=True))
     if not driver_running(study):
-        study_driver.start(study.id)  # a driver is needed to stop the trials and record the end
+        study_driver.start(engine(), study.id)  # a driver is needed to stop the trials and record the end
     return "cancel requested"
 
 
@@ -130,7 +130,7 @@ def resume_study(study_id: str) -> StudyRead:
     if study.status == StudyStatus.RUNNING and driver_running(study):
         raise ValueError(f"study {study.id} is running and its driver (pid {study.driver_pid}) is alive")
     study_store.update_study(engine(), study_id=study.id, study_in=StudyUpdate(status=StudyStatus.RUNNING, error=None))
-    study_driver.start(study.id)
+    study_driver.start(engine(), study.id)
     return get_study(study.id)
 
 

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -30,12 +31,17 @@ from workbench.studies.space import parse_space
 POLL_S = 1.0
 
 
-def studies_dir() -> Any:
-    return get_settings().home_dir / "studies"
+def studies_dir() -> Path:
+    return get_settings().studies_dir
 
 
-def start(study_id: str) -> subprocess.Popen[bytes]:
-    """Start the driver of a study, detached, logging to studies/<id>/driver.log."""
+def start(engine: Any, study_id: str) -> subprocess.Popen[bytes]:
+    """Start the driver of a study, detached, logging to studies/<id>/driver.log. Its pid, create time and host are
+    recorded at once (the driver records them again when it runs), so a reader never mistakes a driver still
+    starting up for a dead one."""
+    from workbench.store import studies as study_store
+    from workbench.store.studies import StudyUpdate
+
     settings = get_settings()
     folder = studies_dir() / study_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -48,13 +54,20 @@ def start(study_id: str) -> subprocess.Popen[bytes]:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=os.getcwd(),
         )  # fmt: skip
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it: a long-lived UI must not collect zombies
+    try:
+        created = psutil.Process(proc.pid).create_time()
+    except psutil.NoSuchProcess:
+        created = None  # it already ended: the reader sees a dead driver, which is true
+    study_store.update_study(
+        engine, study_id=study_id, study_in=StudyUpdate(driver_pid=proc.pid, driver_start=created, host=settings.host, heartbeat_at=time.time())
+    )
     return proc
 
 
 def driver_alive(study: Any) -> bool:
     """The study's driver process is alive (on this host: its pid and create time; elsewhere: a fresh heartbeat)."""
     settings = get_settings()
-    if study.host and study.host != settings.host_name:
+    if study.host and study.host != settings.host:
         return study.heartbeat_at is not None and time.time() - study.heartbeat_at < settings.lost_after_s
     if study.driver_pid is None:
         return False
@@ -117,7 +130,7 @@ def main(study_id: str) -> int:
     me = psutil.Process()
     study_store.update_study(
         engine, study_id=study.id,
-        study_in=StudyUpdate(status=StudyStatus.RUNNING, host=settings.host_name, driver_pid=me.pid, driver_start=me.create_time(), heartbeat_at=time.time(), error=None),
+        study_in=StudyUpdate(status=StudyStatus.RUNNING, host=settings.host, driver_pid=me.pid, driver_start=me.create_time(), heartbeat_at=time.time(), error=None),
     )  # fmt: skip
     try:
         base = parse_config(study.base_config, source=f"study {study.id} base config")
