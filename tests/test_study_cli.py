@@ -94,3 +94,70 @@ def test_a_study_whose_driver_was_killed_resumes(home, tmp_path):
     done = wait_for(lambda: (s := shown())["status"] == "completed" and s, 300, what="the study to complete")
     states = [t["state"] for t in done["trials"]]
     assert len(states) == 4 and all(s == "complete" for s in states), states
+
+
+def test_study_page_and_new_run_study_section(home, tmp_path):
+    """AppTest: a finished study's page shows its charts and trials; the New run form starts a study from marked
+    settings, and reports a bad space and a bad config at once."""
+    from streamlit.testing.v1 import AppTest
+
+    from workbench import api
+
+    config, space = _files(tmp_path)
+    out = wb("study", "run", str(config), "--space", str(space), "--trials", "3", "--parallel", "1", "--pruner", "none", "--wait", home=home)
+    assert out.returncode == 0, out.stderr
+    study_id = out.stdout.split()[1]
+
+    at = AppTest.from_file(str(ROOT / "pages" / "study.py"), default_timeout=60)
+    at.query_params["study"] = study_id
+    at.run()
+    assert not at.exception
+    assert [m.value for m in at.metric][:2] == ["completed", "3 / 3"]
+    assert len(at.get("vega_lite_chart")) + len(at.get("arrow_vega_lite_chart")) >= 3
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 3
+
+    at = AppTest.from_file(str(ROOT / "pages" / "study.py"), default_timeout=60)
+    at.query_params["study"] = "no-such-study"
+    at.run()
+    assert any("No study" in e.value for e in at.error)
+
+
+
+def test_new_run_form_starts_a_study_or_reports_every_problem(home):
+    """AppTest: settings marked for search in the New run form start a study; a bad space is reported with its path."""
+    import pandas as pd
+    from streamlit.testing.v1 import AppTest
+
+    from workbench import api
+
+    def form() -> AppTest:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)  # the app: Start study switches pages
+        at.session_state["task_picker"] = "linreg"
+        at.run()
+        return at
+
+    def start(at: AppTest, rows: list[dict]) -> AppTest:
+        at.session_state["study_rows_linreg"] = pd.DataFrame(rows, columns=["setting", "low", "high", "log", "step", "choices"])
+        at.session_state["study_table_generation_linreg"] = 1
+        at.run()
+        next(b for b in at.button if b.label == "Start study").click().run()
+        return at
+
+    at = start(form(), [{"setting": "learning_rate", "low": 0.5, "high": 0.01}, {"setting": "learner", "choices": "adam, nadam"}])
+    assert not at.exception
+    shown = "\n".join(e.value for e in at.error)
+    assert "space.learning_rate: low (0.5) is greater than high (0.01)" in shown and "space.learner.choices.1" in shown
+    assert api.list_studies() == []
+
+    at = form()
+    next(b for b in at.button if b.label.startswith("Suggest ranges")).click().run()
+    suggested = at.session_state["study_rows_linreg"]
+    assert {"train_batch_size", "learning_rate", "stopping_step"} <= set(suggested["setting"])
+
+    at = start(form(), [{"setting": "learning_rate", "low": 0.001, "high": 0.1, "log": True}])
+    assert not at.exception and not at.error
+    (study,) = api.list_studies()
+    assert at.query_params["study"] == study.id  # the Study page of the new study
+    assert study.task == "linreg" and study.space == {"learning_rate": {"low": 0.001, "high": 0.1, "log": True}}
+    api.cancel_study(study.id)
+    wait_for(lambda: api.get_study(study.id).status == "cancelled", 120, what="the study to stop")

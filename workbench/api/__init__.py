@@ -97,6 +97,7 @@ from workbench.api.lineage import (
 )
 from workbench.api.studies import (
     space_example,
+    searchable_settings,
     suggest_ranges,
     check_study,
     start_study,
@@ -109,6 +110,7 @@ from workbench.api.studies import (
     resume_study,
     trial_config,
     promote,
+    fork_best,
 )
 from workbench.api.downloads import (
     EXPORT_FORMATS,

@@ -10,6 +10,8 @@ from pydantic import BaseModel
 
 from workbench.api.base import engine
 from workbench.api.configs import TASKS
+from workbench.api.checkpoints import checkpoints
+from workbench.api.lineage import fork_run
 from workbench.api.runs import launch_run, run_config
 from workbench.config.io import ConfigError, FieldError, config_to_dict, parse_config
 from workbench.runner import study_driver
@@ -17,7 +19,16 @@ from workbench.store import studies as study_store
 from workbench.store.studies import StudyCreate, StudyRead, StudyStatus, StudyUpdate
 from workbench.studies import optuna_io, report
 from workbench.studies.options import StudyOptions, check_options
-from workbench.studies.space import SearchSpace, apply_params, example_space_yaml, parse_space, space_from_yaml, space_to_dict, suggested_space
+from workbench.studies.space import (
+    SearchSpace,
+    apply_params,
+    example_space_yaml,
+    parse_space,
+    searchable_paths,
+    space_from_yaml,
+    space_to_dict,
+    suggested_space,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,6 +37,11 @@ if TYPE_CHECKING:
 def space_example(task: str) -> str:
     """A commented SPACE.yaml with the guide's ranges for the task's settings."""
     return example_space_yaml(TASKS[task].config_cls())
+
+
+def searchable_settings(task: str) -> list[str]:
+    """The settings of a task a study can search (numbers, enums, booleans; nested ones dotted)."""
+    return searchable_paths(TASKS[task].config_cls)
 
 
 def suggest_ranges(base: BaseModel, paths: list[str] | None = None) -> dict[str, Any]:
@@ -168,3 +184,19 @@ def promote(study_id: str, trial: int | None = None, *, epochs: int | None = Non
         cfg, name=f"{study.name} trial {number}", tags=["promoted"], notes=f"promoted from study {study.id} trial {number}",
         parent_run_id=run_id if isinstance(run_id, str) else None,
     )  # fmt: skip
+
+
+def fork_best(study_id: str, trial: int | None = None) -> Any:
+    """Fork a trial's run (the best trial's by default) from its best checkpoint, with the trial's config."""
+    study = get_study(study_id)
+    rep = study_report(study.id, with_importances=False)
+    number = trial if trial is not None else (int(rep.best["number"]) if rep.best else None)
+    rows = rep.trials[rep.trials["number"] == number]
+    if number is None or rows.empty or not isinstance(rows["run_id"].iloc[0], str):
+        raise ValueError(f"study {study.id} has no trial {number} with a run to fork")
+    run_id = rows["run_id"].iloc[0]
+    ckpts = [c for c in checkpoints(run_id) if c.kind == "checkpoint"]
+    best = next((c for c in ckpts if c.is_best), ckpts[-1] if ckpts else None)
+    if best is None:
+        raise ValueError(f"trial {number}'s run {run_id} has no checkpoint")
+    return fork_run(run_id, best.id, run_config(run_id), name=f"{study.name} trial {number} fork")

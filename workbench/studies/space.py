@@ -292,3 +292,24 @@ def to_distributions(space: SearchSpace) -> dict[str, Any]:
         else:
             out[path] = FloatDistribution(p.low, p.high, log=p.log, step=p.step)
     return out
+
+
+def searchable_paths(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every setting a study can search: numbers (ranges or choices), enums and booleans (choices), nested ones
+    dotted. Sections (nested models) are walked, not offered; free-form dicts and lists are not offered."""
+    out: list[str] = []
+    for name, field in cls.model_fields.items():
+        if name == "task":
+            continue
+        path = f"{prefix}{name}"
+        model = _model_in(field.annotation)
+        if model is not None:
+            out.extend(searchable_paths(model, f"{path}."))
+        elif _is_number(field.annotation) or _is_choice(field.annotation):
+            out.append(path)
+    return out
+
+
+def _is_choice(annotation: Any) -> bool:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] if typing.get_origin(annotation) in (Union, types.UnionType) else [annotation]
+    return all(a is bool or typing.get_origin(a) is typing.Literal for a in args) and bool(args)

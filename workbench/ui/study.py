@@ -6,7 +6,8 @@ import streamlit as st
 
 from workbench import api
 from workbench.ui import study_charts
-from workbench.ui.common import fmt_duration, fmt_time
+from workbench.ui.common import fmt_time
+from workbench.ui.newrun import CLONE_REQUEST
 
 REFRESH_S = 3.0  # a study changes at trial ends and validations: every few seconds is live enough, and cheap
 STUDY_PARAM = "study"  # ?study=ID opens that study
@@ -107,8 +108,13 @@ def actions(study: api.StudyRead, rep: api.StudyReport) -> None:
             st.success(f"Launched run {run.id}.")
             st.page_link("pages/dashboard.py", label=f"Open {run.id} on the Dashboard", query_params={"run": run.id})
         if st.button("Open its config in the New run form", key="promote_form"):
-            st.session_state["study_promote_yaml"] = api.to_yaml(api.trial_config(study.id, int(trial)))
+            run_id = rep.trials.loc[rep.trials["number"] == trial, "run_id"].iloc[0]
+            st.session_state[CLONE_REQUEST] = run_id  # the form loads that trial run's config, as a clone does
             st.switch_page("pages/new_run.py")
+        if st.button("Fork from its best checkpoint", key="promote_fork"):
+            run = api.fork_best(study.id, int(trial))
+            st.success(f"Launched fork {run.id}.")
+            st.page_link("pages/dashboard.py", label=f"Open {run.id} on the Dashboard", query_params={"run": run.id})
 
 
 def live(study: api.StudyRead) -> None:
