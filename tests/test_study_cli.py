@@ -71,6 +71,7 @@ def test_a_study_runs_trials_as_runs_prunes_some_and_promotes_the_best(home, tmp
 
     assert api.to_dict(api.validate_file(promoted)) == api.to_dict(api.run_config(best["run_id"]))
 
+    assert api.get_study(study_id).best_value == pytest.approx(best["value"])  # the store's view agrees with Optuna's
     listed = json.loads(wb("study", "list", "--json", home=home).stdout)
     assert listed[0]["id"] == study_id and listed[0]["best"] == pytest.approx(best["value"]) and listed[0]["status"] == "completed"
 

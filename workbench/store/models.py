@@ -322,3 +322,4 @@ class StudyUpdate(SQLModel):
 class StudyRead(StudyBase):
     id: str
     trials: int = 0  # runs of the study so far
+    best_value: float | None = None  # the best objective value over its completed trials

@@ -27,10 +27,14 @@ def pick_study() -> api.StudyRead | None:
     by_id = {s.id: s for s in studies}
     chosen = st.selectbox(
         "Study", ids, index=ids.index(wanted) if wanted else 0, key="study_pick",
-        format_func=lambda i: f"{i} · {by_id[i].name} · {by_id[i].task} · {by_id[i].trials} trials",
+        format_func=lambda i: f"{i} · {by_id[i].name} · {by_id[i].task} · {by_id[i].trials} trials · best {_best(by_id[i])}",
     )  # fmt: skip
     st.query_params[STUDY_PARAM] = chosen
     return by_id[chosen]
+
+
+def _best(study: api.StudyRead) -> str:
+    return "-" if study.best_value is None else f"{study.objective} {study.best_value:.4f}"
 
 
 def study_status(study: api.StudyRead, rep: api.StudyReport) -> None:
