@@ -30,5 +30,6 @@ pages = [
     st.Page("pages/dashboard.py", title="Dashboard"),
     st.Page("pages/checkpoints.py", title="Checkpoints"),
     st.Page("pages/compare.py", title="Compare"),
+    st.Page("pages/study.py", title="Studies"),
 ]
 st.navigation(pages).run()

@@ -218,3 +218,30 @@ def test_dashboard_deep_link_follows_a_live_run(server, tmp_path):
         assert f"run={run.id}" in page.url, page.url
         browser.close()
     wait_status(run.id, ("completed",))
+
+
+def test_a_running_studys_page(server, tmp_path):
+    """Open /study?study=ID while the study runs: status, charts and the trials table with links to their Dashboards."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.support.waiting import wait_for
+    from workbench import api
+
+    base = api.validate_dict({"task": "linreg", "epochs": 4, "steps_per_epoch": 20, "step_sleep_s": 0.02, "train_batch_size": 8})
+    options = api.StudyOptions(n_trials=4, parallel=2, pruner="none", seed=1)
+    study = api.start_study(base, {"learning_rate": {"low": 0.001, "high": 0.1, "log": True}}, options, name="browser study")
+    wait_for(lambda: len(api.study_report(study.id, with_importances=False).trials) >= 1, 120, what="a first trial")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(60_000)
+        page.goto(f"{server}/study?study={study.id}")
+        expect(page.get_by_role("heading", name="Studies")).to_be_visible()
+        expect(page.get_by_test_id("stMetricValue").first).to_have_text(re.compile(r"running|completed"))
+        expect(page.get_by_text(re.compile(r"Trials finished"))).to_be_visible()
+        wait_for(lambda: api.get_study(study.id).status != "running", 300, what="the study to end")
+        expect(page.get_by_test_id("stMetricValue").first).to_have_text("completed", timeout=60_000)
+        expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible()
+        page.screenshot(path=str(tmp_path / "study.png"), full_page=True)
+        assert f"study={study.id}" in page.url, page.url
+        browser.close()

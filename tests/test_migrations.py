@@ -72,7 +72,7 @@ def test_head_is_the_newest_revision_and_history_is_linear():
 
     script = ScriptDirectory(str(schema.MIGRATIONS))
     assert script.get_heads() == [schema.HEAD]
-    assert [s.revision for s in reversed(list(script.walk_revisions()))] == ["0001", "0002"]
+    assert [s.revision for s in reversed(list(script.walk_revisions()))] == ["0001", "0002", "0003"]
 
 
 def test_a_new_store_is_created_at_head_and_matches_the_models(home):
@@ -103,8 +103,8 @@ def test_an_old_store_is_refused_then_upgraded_with_every_row_kept(home, store_b
 
     upgraded = _wb("db", "upgrade", home=home)
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "upgraded from revision 0001 (made before the schema was versioned) to 0002" in upgraded.stdout
-    assert "already at revision 0002" in _wb("db", "upgrade", home=home).stdout
+    assert "upgraded from revision 0001 (made before the schema was versioned) to 0003" in upgraded.stdout
+    assert "already at revision 0003" in _wb("db", "upgrade", home=home).stdout
 
     dispose_engines()
     eng = get_engine(url)
@@ -136,10 +136,10 @@ def test_an_old_store_is_refused_then_upgraded_with_every_row_kept(home, store_b
 def test_a_store_at_an_older_revision_is_refused(home):
     url = get_settings().database_url
     schema.upgrade(url, "0001")
-    with pytest.raises(StoreSchemaError, match=r"is at schema revision 0001; this workbench needs revision 0002.*workbench db upgrade"):
+    with pytest.raises(StoreSchemaError, match=r"is at schema revision 0001; this workbench needs revision 0003.*workbench db upgrade"):
         get_engine(url)
     before, after = schema.upgrade(url)
-    assert (before.revision, after.revision) == ("0001", "0002")
+    assert (before.revision, after.revision) == ("0001", "0003")
     get_engine(url)
 
 

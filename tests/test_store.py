@@ -11,7 +11,7 @@ from sqlalchemy import text
 from workbench.settings import get_settings
 from workbench.store import get_engine
 from workbench.store import metrics as m
-from workbench.store import runs
+from workbench.store import runs, schema
 from workbench.store.events import list_events
 from workbench.store.models import ACTIVE, ENDED, RunCreate, RunStatus, RunUpdate
 
@@ -203,4 +203,4 @@ def test_processes_opening_a_new_store_at_once_all_succeed(home):
     errors = [p.communicate()[1] for p in procs if p.wait() != 0]
     assert not errors, errors[0][-1500:]
     with get_engine(url).connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [schema.HEAD]

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         return self.home_dir / "runs"
 
     @property
+    def studies_dir(self) -> Path:
+        """studies/<study_id>/: each study's Optuna journal and its driver's log."""
+        return self.home_dir / "studies"
+
+    @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.home_dir / 'workbench.db'}"
 

@@ -10,6 +10,8 @@ from workbench.store.models import ACTIVE, ENDED, CheckpointRead, EventRead, Run
 from workbench.store.runs import RunNotFound
 from workbench.tags import clean_tags
 from workbench.store.schema import StoreSchemaError
+from workbench.studies.options import StudyOptions
+from workbench.store.studies import StudyRead
 from workbench.api.base import (
     engine,
     store_location,
@@ -92,6 +94,23 @@ from workbench.api.lineage import (
     forks_of,
     evaluate_checkpoint,
     evaluations_of,
+)
+from workbench.api.studies import (
+    space_example,
+    searchable_settings,
+    suggest_ranges,
+    check_study,
+    start_study,
+    list_studies,
+    get_study,
+    driver_running,
+    StudyReport,
+    study_report,
+    cancel_study,
+    resume_study,
+    trial_config,
+    promote,
+    fork_best,
 )
 from workbench.api.downloads import (
     EXPORT_FORMATS,

@@ -22,6 +22,13 @@ from workbench.runner.checkpoints import CheckpointInfo, CheckpointManager, Enve
 from workbench.runner.cpu_load import CoreReserve
 
 
+class TrialHook(Protocol):
+    """A study trial's link to its pruner (workbench.studies.optuna_io.TrialReporter): sees every logged batch of
+    metrics, reports the monitored one, and answers True once the pruner stops the trial."""
+
+    def report(self, metrics: Mapping[str, float]) -> bool: ...
+
+
 class RunBackend(Protocol):
     """Where a run's records go. Called from the training process (rank 0 only).
 
@@ -262,6 +269,7 @@ class RunContext:
         logger: logging.Logger | None = None,
         flush_interval: float = 0.5,
         thread_share: ThreadShare | None = None,
+        trial: TrialHook | None = None,
     ):
         self.run_id = run_id
         self.run_dir = Path(run_dir)
@@ -286,6 +294,8 @@ class RunContext:
         self._threads = thread_share
         if thread_share is not None:
             thread_share.start()
+        self._trial = trial if self.is_main else None
+        self.pruned = False  # a study's pruner stopped this trial (see `log`)
         self.logger = logger or _console_logger(run_id)
         self.checkpoints = CheckpointManager(
             run_dir=self.run_dir,
@@ -300,8 +310,20 @@ class RunContext:
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         if self.is_main:
             self._buffer.add(metrics, step)
+            if self._trial is not None and not self.pruned and self._trial.report(metrics):
+                self._prune()
         if self._threads is not None:
             self._threads.apply()
+
+    def _prune(self) -> None:
+        """The study's pruner stopped this trial: stop as a cancel does (finish the step, checkpoint, return); the
+        worker then ends the run `pruned`. Under torchrun the agent (our parent) forwards SIGTERM to every rank."""
+        self.pruned = True
+        self.logger.info("the study's pruner stopped this trial: saving a checkpoint, then stopping")
+        self.event("pruned", "stopped by the study's pruner")
+        self.request_stop()
+        if self.world_size > 1:
+            os.kill(os.getppid(), signal.SIGTERM)
 
     def progress(self, done: float, total: float | None, unit: str = "steps") -> None:
         if self.is_main:

@@ -42,6 +42,8 @@ def create(
     parent_checkpoint_id: int | None = None,
     kind: str = "train",
     eval_data: str | None = None,
+    study_id: str | None = None,
+    trial_number: int | None = None,
 ) -> RunRead:
     """Insert the run as `queued` with its config.yaml, and start it now if a slot is free (else it waits)."""
     task = cfg.task  # type: ignore[attr-defined]
@@ -56,6 +58,7 @@ def create(
             id=run_id, task=task, name=name or f"{task}", config=config_to_dict(cfg), monitor_key=monitor_key,
             monitor_mode=monitor_mode, owner=owner, tags=tags or [], notes=notes, parent_run_id=parent_run_id,
             parent_checkpoint_id=parent_checkpoint_id, kind=kind, eval_data=eval_data, host=get_settings().host,
+            study_id=study_id, trial_number=trial_number,
         )  # fmt: skip
         runs.create_run(engine, run_in=run_in)
     except BaseException:

@@ -127,6 +127,7 @@ def main(run_id: str) -> int:
             init_state=init_state,
             logger=logger,
             thread_share=ThreadShare(lambda: _processes_sharing(engine), logger=logger),
+            trial=_trial_hook(run, logger) if is_main else None,
         )
     except Exception as exc:
         return _fail(engine, run.id, exc, is_main, logger)
@@ -160,7 +161,12 @@ def main(run_id: str) -> int:
     if is_main:
         # every record is stored (ctx.close applied the journal): only now may the run say how it ended
         wait_s = settings.store_end_wait_s
-        if ctx.should_stop():
+        if ctx.pruned:
+            retry_store(
+                lambda: runs.transition(engine, run_id=run.id, to=RunStatus.PRUNED, expect=[RunStatus.RUNNING], run_in=RunUpdate(phase=None), message="stopped by the study's pruner after a checkpoint"),
+                wait_s=wait_s, what="record the run's end", logger=logger,
+            )  # fmt: skip
+        elif ctx.should_stop():
             retry_store(
                 lambda: runs.transition(engine, run_id=run.id, to=RunStatus.CANCELLED, expect=[RunStatus.RUNNING], message="stopped on request after a checkpoint"),
                 wait_s=wait_s, what="record the run's end", logger=logger,
@@ -170,8 +176,19 @@ def main(run_id: str) -> int:
                 lambda: runs.transition(engine, run_id=run.id, to=RunStatus.COMPLETED, expect=[RunStatus.RUNNING], run_in=RunUpdate(phase=None)),
                 wait_s=wait_s, what="record the run's end", logger=logger,
             )  # fmt: skip
-    logger.info("run %s %s", run.id, "cancelled" if ctx.should_stop() else "completed")
+    logger.info("run %s %s", run.id, "pruned" if ctx.pruned else "cancelled" if ctx.should_stop() else "completed")
     return 0
+
+
+def _trial_hook(run: RunRead, logger: logging.Logger) -> Any:
+    """A study trial reports its monitored metric to its Optuna trial (the pruner's input); other runs: None."""
+    if run.study_id is None or run.trial_number is None:
+        return None
+    from workbench.studies.optuna_io import TrialReporter, journal_path
+
+    path = journal_path(get_settings().studies_dir, run.study_id)
+    logger.info("trial %d of study %s: its %s is reported to the study's pruner", run.trial_number, run.study_id, run.monitor_key)
+    return TrialReporter(path, run.study_id, run.trial_number)
 
 
 def _backend(engine: Any, run_id: str, run_dir: Path, is_main: bool, logger: logging.Logger) -> RunBackend:

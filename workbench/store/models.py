@@ -87,6 +87,8 @@ class RunBase(SQLModel):
     kind: str = "train"  # "train"; "evaluate": a parent checkpoint on a data split; "import": an uploaded checkpoint
     eval_data: str | None = None  # evaluate: a data path other than the config's (None = the config's test split)
     journal_seq: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})  # last journal record applied
+    study_id: str | None = Field(default=None, index=True)  # a study's trial: the study (see store/studies.py)
+    trial_number: int | None = None  # ... and its Optuna trial number
 
 
 class Run(RunBase, table=True):
@@ -114,6 +116,8 @@ class RunCreate(SQLModel):
     kind: RunKind = "train"
     eval_data: str | None = None
     host: str | None = None  # the machine that launched it (and whose scheduler starts it)
+    study_id: str | None = None  # a study's trial: its study and Optuna trial number
+    trial_number: int | None = None
     id: str | None = None  # the launcher may pick the id (it makes the run's folder first)
 
 
@@ -258,3 +262,64 @@ class EventCreate(SQLModel):
 
 class EventRead(EventBase):
     id: int
+
+
+# -- studies (workbench/studies/): trials are runs with study_id and trial_number ------------------------------------
+class StudyStatus(enum.StrEnum):
+    RUNNING = "running"  # its driver asks for trials and collects them
+    COMPLETED = "completed"  # every trial of the budget ended (or the time limit passed and the last one ended)
+    CANCELLED = "cancelled"
+    FAILED = "failed"  # the driver itself failed (its error is kept); `workbench study resume` goes on
+
+
+class StudyBase(SQLModel):
+    name: str
+    task: str = Field(index=True)
+    status: StudyStatus = Field(default=StudyStatus.RUNNING, sa_type=AutoString)
+    base_config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    space: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    objective: str
+    direction: str  # maximize | minimize
+    created_at: float
+    ended_at: float | None = None
+    heartbeat_at: float | None = None  # the driver's
+    host: str | None = None  # where the driver runs
+    driver_pid: int | None = None
+    driver_start: float | None = None  # the driver process's create time (pids get reused)
+    cancel_requested: bool = False
+    error: str | None = None
+
+
+class Study(StudyBase, table=True):
+    __table_args__ = (CheckConstraint("status IN ('running', 'completed', 'cancelled', 'failed')", name="ck_study_status"),)
+    id: str = Field(primary_key=True)
+
+
+class StudyCreate(SQLModel):
+    name: str
+    task: str
+    base_config: dict[str, Any]
+    space: dict[str, Any]
+    options: dict[str, Any]
+    objective: str
+    direction: str
+
+
+class StudyUpdate(SQLModel):
+    """Only the fields set are written."""
+
+    status: StudyStatus | None = None
+    ended_at: float | None = None
+    heartbeat_at: float | None = None
+    host: str | None = None
+    driver_pid: int | None = None
+    driver_start: float | None = None
+    cancel_requested: bool | None = None
+    error: str | None = None
+
+
+class StudyRead(StudyBase):
+    id: str
+    trials: int = 0  # runs of the study so far
+    best_value: float | None = None  # the best objective value over its completed trials

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-HEAD = "0002"  # the newest revision in migrations/versions/ (tests/test_migrations.py checks they agree)
+HEAD = "0003"  # the newest revision in migrations/versions/ (tests/test_migrations.py checks they agree)
 BASELINE = "0001"  # the schema of stores made before Alembic
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x776B_6462  # "wkdb": one advisory lock id for schema changes of this store

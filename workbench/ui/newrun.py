@@ -101,9 +101,12 @@ def form_errors(task: str, generation: int) -> dict[str, list[str]]:
     return errors
 
 
-def submit(task: str, generation: int, raw: dict[str, Any], *, name: str, tags: str, launch: bool) -> None:
-    """Validate the submitted form; launch if asked and valid. The outcome is kept and the page drawn again, so that
-    the form itself can mark the fields in error (it was drawn before the values were checked)."""
+def submit(
+    task: str, generation: int, raw: dict[str, Any], *, name: str, tags: str, launch: bool, study: dict[str, Any] | None = None
+) -> None:
+    """Validate the submitted form; launch a run (or start a study, `study`) if asked and valid. The outcome is kept
+    and the page drawn again, so that the form itself can mark the fields in error (it was drawn before the values
+    were checked)."""
     try:
         cfg = api.validate_dict(raw)
     except api.ConfigError as exc:
@@ -112,6 +115,12 @@ def submit(task: str, generation: int, raw: dict[str, Any], *, name: str, tags: 
     notes = api.ignored_settings(cfg)
     st.session_state["last_config_yaml"] = api.to_yaml(cfg)
     st.session_state[f"form_values_{task}"] = api.to_dict(cfg)
+    if study is not None:
+        from workbench.ui import study_form
+
+        st.session_state[_outcome_key(task)] = {"generation": generation, "errors": [], "notes": notes}
+        study_form.start(task, cfg, study, name=name.strip() or f"{task} study")  # leaves the page if it started
+        st.rerun()
     if not launch:
         st.session_state[_outcome_key(task)] = {"generation": generation, "errors": [], "notes": notes}
         st.rerun()

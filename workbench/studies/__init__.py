@@ -1,0 +1,1 @@
+"""Studies: Optuna searches whose trials are ordinary workbench runs."""
