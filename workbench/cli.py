@@ -13,6 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from workbench import api
+from workbench.cli_common import fail, load_config
+from workbench.cli_study import study_app
 from workbench import formatting as fmt
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Train recommendation, streaming-CTR and Spleeter models.")
@@ -20,29 +22,15 @@ data_app = typer.Typer(no_args_is_help=True, help="Data generators, importers an
 app.add_typer(data_app, name="data")
 db_app = typer.Typer(no_args_is_help=True, help="The store's schema: show its revision, upgrade it.")
 app.add_typer(db_app, name="db")
+app.add_typer(study_app, name="study")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(code)
-
-
-def _load(config: Path, overrides: list[str] | None):  # type: ignore[no-untyped-def]
-    try:
-        cfg = api.validate_file(config, overrides)
-    except api.ConfigError as exc:
-        _fail(str(exc))
-    for note in api.ignored_settings(cfg):
-        typer.echo(f"note: {config}: {note}", err=True)
-    return cfg
 
 
 @app.command()
 def validate(config: Path, set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override")] = None) -> None:
     """Validate a config file; print every problem with its field path and line."""
-    cfg = _load(config, set_)
+    cfg = load_config(config, set_)
     typer.echo(f"{config}: valid {cfg.task} config")  # type: ignore[attr-defined]
 
 
@@ -50,7 +38,7 @@ def validate(config: Path, set_: Annotated[Optional[list[str]], typer.Option("--
 def config_cmd(task: str) -> None:
     """Print a task's default config as YAML, each setting with its help text."""
     if task not in api.tasks():
-        _fail(f"unknown task {task!r}; known: {', '.join(api.tasks())}")
+        fail(f"unknown task {task!r}; known: {', '.join(api.tasks())}")
     typer.echo(api.default_config_yaml(task), nl=False)
 
 
@@ -63,7 +51,7 @@ def run(
     wait: Annotated[bool, typer.Option("--wait/--detach", help="Follow the run until it ends (exit 0 only if it completed)")] = False,
 ) -> None:
     """Launch a training run from a config file."""
-    cfg = _load(config, set_)
+    cfg = load_config(config, set_)
     run_ = api.launch_run(cfg, name=name or config.stem, tags=tag)
     typer.echo(f"run {run_.id} ({run_.task}) {run_.status}; folder {api.run_dir(run_.id)}")
     if wait:
@@ -162,7 +150,7 @@ def show(run_id: str, as_json: Annotated[bool, typer.Option("--json", help="JSON
     try:
         r = api.get_run(run_id)
     except api.RunNotFound as exc:
-        _fail(str(exc))
+        fail(str(exc))
     summaries = api.metric_summaries([r.id])
     ckpts = api.checkpoints(r.id)
     if as_json:
@@ -193,7 +181,7 @@ def compare(
     try:
         ids = [api.get_run(r).id for r in run_ids]
     except api.RunNotFound as exc:
-        _fail(str(exc))
+        fail(str(exc))
     diff = api.compare_configs(ids, only_differing=not all_settings)
     table = api.compare_summary(ids)
     if as_json:
@@ -216,13 +204,13 @@ def eval_cmd(
     try:
         job = api.evaluate_checkpoint(run_id, checkpoint, str(data) if data else None)
     except (api.RunNotFound, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"evaluation {job.id} of {run_id} queued", err=True)
     api.start_housekeeping()
     while (job := api.get_run(job.id)).status not in ENDED:
         time.sleep(0.5)
     if job.status != "completed":
-        _fail(f"evaluation {job.id} {job.status}: {job.error}", 1)
+        fail(f"evaluation {job.id} {job.status}: {job.error}", 1)
     summary = api.metric_summaries([job.id])
     metrics = {row["key"]: row["last"] for row in summary.to_dict("records")}
     if as_json:
@@ -244,17 +232,17 @@ def export(
     The raw points ordered by key and step, not the dashboard's downsampled view; wall is Unix seconds.
     """
     if format_ not in api.EXPORT_FORMATS:
-        _fail(f"--format {format_!r}: use one of {', '.join(api.EXPORT_FORMATS)}")
+        fail(f"--format {format_!r}: use one of {', '.join(api.EXPORT_FORMATS)}")
     try:
         run_ = api.get_run(run_id)
     except api.RunNotFound as exc:
-        _fail(str(exc))
+        fail(str(exc))
     name = f"{run_.id}-metrics.{format_}"
     target = out / name if out is not None and out.is_dir() else (out or Path(name))
     try:
         count = api.export_metrics(run_.id, target, fmt=format_, keys=keys)  # type: ignore[arg-type]
     except (ValueError, OSError) as exc:
-        _fail(f"cannot write {target}: {exc.strerror}" if isinstance(exc, OSError) else str(exc))
+        fail(f"cannot write {target}: {exc.strerror}" if isinstance(exc, OSError) else str(exc))
     typer.echo(f"wrote {count} points of run {run_.id} to {target}")
 
 
@@ -270,7 +258,7 @@ def resume(run_id: str, wait: Annotated[bool, typer.Option("--wait/--detach")] =
     try:
         r = api.resume_run(run_id)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"run {r.id} {r.status} (attempt {r.attempt})")
     if wait:
         raise typer.Exit(_follow(r.id))
@@ -282,7 +270,7 @@ def sync(run_id: str) -> None:
     try:
         result = api.sync_run(run_id)
     except api.RunNotFound as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if result.applied:
         typer.echo(f"run {run_id}: stored {result.applied} journal records (journal seq {result.journal_seq})")
     else:
@@ -304,148 +292,6 @@ def delete(run_id: str, yes: Annotated[bool, typer.Option("--yes", help="Do not 
         raise typer.Exit(1)
     api.delete_run(run_id)
     typer.echo(f"deleted {run_id}")
-
-
-study_app = typer.Typer(no_args_is_help=True, help="Studies: automatic hyper-parameter search (Optuna); every trial is a run.")
-app.add_typer(study_app, name="study")
-
-
-@study_app.command("space")
-def study_space(task: str) -> None:
-    """Print a commented SPACE.yaml with the tuning guide's ranges for TASK."""
-    if task not in api.tasks():
-        _fail(f"unknown task {task!r}; known: {', '.join(api.tasks())}")
-    typer.echo(api.space_example(task), nl=False)
-
-
-@study_app.command("run")
-def study_run(
-    config: Path,
-    space: Annotated[Path, typer.Option("--space", help="SPACE.yaml: setting path -> {low, high, log, step} or {choices: [...]}")],
-    trials: Annotated[int, typer.Option("--trials", help="Number of trials")] = 20,
-    parallel: Annotated[int, typer.Option("--parallel", help="Trials trained at once")] = 1,
-    sampler: Annotated[str, typer.Option(help="tpe | random | grid | cmaes | gp")] = "tpe",
-    pruner: Annotated[str, typer.Option(help="median | successive_halving | hyperband | none")] = "median",
-    direction: Annotated[Optional[str], typer.Option(help="maximize | minimize (default: the monitored metric's)")] = None,
-    objective: Annotated[Optional[str], typer.Option(help="Metric to optimise (default: the task's monitored metric)")] = None,
-    timeout: Annotated[Optional[float], typer.Option(help="Start no new trial after this many seconds")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Sampler seed")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override of the base config")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Study name")] = None,
-    wait: Annotated[bool, typer.Option("--wait/--detach", help="Follow the study until it ends")] = False,
-) -> None:
-    """Start a study: the base CONFIG plus values sampled from SPACE, one run per trial."""
-    cfg = _load(config, set_)
-    if not space.is_file():
-        _fail(f"space file not found: {space}")
-    try:
-        options = api.StudyOptions(
-            n_trials=trials, parallel=parallel, sampler=sampler, pruner=pruner, direction=direction, objective=objective, timeout_s=timeout, seed=seed
-        )
-        study = api.start_study(cfg, space.read_text(), options, name=name or config.stem)
-    except api.ConfigError as exc:
-        _fail(f"{space}: {exc}")
-    except ValueError as exc:  # pydantic's errors for the options
-        _fail(str(exc))
-    typer.echo(f"study {study.id} ({study.task}): {options.n_trials} trials, {options.parallel} at once, optimising {study.objective} ({study.direction})")
-    if wait:
-        raise typer.Exit(_follow_study(study.id))
-
-
-def _follow_study(study_id: str) -> int:
-    seen = -1
-    try:
-        while True:
-            study = api.get_study(study_id)
-            rep = api.study_report(study.id, with_importances=False)
-            finished = int(rep.trials["state"].isin(["complete", "pruned", "fail"]).sum()) if len(rep.trials) else 0
-            if finished != seen:
-                best = f"; best {rep.best['value']:.4f} (trial {rep.best['number']})" if rep.best else ""
-                typer.echo(f"[{study.status}] {finished} trial(s) finished{best}", err=True)
-                seen = finished
-            if study.status != "running":
-                return 0 if study.status == "completed" else 1
-            if not api.driver_running(study):
-                typer.echo(f"the study's driver is not running; resume it with: workbench study resume {study.id}", err=True)
-                return 1
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        typer.echo(f"\nstopped following; the study goes on. Cancel it with: workbench study cancel {study_id}", err=True)
-        return 130
-
-
-@study_app.command("list")
-def study_list(as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
-    """List studies, newest first, with each study's best value."""
-    studies = api.list_studies()
-    rows = []
-    for s in studies:
-        best = api.study_report(s.id, with_importances=False).best
-        rows.append({"id": s.id, "name": s.name, "task": s.task, "status": str(s.status), "trials": s.trials, "objective": s.objective,
-                     "direction": s.direction, "best": None if best is None else best["value"], "best_trial": None if best is None else best["number"]})  # fmt: skip
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
-    elif not rows:
-        typer.echo("no studies yet")
-    else:
-        for r in rows:
-            best = "-" if r["best"] is None else f"{r['best']:.4f} (trial {r['best_trial']})"
-            typer.echo(f"{r['id']}  {r['name']}  [{r['task']}]  {r['status']}  {r['trials']} trials  best {r['objective']} {best}")
-
-
-@study_app.command("show")
-def study_show(study_id: str, as_json: Annotated[bool, typer.Option("--json", help="JSON output")] = False) -> None:
-    """Show a study: its trials (number, state, value, params, run id) and its best trial."""
-    try:
-        study = api.get_study(study_id)
-    except LookupError as exc:
-        _fail(str(exc))
-    rep = api.study_report(study.id)
-    trials = json.loads(rep.trials.to_json(orient="records", double_precision=15))
-    if as_json:
-        out = {**study.model_dump(mode="json"), "driver_running": api.driver_running(study), "best": rep.best, "trials": trials, "importances": rep.importances}
-        typer.echo(json.dumps(out, indent=2, default=str))
-        return
-    typer.echo(f"{study.id}  {study.name}  [{study.task}]  {study.status}  optimising {study.objective} ({study.direction})")
-    if rep.best:
-        typer.echo(f"best: trial {rep.best['number']} = {rep.best['value']:.4f} (run {rep.best['run_id']})")
-    if len(rep.trials):
-        typer.echo(rep.trials.drop(columns=["error"]).to_string(index=False))
-
-
-@study_app.command("cancel")
-def study_cancel(study_id: str) -> None:
-    """Cancel a study: no new trials; running trials checkpoint and stop."""
-    typer.echo(f"{study_id}: {api.cancel_study(study_id)}")
-
-
-@study_app.command("resume")
-def study_resume(study_id: str) -> None:
-    """Start a new driver for a study whose driver died; it carries on with the remaining trials."""
-    try:
-        study = api.resume_study(study_id)
-    except (LookupError, ValueError) as exc:
-        _fail(str(exc))
-    typer.echo(f"study {study.id} resumed")
-
-
-@study_app.command("promote")
-def study_promote(
-    study_id: str,
-    trial: Annotated[Optional[int], typer.Option(help="Trial number (default: the best)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the trial's config to this YAML file instead of launching it")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Launch it with this many epochs")] = None,
-) -> None:
-    """The best (or any) trial's config: written to --out, or launched as a new run that records where it came from."""
-    try:
-        if out is not None:
-            out.write_text(api.to_yaml(api.trial_config(study_id, trial), commented=True))
-            typer.echo(f"wrote {out}")
-            return
-        run_ = api.promote(study_id, trial, epochs=epochs)
-    except (LookupError, ValueError) as exc:
-        _fail(str(exc))
-    typer.echo(f"run {run_.id} ({run_.task}) {run_.status}: promoted from study {study_id}")
 
 
 @app.command()

@@ -34,7 +34,7 @@ def scheduler_lock(engine: Engine, *, wait: bool = True) -> Iterator[bool]:
         with _file_lock(_sqlite_lock_path(engine), wait) as held:
             yield held
     else:
-        raise NotImplementedError(f"no scheduler lock for the {dialect} dialect; use SQLite or PostgreSQL")
+        raise RuntimeError(f"no scheduler lock for the {dialect} dialect: the workbench store is SQLite or PostgreSQL")
 
 
 @contextmanager
