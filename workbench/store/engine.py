@@ -7,9 +7,10 @@ older one is refused with a message naming `workbench db upgrade`.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from sqlalchemy import Engine, event
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, create_engine, select
 
 from workbench.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from workbench.store.schema import ensure_current
@@ -57,3 +58,14 @@ def dispose_engines() -> None:
 
 def session(engine: Engine) -> Session:
     return Session(engine, expire_on_commit=False)
+
+
+def by_id_or_prefix(s: Session, table: Any, row_id: str, *, not_found: type[LookupError], what: str) -> Any:
+    """The row with this id, or the one row whose id starts with it (as git does for commits); else `not_found`."""
+    row = s.get(table, row_id)
+    if row is not None:
+        return row
+    matches = s.exec(select(table).where(table.id.startswith(row_id))).all()
+    if len(matches) != 1:
+        raise not_found(f"no {what} {row_id!r}" if not matches else f"{row_id!r} matches {len(matches)} {what}s")
+    return matches[0]

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, upda
 from sqlmodel import select
 
 from workbench.ids import new_run_id
-from workbench.store.engine import session
+from workbench.store.engine import by_id_or_prefix, session
 from workbench.store.models import (
     ACTIVE,
     ENDED,
@@ -104,12 +104,7 @@ def get_statuses(engine: Engine, *, run_ids: list[str]) -> dict[str, RunStatus]:
 def get_run(engine: Engine, *, run_id: str) -> RunRead:
     """A run by id, or by a unique prefix of its id (as git does for commits)."""
     with session(engine) as s:
-        run = s.get(Run, run_id)
-        if run is None:
-            matches = s.exec(select(Run).where(Run.id.startswith(run_id))).all()  # type: ignore[attr-defined]
-            if len(matches) != 1:
-                raise RunNotFound(f"no run {run_id!r}" if not matches else f"{run_id!r} matches {len(matches)} runs")
-            run = matches[0]
+        run = by_id_or_prefix(s, Run, run_id, not_found=RunNotFound, what="run")
         read = RunRead.model_validate(run, from_attributes=True)
         if read.monitor_key:
             summary = s.get(MetricSummary, (read.id, read.monitor_key))

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, insert, update
 from sqlmodel import select
 
 from workbench.ids import new_run_id
-from workbench.store.engine import session
+from workbench.store.engine import by_id_or_prefix, session
 from workbench.store.models import MetricSummary, Run, RunStatus, Study, StudyCreate, StudyRead, StudyStatus, StudyUpdate
 
 __all__ = ["StudyCreate", "StudyNotFound", "StudyRead", "StudyStatus", "StudyUpdate", "create_study", "get_study", "list_studies", "update_study"]
@@ -28,12 +28,7 @@ def create_study(engine: Engine, *, study_in: StudyCreate) -> StudyRead:
 
 def get_study(engine: Engine, *, study_id: str) -> StudyRead:
     with session(engine) as s:
-        row = s.get(Study, study_id)
-        if row is None:
-            matches = s.exec(select(Study).where(Study.id.startswith(study_id))).all()  # type: ignore[attr-defined]
-            if len(matches) != 1:
-                raise StudyNotFound(f"no study {study_id!r}" if not matches else f"{study_id!r} matches {len(matches)} studies")
-            row = matches[0]
+        row = by_id_or_prefix(s, Study, study_id, not_found=StudyNotFound, what="study")
         out = StudyRead.model_validate(row, from_attributes=True)
     out.trials = _trial_counts(engine, [out.id]).get(out.id, 0)
     out.best_value = _best_values(engine, [out.id]).get(out.id)
