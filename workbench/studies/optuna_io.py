@@ -38,6 +38,7 @@ def storage(path: Path) -> Any:
 def create(path: Path, study_id: str, *, direction: str, objective: str, options: StudyOptions) -> Any:
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI and the app say what they did themselves
     study = optuna.create_study(storage=storage(path), study_name=study_id, direction=direction, load_if_exists=True)
     study.set_user_attr(OPTIONS_ATTR, options.model_dump(mode="json"))
     study.set_user_attr(OBJECTIVE_ATTR, objective)

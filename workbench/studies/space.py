@@ -256,7 +256,8 @@ def space_to_dict(space: SearchSpace) -> dict[str, Any]:
 def suggested_space(base: BaseModel, paths: list[str] | None = None) -> SearchSpace:
     """The guide's recommended ranges for the settings of this config it covers (all of them, or `paths`)."""
     cls = type(base)
-    wanted = [canonical_path(p) for p in paths] if paths is not None else list(GUIDE_RANGES)
+    not_used = set(getattr(cls, "not_used", {}))  # settings this task ignores: searching them would waste trials
+    wanted = [canonical_path(p) for p in paths] if paths is not None else [p for p in GUIDE_RANGES if p not in not_used]
     out: SearchSpace = {}
     for path in wanted:
         param = GUIDE_RANGES.get(path)

@@ -80,6 +80,7 @@ def charts(study: api.StudyRead, rep: api.StudyReport) -> None:
 
 def trials_table(rep: api.StudyReport) -> None:
     frame = rep.trials.copy()
+    frame["error"] = frame["error"].fillna("")
     frame["dashboard"] = frame["run_id"].map(lambda r: f"/dashboard?run={r}" if isinstance(r, str) else None)
     st.dataframe(
         frame.sort_values("number"),

@@ -84,11 +84,16 @@ def importance_chart(importances: dict[str, float]) -> alt.Chart | None:
     if not importances:
         return None
     frame = pd.DataFrame({"parameter": list(importances), "importance": list(importances.values())})
+    # vertical bars: a discrete y axis collapses in a chart that stretches to the column's width
     return (
         alt.Chart(frame)
         .mark_bar()
-        .encode(x=alt.X("importance:Q", title="importance (fANOVA)"), y=alt.Y("parameter:N", sort="-x", title=None), tooltip=["parameter", "importance"])
-        .properties(title="Parameter importance", height=max(80, 28 * len(frame)))
+        .encode(
+            x=alt.X("parameter:N", sort="-y", title=None, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("importance:Q", title="importance (fANOVA)", scale=alt.Scale(domain=[0, 1])),
+            tooltip=["parameter", alt.Tooltip("importance:Q", format=".3f")],
+        )
+        .properties(title="Parameter importance", height=HEIGHT)
     )
 
 
@@ -98,15 +103,20 @@ def slice_charts(trials: pd.DataFrame, objective: str) -> list[alt.Chart]:
     done = trials[trials["value"].notna()]
     for col in param_columns(trials):
         name = col.removeprefix("params.")
-        numeric = pd.api.types.is_numeric_dtype(done[col])
-        positive = numeric and (done[col] > 0).all() and len(done) > 1
-        spread = float(done[col].max() / done[col].min()) if positive else 0.0
+        # a dot in a field name is a nested path to Vega-Lite: plot the parameter under a plain name
+        frame = done[["number", "state", "value"]].assign(param=done[col])
+        numeric = pd.api.types.is_numeric_dtype(frame["param"])
+        positive = numeric and (frame["param"] > 0).all() and len(frame) > 1
+        spread = float(frame["param"].max() / frame["param"].min()) if positive else 0.0
         scale = alt.Scale(type="log") if spread >= 20 else alt.Scale(zero=False)
-        x = alt.X(f"{col}:Q", title=name, scale=scale) if numeric else alt.X(f"{col}:N", title=name)
+        x = alt.X("param:Q", title=name, scale=scale) if numeric else alt.X("param:N", title=name)
         charts.append(
-            alt.Chart(done)
+            alt.Chart(frame)
             .mark_circle(size=60)
-            .encode(x=x, y=alt.Y("value:Q", title=objective, scale=alt.Scale(zero=False)), color=alt.Color("state:N", scale=STATE_COLORS), tooltip=["number", col, "value"])
+            .encode(
+                x=x, y=alt.Y("value:Q", title=objective, scale=alt.Scale(zero=False)), color=alt.Color("state:N", scale=STATE_COLORS),
+                tooltip=["number", alt.Tooltip("param", title=name), "value"],
+            )
             .properties(title=f"Slice: {name}", height=220)
         )
     return charts
