@@ -19,13 +19,29 @@ def _last_pass(run_id: str) -> float:
     return float(row["last"].iloc[0]) if len(row) else 0.0
 
 
+def _log_says(run_id: str, text: str) -> bool:
+    log = api.run_dir(run_id) / "train.log"
+    return log.exists() and text in log.read_text(errors="replace")
+
+
+def _journaled_pass(run_id: str) -> float:
+    """The last pass/global in the run's journal: a point is there ~0.5 s after ctx.log (the metric buffer), before
+    the store has it; a point still in the buffer dies with a SIGKILLed worker."""
+    from workbench.runner.journal import journal_path, read_records
+
+    records, _ = read_records(journal_path(api.run_dir(run_id)), max_bytes=1 << 30)
+    passes = [p[2] for r in records if r["t"] == "metrics" for p in r["points"] if p[0] == "pass/global"]
+    return max(passes, default=0.0)
+
+
 def test_sigkill_mid_day_then_resume_continues_after_the_last_checkpoint(home):
-    cfg = api.validate_file("configs/ctr_stream/quick.yaml", ["synthetic.examples_per_slice=5000"])
+    cfg = api.validate_file("configs/ctr_stream/quick.yaml", ["synthetic.examples_per_slice=10000"])
     run = api.launch_run(cfg, name="ctr-kill")
-    # checkpoint_per_pass is 3: kill during day 1 after pass 4, before the day ends at pass 6
-    wait_for(lambda: _last_pass(run.id) >= 4, 240, interval=0.1, what="pass 4 to finish")
-    assert _last_pass(run.id) < 6, "the day ended before the kill: the test needs slower passes"
+    # checkpoint_per_pass is 3: kill during day 1 once pass 4's points are journaled, before the day ends at pass 6.
+    # (The store lags the journal by its sync, ~0.5 s, and a pass takes about half a second on a quiet machine.)
+    wait_for(lambda: _journaled_pass(run.id) >= 4, 240, interval=0.02, what="pass 4 to be journaled")
     os.kill(api.get_run(run.id).worker_pid, signal.SIGKILL)
+    assert not _log_says(run.id, "pass 6/6 of 20190720"), "the day ended before the kill: the test needs slower passes"
     killed = wait_status(run.id, ("failed",), timeout=60)
     assert killed.exit_signal == signal.SIGKILL
 
