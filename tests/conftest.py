@@ -33,17 +33,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[object]:
-    from tests.support.postgres import PostgresServer, available
+    from tests.support.postgres import PostgresServer, require
 
-    def cannot_run(why: str) -> None:
-        message = f"PostgreSQL tests cannot run: {why}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-    why = available()
-    if why is not None:
-        cannot_run(why)
+    require()
     server = PostgresServer()
     try:
         server.start()
@@ -51,7 +43,10 @@ def postgres_server() -> Iterator[object]:
         log = server.root / "server.log"
         said = log.read_text()[-500:] if log.exists() else ""
         server.destroy()
-        cannot_run(f"the throwaway server did not start ({exc}): {exc.stdout!r}; its log ended with: {said}")
+        message = f"PostgreSQL tests cannot run: the throwaway server did not start ({exc}): {exc.stdout!r}; its log ended with: {said}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     yield server
     server.destroy()
 

@@ -298,14 +298,13 @@ def test_a_resumed_attempt_continues_the_seq_and_replays_what_the_last_one_left(
 # -- PostgreSQL stopped under a real run ---------------------------------------------------------------------
 @pytest.fixture()
 def postgres(home, monkeypatch):
-    """A throwaway PostgreSQL server as the store of this test's runs (WORKBENCH_DB_URL)."""
-    from tests.support.postgres import PostgresServer, available
+    """A PostgreSQL server of this test's own as the store of its runs (WORKBENCH_DB_URL): the test stops it, so it
+    cannot be the session's shared one (conftest's postgres_server)."""
+    from tests.support.postgres import PostgresServer, require
     from workbench.settings import reset_settings
     from workbench.store import dispose_engines
 
-    why_not = available()
-    if why_not:
-        pytest.skip(why_not)
+    require()
     server = PostgresServer()
     server.start()
     monkeypatch.setenv("WORKBENCH_DB_URL", server.create_database())

@@ -15,36 +15,22 @@ import pytest
 from tests.support.waiting import wait_for
 from workbench import api
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.both_backends]
 
 RUNS = 8
 EPOCHS, STEPS = 3, 60
 LOCK_ERROR = re.compile(r"database is locked|deadlock|lock timeout|LockNotAvailable|could not obtain lock", re.IGNORECASE)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, home, monkeypatch):
+@pytest.fixture()
+def store(store_backend, home, monkeypatch):
+    """The backend of this run of the test (the module is marked both_backends: conftest points `home` at it)."""
     from workbench.settings import reset_settings
-    from workbench.store import dispose_engines
 
     monkeypatch.setenv("WORKBENCH_MAX_CONCURRENT_RUNS", str(RUNS))
     monkeypatch.setenv("WORKBENCH_CPU_THREADS", "1")
-    server = None
-    if request.param == "postgresql":
-        from tests.support.postgres import PostgresServer, available
-
-        why_not = available()
-        if why_not:
-            pytest.skip(why_not)
-        server = PostgresServer()
-        server.start()
-        monkeypatch.setenv("WORKBENCH_DB_URL", server.create_database())
     reset_settings()
-    dispose_engines()
-    yield request.param
-    dispose_engines()
-    if server is not None:
-        server.destroy()
+    return store_backend
 
 
 class UiReader(threading.Thread):
