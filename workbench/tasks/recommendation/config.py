@@ -52,6 +52,24 @@ class SyntheticSessions(StrictModel):
     )
     days: float = Field(30.0, gt=0, description="Session start times are spread over this many days.")
     seed: int = Field(7, description="Seed of the generator (independent of the training seed).")
+    # -- issue 14: a second generator shape, and knobs that vary session length and re-clicks ----------------
+    kind: Literal["topics", "intents"] = Field(
+        "topics",
+        description="`topics`: global Zipf popularity restricted to the session's topic. `intents`: every latent "
+        "intent has its own Zipf ranking over its items, a session may drift to another intent "
+        "(intent_switch_prob), and sessions re-click earlier items (reclick_prob).",
+    )
+    length_distribution: Literal["geometric", "lognormal", "uniform"] = Field(
+        "geometric",
+        description="Session lengths: 2 + extra clicks drawn geometric, lognormal (sigma 1, heavy tail) or uniform, "
+        "all with mean mean_length and cut at max_length.",
+    )
+    reclick_prob: float = Field(
+        0.0, ge=0, le=0.9, description="Chance that a click repeats an earlier click of the same session."
+    )
+    intent_switch_prob: float = Field(
+        0.05, ge=0, le=1, description="`intents`: chance per click that the session moves to another intent."
+    )
 
     @model_validator(mode="after")
     def _sizes_fit(self, info: ValidationInfo) -> SyntheticSessions:

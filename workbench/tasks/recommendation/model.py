@@ -30,10 +30,13 @@ class STAMP(nn.Module):
 
     masks_seen_items = False  # sessions re-click items; RecBole does not mask history for sequential models
 
-    def __init__(self, n_items: int, embedding_size: int, loss_type: str, sparse: bool = False):
+    def __init__(
+        self, n_items: int, embedding_size: int, loss_type: str, sparse: bool = False, pad_row: str = "zero"
+    ):
         super().__init__()
         d = embedding_size
         self.loss_type = loss_type
+        self.pad_row = pad_row
         # sparse=True makes lookups produce sparse gradients, so learner sparse_adam can use SparseAdam on it
         self.item_embedding = nn.Embedding(n_items, d, padding_idx=0, sparse=sparse)
         self.w1 = nn.Linear(d, d, bias=False)
@@ -45,10 +48,11 @@ class STAMP(nn.Module):
         self.mlp_b = nn.Linear(d, d)
         self.register_buffer("item_ids", torch.arange(1, n_items), persistent=False)  # [n_items - 1] real items
         self.apply(_init_stamp)
-        with torch.no_grad():
-            # RecBole's normal_ init also overwrites the PAD row; zero it so pads really add nothing to m_s and
-            # to sum(alpha_i x_i). padding_idx keeps it at zero from then on (its gradient is always zero).
-            self.item_embedding.weight[0].zero_()
+        if pad_row == "zero":
+            with torch.no_grad():
+                # pads add nothing to m_s and sum(alpha_i x_i); padding_idx and the softmax over items 1.. keep
+                # the row at zero
+                self.item_embedding.weight[0].zero_()
 
     def forward(self, item_seq: torch.Tensor, item_len: torch.Tensor) -> torch.Tensor:
         """Session representation h_s * h_t: [B, D]."""
@@ -70,6 +74,8 @@ class STAMP(nn.Module):
             pos_score = (seq_output * self.item_embedding(batch.target)).sum(-1)  # [B]
             neg_score = _score(seq_output, self.item_embedding(batch.neg_items))  # [B, N]
             return bpr_loss(pos_score, neg_score)
+        if self.pad_row == "learned":  # RecBole: PAD is a softmax class too, so its row is trained
+            return F.cross_entropy((seq_output @ self.item_embedding.weight.T).float(), batch.target)
         # Softmax over real items only (PAD excluded, as in the official code's embe_dict[1:]).
         logits = seq_output @ self._real_item_embeddings().T  # [B, n_items - 1]
         return F.cross_entropy(logits.float(), batch.target - 1)

@@ -139,18 +139,32 @@ def read_diginetica(path: str | Path) -> pd.DataFrame:
 def generate_sessions(spec: SyntheticSessions) -> pd.DataFrame:
     """Generate click sessions with structure a sequence model can learn and a popularity model cannot.
 
-    - popularity: item k has weight rank(k)^-zipf_exponent (ranks shuffled, so ids carry no signal);
-    - topics: items are split into n_topics groups; each session draws one topic;
-    - Markov successors: each item has n_successors likely next items (same topic, popularity-weighted,
-      with decaying weights 1, 1/2, 1/3, ...); with follow_prob the next click is one of them, otherwise a
+    Two shapes (`spec.kind`), sharing the session lengths (`length_distribution`, `mean_length`, `max_length`),
+    Markov successors and re-clicks:
+    - `topics`: item k has a global weight rank(k)^-zipf_exponent (ranks shuffled, so ids carry no signal);
+      items are split into n_topics groups and each session draws one topic. A non-successor click is a
       popularity draw from the session's topic (4 times in 5) or from the whole catalogue.
+    - `intents`: each latent intent ranks its own items by a Zipf law (rank inside the intent, so an item's
+      popularity depends only on its intent); a session starts in a random intent and moves to another one with
+      intent_switch_prob per click. A non-successor click is a Zipf draw inside the current intent.
+    In both, each item has n_successors likely next items (same topic/intent, popularity-weighted, with decaying
+    weights 1, 1/2, 1/3, ...) that the next click follows with follow_prob; with reclick_prob (checked first) the
+    next click repeats an earlier click of the session, chosen uniformly.
     Vectorised over sessions: the Python loop runs over click positions (at most max_length times).
     """
     rng = np.random.default_rng(spec.seed)
     n, m = spec.n_sessions, spec.n_items
-    popularity = rng.permutation(np.arange(1, m + 1, dtype=np.float64) ** -spec.zipf_exponent)
-    topic = rng.integers(0, spec.n_topics, size=m)
-    topic[rng.permutation(m)[: spec.n_topics]] = np.arange(spec.n_topics)  # every topic gets an item
+    intents = spec.kind == "intents"
+    if intents:
+        topic = rng.permutation(np.arange(m) % spec.n_topics)  # balanced intents, every intent gets an item
+        rank = np.empty(m, dtype=np.float64)
+        for t, members in enumerate(_groups(topic, spec.n_topics)):  # Zipf rank inside each intent
+            rank[members] = rng.permutation(len(members)) + 1.0
+        popularity = rank**-spec.zipf_exponent
+    else:
+        popularity = rng.permutation(np.arange(1, m + 1, dtype=np.float64) ** -spec.zipf_exponent)
+        topic = rng.integers(0, spec.n_topics, size=m)
+        topic[rng.permutation(m)[: spec.n_topics]] = np.arange(spec.n_topics)  # every topic gets an item
 
     # Draws restricted to a topic, vectorised: sort items by topic, then one searchsorted over "topic + cdf".
     by_topic = np.argsort(topic, kind="stable")
@@ -172,23 +186,27 @@ def generate_sessions(spec: SyntheticSessions) -> pd.DataFrame:
     succ_cdf = np.cumsum(1.0 / np.arange(1, spec.n_successors + 1))
     succ_cdf /= succ_cdf[-1]
 
-    # lengths: 2 + geometric extra clicks with the requested mean, cut at max_length
-    if spec.mean_length > 2:
-        extra = rng.geometric(1.0 / (spec.mean_length - 1.0), size=n) - 1  # mean_length - 2 on average
-    else:
-        extra = np.zeros(n, dtype=np.int64)
-    lengths = np.minimum(2 + extra, spec.max_length)
+    lengths = _session_lengths(rng, spec)
     session_topic = rng.integers(0, spec.n_topics, size=n)
     clicks = np.zeros((n, int(lengths.max())), dtype=np.int64)
     clicks[:, 0] = draw_in_topic(session_topic)
     for pos in range(1, clicks.shape[1]):
         prev = clicks[:, pos - 1]
+        if intents and spec.intent_switch_prob > 0:
+            switch = rng.random(n) < spec.intent_switch_prob
+            session_topic[switch] = rng.integers(0, spec.n_topics, size=int(switch.sum()))
         follow = rng.random(n) < spec.follow_prob
         slot = np.minimum(np.searchsorted(succ_cdf, rng.random(n), side="right"), spec.n_successors - 1)
         nxt = draw_in_topic(session_topic)
-        jump = rng.random(n) < 0.2
-        nxt[jump] = draw_global(int(jump.sum()))
-        clicks[:, pos] = np.where(follow, successors[prev, slot], nxt)
+        if not intents:
+            jump = rng.random(n) < 0.2
+            nxt[jump] = draw_global(int(jump.sum()))
+        step = np.where(follow, successors[prev, slot], nxt)
+        if spec.reclick_prob > 0:  # gated, so sets without re-clicks keep their exact random stream
+            again = rng.random(n) < spec.reclick_prob
+            earlier = clicks[np.arange(n), rng.integers(0, pos, size=n)]
+            step = np.where(again, earlier, step)
+        clicks[:, pos] = step
 
     start = np.sort(rng.random(n)) * spec.days * SECONDS_PER_DAY  # session i starts before session i+1
     gaps = rng.uniform(20.0, 120.0, size=clicks.shape).cumsum(axis=1)
@@ -197,6 +215,27 @@ def generate_sessions(spec: SyntheticSessions) -> pd.DataFrame:
     time = (start[:, None] + gaps)[keep]
     # item tokens 1..m as in a RecBole file (0 stays free for padding after encoding)
     return pd.DataFrame({"session": session.astype(np.int64), "item": clicks[keep] + 1, "time": time, "order": time})
+
+
+def _session_lengths(rng: np.random.Generator, spec: SyntheticSessions) -> np.ndarray:
+    """[n_sessions] lengths: 2 + extra clicks with mean mean_length - 2 (before the cut at max_length)."""
+    n, extra_mean = spec.n_sessions, spec.mean_length - 2.0
+    if extra_mean <= 0:
+        extra = np.zeros(n, dtype=np.int64)
+    elif spec.length_distribution == "geometric":
+        extra = rng.geometric(1.0 / (extra_mean + 1.0), size=n) - 1
+    elif spec.length_distribution == "lognormal":  # heavy tail: many short sessions and a few very long ones
+        sigma = 1.0
+        extra = np.floor(rng.lognormal(np.log(extra_mean + 0.5) - sigma**2 / 2, sigma, size=n)).astype(np.int64)
+    else:
+        extra = rng.integers(0, int(round(2 * extra_mean)) + 1, size=n)
+    return np.minimum(2 + extra, spec.max_length)
+
+
+def _groups(labels: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """Indices of each label 0..n_groups-1."""
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(labels, minlength=n_groups))[:-1])
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
