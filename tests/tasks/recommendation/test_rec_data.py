@@ -192,3 +192,36 @@ def test_data_commands_write_files_that_load(tmp_path):
     assert result.exit_code == 0, result.output
     clicks = read_atomic(tmp_path / "d.inter")
     assert clicks["item"].tolist() == ["11", "11", "10", "13", "10", "11", "13"]  # timeframe order survives
+
+
+def test_intents_generator_knobs_shape_the_sessions():
+    """Issue 14's kind of data: intents with their own Zipf ranking, re-clicks, other length distributions."""
+    base = dict(kind="intents", n_items=300, n_sessions=3000, mean_length=8.0, max_length=40, n_topics=10, seed=5)
+    plain = generate_sessions(SyntheticSessions(**base))
+    again = generate_sessions(SyntheticSessions(**base, reclick_prob=0.4))
+    pd.testing.assert_frame_equal(plain, generate_sessions(SyntheticSessions(**base)))
+    assert plain["item"].between(1, 300).all()
+
+    def reclicked(clicks: pd.DataFrame) -> float:
+        return float(clicks.duplicated(["session", "item"]).mean())
+
+    assert reclicked(again) > reclicked(plain) + 0.12  # 0.4 of later clicks repeat (some would anyway)
+    assert plain.groupby("session").size().mean() == pytest.approx(8.0, rel=0.1)
+    heavy = generate_sessions(SyntheticSessions(**base, length_distribution="lognormal")).groupby("session").size()
+    flat = generate_sessions(SyntheticSessions(**base, length_distribution="uniform")).groupby("session").size()
+    assert heavy.mean() == pytest.approx(8.0, rel=0.15) and flat.mean() == pytest.approx(8.0, rel=0.1)
+    assert heavy.median() < flat.median() and heavy.max() > flat.max()  # long tail vs no tail
+    # Zipf inside each intent: no intent switches, so a session's items share an intent; with skew 2 its top
+    # item takes a large share of the intent's non-successor draws
+    one_intent = SyntheticSessions(**{**base, "n_topics": 3}, intent_switch_prob=0.0, follow_prob=0.0, zipf_exponent=2.0)
+    clicks = generate_sessions(one_intent)
+    assert clicks["item"].value_counts(normalize=True).iloc[0] > 0.15
+
+
+def test_topics_generator_is_unchanged_by_the_new_knobs_at_their_defaults():
+    spec = SyntheticSessions(n_items=100, n_sessions=500, seed=2)
+    explicit = SyntheticSessions(
+        n_items=100, n_sessions=500, seed=2, kind="topics", length_distribution="geometric", reclick_prob=0.0
+    )
+    pd.testing.assert_frame_equal(generate_sessions(spec), generate_sessions(explicit))
+    assert RecommendationData(synthetic=spec) == RecommendationData(synthetic=explicit)

@@ -25,13 +25,67 @@ def _batch(neg: int = 0) -> SessionBatch:
 
 def test_stamp_shapes_and_pad_row():
     torch.manual_seed(0)
-    model = STAMP(N_ITEMS, D, "CE")
     batch = _batch()
-    assert model(batch.item_seq, batch.item_len).shape == (B, D)
-    assert model.full_sort_predict(batch).shape == (B, N_ITEMS)
-    assert model.predict(batch, torch.randint(1, N_ITEMS, (B, 4))).shape == (B, 4)
-    assert torch.count_nonzero(model.item_embedding.weight[0]) == 0  # PAD is a zero vector
-    assert model.calculate_loss(batch).ndim == 0
+    for pad_row in ("learned", "zero"):
+        model = STAMP(N_ITEMS, D, "CE", pad_row=pad_row)
+        assert model(batch.item_seq, batch.item_len).shape == (B, D)
+        assert model.full_sort_predict(batch).shape == (B, N_ITEMS)
+        assert model.predict(batch, torch.randint(1, N_ITEMS, (B, 4))).shape == (B, 4)
+        assert model.calculate_loss(batch).ndim == 0
+        pad_is_zero = torch.count_nonzero(model.item_embedding.weight[0]) == 0
+        assert pad_is_zero == (pad_row == "zero")  # learned: RecBole's N(0, 0.002) init reaches the PAD row too
+    assert STAMP(N_ITEMS, D, "CE").pad_row == "learned"  # the default is RecBole's semantics
+
+
+def _recbole_forward(model: STAMP, item_seq: torch.Tensor, item_len: torch.Tensor) -> torch.Tensor:
+    """RecBole 1.2.1's STAMP.forward, transcribed: every layer over the padded [B, L, D] block."""
+    emb = model.item_embedding.weight[item_seq]  # pads hold the PAD row, whatever it is
+    x_t = emb[torch.arange(len(item_seq)), item_len - 1]
+    m_s = emb.sum(1) / item_len.unsqueeze(1).float()
+    steps = item_seq.size(1)
+    res = model.w1(emb) + model.w2(x_t.repeat(1, steps).view(-1, steps, D)) + model.w3(m_s.repeat(1, steps).view(-1, steps, D))
+    alpha = model.w0(torch.sigmoid(res + model.b_a)).squeeze(2)
+    m_a = torch.matmul(alpha.unsqueeze(1), emb).squeeze(1) + m_s
+    return torch.tanh(model.mlp_a(m_a)) * torch.tanh(model.mlp_b(x_t))
+
+
+@pytest.mark.parametrize("pad_row", ["learned", "zero"])
+def test_packed_forward_equals_recboles_padded_forward(pad_row):
+    """Pads are handled once per session and scaled by L - len: same output and gradients as the padded block."""
+    torch.manual_seed(5)
+    model = STAMP(N_ITEMS, D, "CE", pad_row=pad_row)
+    with torch.no_grad():
+        model.item_embedding.weight[1:].normal_()  # large enough that a missed or doubled pad term shows
+        if pad_row == "learned":
+            model.item_embedding.weight[0].normal_()
+    batch = _batch()
+    out = model(batch.item_seq, batch.item_len)
+    expected = _recbole_forward(model, batch.item_seq, batch.item_len)
+    torch.testing.assert_close(out, expected)
+    grads = torch.autograd.grad(out.square().sum(), [model.w1.weight, model.b_a])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [model.w1.weight, model.b_a])
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_learned_pad_row_is_trained_through_the_softmax_only():
+    """RecBole: padding_idx zeroes the lookup's gradient of row 0, but PAD is a column of the CE softmax."""
+    torch.manual_seed(6)
+    batch = _batch()
+    model = STAMP(N_ITEMS, D, "CE")
+    with torch.no_grad():
+        logits = model.full_sort_predict(batch)
+        torch.testing.assert_close(model.calculate_loss(batch), torch.nn.functional.cross_entropy(logits, batch.target))
+    model.calculate_loss(batch).backward()
+    softmax_only = (torch.softmax(model.full_sort_predict(batch), 1)[:, :1] * model(batch.item_seq, batch.item_len)).sum(0) / B
+    torch.testing.assert_close(model.item_embedding.weight.grad[0], softmax_only.detach())
+    sparse = STAMP(N_ITEMS, D, "CE", sparse=True)
+    sparse.load_state_dict(model.state_dict())
+    sparse.calculate_loss(batch).backward()
+    torch.testing.assert_close(sparse.item_embedding.weight.grad.to_dense(), model.item_embedding.weight.grad)
+    zero = STAMP(N_ITEMS, D, "CE", pad_row="zero")
+    zero.calculate_loss(batch).backward()
+    assert torch.count_nonzero(zero.item_embedding.weight.grad[0]) == 0
 
 
 def test_stamp_inits_follow_recbole():
@@ -45,7 +99,7 @@ def test_stamp_inits_follow_recbole():
 
 def test_stamp_matches_the_formula_including_plus_ms():
     torch.manual_seed(1)
-    model = STAMP(N_ITEMS, D, "CE")
+    model = STAMP(N_ITEMS, D, "CE", pad_row="zero")  # pads add nothing: the formula over the real clicks
     batch = _batch()
     with torch.no_grad():
         out = model(batch.item_seq, batch.item_len)
@@ -61,7 +115,7 @@ def test_stamp_matches_the_formula_including_plus_ms():
 
 def test_plus_ms_term_is_present_when_attention_is_zero():
     torch.manual_seed(2)
-    model = STAMP(N_ITEMS, D, "CE")
+    model = STAMP(N_ITEMS, D, "CE", pad_row="zero")
     batch = _batch()
     with torch.no_grad():
         model.w0.weight.zero_()  # alpha = 0 -> m_a must equal m_s (not 0)
@@ -73,9 +127,9 @@ def test_plus_ms_term_is_present_when_attention_is_zero():
         torch.testing.assert_close(out, torch.tanh(m_s) * torch.tanh(model.mlp_b(x_t)))
 
 
-def test_ce_loss_is_softmax_over_real_items_only():
+def test_ce_loss_is_softmax_over_real_items_only_with_a_zero_pad_row():
     torch.manual_seed(3)
-    model = STAMP(N_ITEMS, D, "CE")
+    model = STAMP(N_ITEMS, D, "CE", pad_row="zero")
     batch = _batch()
     with torch.no_grad():
         logits = model.full_sort_predict(batch)[:, 1:]

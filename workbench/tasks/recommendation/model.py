@@ -31,7 +31,7 @@ class STAMP(nn.Module):
     masks_seen_items = False  # sessions re-click items; RecBole does not mask history for sequential models
 
     def __init__(
-        self, n_items: int, embedding_size: int, loss_type: str, sparse: bool = False, pad_row: str = "zero"
+        self, n_items: int, embedding_size: int, loss_type: str, sparse: bool = False, pad_row: str = "learned"
     ):
         super().__init__()
         d = embedding_size
@@ -47,6 +47,8 @@ class STAMP(nn.Module):
         self.mlp_a = nn.Linear(d, d)
         self.mlp_b = nn.Linear(d, d)
         self.register_buffer("item_ids", torch.arange(1, n_items), persistent=False)  # [n_items - 1] real items
+        self.register_buffer("all_ids", torch.arange(n_items), persistent=False)
+        self.register_buffer("pad_index", torch.zeros(1, dtype=torch.long), persistent=False)
         self.apply(_init_stamp)
         if pad_row == "zero":
             with torch.no_grad():
@@ -55,15 +57,29 @@ class STAMP(nn.Module):
                 self.item_embedding.weight[0].zero_()
 
     def forward(self, item_seq: torch.Tensor, item_len: torch.Tensor) -> torch.Tensor:
-        """Session representation h_s * h_t: [B, D]."""
-        x = self.item_embedding(item_seq)  # [B, L, D]
-        x_t = x[torch.arange(x.size(0), device=x.device), item_len - 1]  # [B, D] last click
-        m_s = x.sum(dim=1) / item_len.unsqueeze(1).to(x.dtype)  # [B, D] pads are zero vectors
-        # W2 x_t + W3 m_s + b_a is the same for every position: compute it once per session, broadcast over L
-        # (RecBole repeats x_t and m_s L times before the Linear layers; same result, L times the work).
-        session_term = (self.w2(x_t) + self.w3(m_s) + self.b_a).unsqueeze(1)  # [B, 1, D]
-        alpha = self.w0(torch.sigmoid(self.w1(x) + session_term))  # [B, L, 1]
-        m_a = torch.bmm(alpha.transpose(1, 2), x).squeeze(1) + m_s  # [B, D]  (+ m_s: official code, not paper)
+        """Session representation h_s * h_t: [B, D], computed on the real clicks only.
+
+        RecBole runs every layer over the whole padded [B, L, D] block, where each of the L - len pad positions
+        holds the same PAD row p. Those positions are identical inside a session, so their share is computed once
+        per session and scaled by L - len: m_s = (sum_real x + (L - len) p) / len and
+        m_a = sum_real alpha_i x_i + (L - len) alpha_p p + m_s. Same result; W1 and the lookups run on the T real
+        clicks instead of B x L positions (most positions are pads for short sessions). With pad_row "zero" the
+        pad terms are zero.
+        """
+        batch, width = item_seq.shape
+        real = torch.arange(width, device=item_seq.device) < item_len.unsqueeze(1)  # [B, L]
+        x = self.item_embedding(item_seq[real])  # [T, D] real clicks, session by session, in click order
+        seg = torch.repeat_interleave(torch.arange(batch, device=x.device), item_len)  # [T] session of each click
+        pad = self.item_embedding(self.pad_index)  # [1, D] (a lookup, so a sparse table keeps sparse gradients)
+        n_pad = (width - item_len).unsqueeze(1).to(x.dtype)  # [B, 1] pad positions of each session
+        x_t = x[torch.cumsum(item_len, 0) - 1]  # [B, D] last click
+        m_s = (x.new_zeros(batch, x.size(1)).index_add(0, seg, x) + n_pad * pad) / item_len.unsqueeze(1).to(x.dtype)
+        # W2 x_t + W3 m_s + b_a is the same for every position of a session: once per session, gathered per click
+        session_term = self.w2(x_t) + self.w3(m_s) + self.b_a  # [B, D]
+        alpha = self.w0(torch.sigmoid(self.w1(x) + session_term[seg]))  # [T, 1]  (no softmax, as in RecBole)
+        alpha_pad = self.w0(torch.sigmoid(self.w1(pad) + session_term))  # [B, 1]  every pad position's alpha
+        attended = x.new_zeros(batch, x.size(1)).index_add(0, seg, alpha * x)  # [B, D]
+        m_a = attended + (n_pad * alpha_pad) * pad + m_s  # (+ m_s: official code, not paper)
         h_s = torch.tanh(self.mlp_a(m_a))  # [B, D]
         h_t = torch.tanh(self.mlp_b(x_t))  # [B, D]
         return h_s * h_t
@@ -74,10 +90,13 @@ class STAMP(nn.Module):
             pos_score = (seq_output * self.item_embedding(batch.target)).sum(-1)  # [B]
             neg_score = _score(seq_output, self.item_embedding(batch.neg_items))  # [B, N]
             return bpr_loss(pos_score, neg_score)
-        if self.pad_row == "learned":  # RecBole: PAD is a softmax class too, so its row is trained
-            return F.cross_entropy((seq_output @ self.item_embedding.weight.T).float(), batch.target)
+        if self.pad_row == "learned":
+            # RecBole: PAD is a class of the softmax too. It is never a target, so the loss pushes its score down,
+            # and that gradient is what trains the PAD row every pad position feeds into m_s and the attention.
+            logits = seq_output @ self._output_embeddings(first=0).T  # [B, n_items]
+            return F.cross_entropy(logits.float(), batch.target)
         # Softmax over real items only (PAD excluded, as in the official code's embe_dict[1:]).
-        logits = seq_output @ self._real_item_embeddings().T  # [B, n_items - 1]
+        logits = seq_output @ self._output_embeddings(first=1).T  # [B, n_items - 1]
         return F.cross_entropy(logits.float(), batch.target - 1)
 
     def predict(self, batch: SessionBatch, items: torch.Tensor) -> torch.Tensor:
@@ -90,16 +109,16 @@ class STAMP(nn.Module):
         seq_output = self.forward(batch.item_seq, batch.item_len)  # [B, D]
         return seq_output @ self.item_embedding.weight.T  # [B, n_items]
 
-    def _real_item_embeddings(self) -> torch.Tensor:
-        """[n_items - 1, D] output embeddings of items 1.. for the full softmax.
+    def _output_embeddings(self, first: int) -> torch.Tensor:
+        """[n_items - first, D] output embeddings of items first.. for the full softmax.
 
         With a sparse table this goes through a lookup so the gradient stays sparse (SparseAdam rejects dense
         ones; RecBole's STAMP crashes there). Every row gets a gradient under a full softmax anyway, so sparse
         only pays off with loss_type BPR.
         """
-        if self.item_embedding.sparse:
-            return self.item_embedding(self.item_ids)
-        return self.item_embedding.weight[1:]
+        if self.item_embedding.sparse:  # no padding_idx here: as an output class, PAD's row gets its gradient
+            return F.embedding(self.item_ids if first else self.all_ids, self.item_embedding.weight, sparse=True)
+        return self.item_embedding.weight[first:]
 
 
 class BPRMF(nn.Module):
