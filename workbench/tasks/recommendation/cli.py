@@ -32,12 +32,21 @@ def synth_sessions(
     follow_prob: Annotated[float, typer.Option(help="Chance the next click is a successor.")] = _SYN.follow_prob,
     days: Annotated[float, typer.Option(help="Time span of the sessions in days.")] = _SYN.days,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = _SYN.seed,
+    kind: Annotated[str, typer.Option(help="topics or intents (per-intent Zipf, drifting intents).")] = _SYN.kind,
+    length_distribution: Annotated[
+        str, typer.Option(help="geometric, lognormal (long tail) or uniform session lengths.")
+    ] = _SYN.length_distribution,
+    reclick_prob: Annotated[float, typer.Option(help="Chance a click repeats an earlier one.")] = _SYN.reclick_prob,
+    intent_switch_prob: Annotated[
+        float, typer.Option(help="intents: chance per click to move to another intent.")
+    ] = _SYN.intent_switch_prob,
 ) -> None:
     """Generate synthetic click sessions and write them as a RecBole atomic .inter file."""
     spec = SyntheticSessions(
         n_items=n_items, n_sessions=n_sessions, mean_length=mean_length, max_length=max_length,
         zipf_exponent=zipf_exponent, n_topics=n_topics, n_successors=n_successors, follow_prob=follow_prob,
-        days=days, seed=seed,
+        days=days, seed=seed, kind=kind, length_distribution=length_distribution, reclick_prob=reclick_prob,
+        intent_switch_prob=intent_switch_prob,
     )  # fmt: skip
     clicks = generate_sessions(spec)
     write_atomic(clicks, out)
