@@ -300,6 +300,23 @@ def run_recbole_cached(inter: Path, p: dict, fresh: bool) -> dict:
     return {**result, "reused": False}
 
 
+def seeds(count: int) -> list[int]:
+    return [2020 + i for i in range(count)]
+
+
+def combine(runs: list[dict]) -> dict:
+    """Several seeds of one side: metrics are means over seeds (with their spread), epoch times pooled."""
+    out = {**runs[0], "seeds": len(runs), "reused": all(r.get("reused") for r in runs)}
+    for key in ("epoch_cpu_s", "epoch_wall_s"):
+        out[key] = [x for r in runs for x in r[key]]
+    for key in ("recall@20", "mrr@20"):
+        values = [r[key] for r in runs]
+        out[key] = statistics.fmean(values)
+        out[key + " sd"] = statistics.stdev(values) if len(values) > 1 else float("nan")
+        out[key + " runs"] = values
+    return out
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -315,6 +332,8 @@ def report(name: str, ours: dict[str, dict], theirs: dict, p: dict) -> None:
         print(f"{label:30}" + "".join(f"{med(r[key]):14.3f}" for r in ours.values()) + f"{med(theirs[key]):12.3f}")
     for key in ("recall@20", "mrr@20"):
         print(f"{'test ' + key:30}" + "".join(f"{r[key]:14.4f}" for r in ours.values()) + f"{theirs[key]:12.4f}")
+        print(f"{'  sd over seeds':30}" + "".join(f"{r[key + ' sd']:14.4f}" for r in ours.values()) + f"{theirs[key + ' sd']:12.4f}")
+    print(f"{'seeds':30}" + "".join(f"{r['seeds']:14d}" for r in ours.values()) + f"{theirs['seeds']:12d}")
     if reused:
         print(f"* RecBole{reused}")
     for variant, result in ours.items():
@@ -335,7 +354,8 @@ def summary(rows: list[tuple[str, str, str, dict, dict]]) -> None:
         cells = [f"{a:.2f} / {b:.2f} ({a / b:.2f}x)"]
         for key in ("recall@20", "mrr@20"):
             cells.append(f"{ours[key]:.4f} / {theirs[key]:.4f} ({ours[key] - theirs[key]:+.4f})")
-        print(f"| {name} | {stats} | {variant} | " + " | ".join(cells) + " |")
+        seeds_note = f" ({ours['seeds']} vs {theirs['seeds']} seeds)" if max(ours["seeds"], theirs["seeds"]) > 1 else ""
+        print(f"| {name} | {stats} | {variant}{seeds_note} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -350,6 +370,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="a generated set: knob=value,... (repeatable)")
     parser.add_argument("--variant", action="append", choices=list(VARIANTS), help="our model variants to train")
     parser.add_argument("--fresh", action="store_true", help="rerun RecBole even where a result is kept")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds of our side (2020, 2021, ...)")
+    parser.add_argument("--recbole-seeds", type=int, default=1, help="training seeds of RecBole's side")
     parser.add_argument("--kind", choices=["topics", "intents"], default="intents")
     parser.add_argument("--items", type=int, default=3_000)
     parser.add_argument("--sessions", type=int, default=25_000)
@@ -387,11 +409,12 @@ def main() -> None:
     for name, inter in sets:
         stats = data_stats(inter)
         print(f"\nset {name}: {inter}\n  {stats}", flush=True)
-        theirs = run_recbole_cached(inter, p, args.fresh)
+        theirs = combine([run_recbole_cached(inter, {**p, "seed": seed}, args.fresh) for seed in seeds(args.recbole_seeds)])
         ours = {}
+        env = {**os.environ, "WORKBENCH_HOME": str(WORK / "home")}
         for variant in args.variant or ["default"]:
-            env = {**os.environ, "WORKBENCH_HOME": str(WORK / "home")}
-            ours[variant] = run_side(sys.executable, "ours", inter, {**p, "variant": variant}, env=env)
+            runs = [run_side(sys.executable, "ours", inter, {**p, "variant": variant, "seed": seed}, env=env) for seed in seeds(args.seeds)]
+            ours[variant] = combine(runs)
         report(name, ours, theirs, p)
         rows += [(name, stats, variant, result, theirs) for variant, result in ours.items()]
     summary(rows)
