@@ -277,7 +277,7 @@ def file_key(inter: Path, p: dict) -> str:
 
 
 def run_side(python: Path | str, side: str, inter: Path, p: dict, env: dict[str, str] | None = None) -> dict:
-    out = WORK / f"{side}.json"
+    out = WORK / f"{side}.{os.getpid()}.json"  # per driver process: two benchmarks may run at once
     out.unlink(missing_ok=True)
     cmd = [str(python), str(Path(__file__).resolve()), "--side", side, "--inter", str(inter), "--protocol", json.dumps(p), "--out", str(out)]
     print(f"running {side} {p.get('variant', '')} ...", flush=True)
