@@ -23,9 +23,14 @@ from workbench.tasks.recommendation.data import SessionBatch
 class STAMP(nn.Module):
     """Short-Term Attention/Memory Priority model.
 
-    x_t = last click, m_s = mean of the session's clicks,
-    alpha_i = w0 . sigmoid(W1 x_i + W2 x_t + W3 m_s + b_a)   (no softmax, no pad mask: pads are zero vectors)
+    x_t = last click, m_s = sum of the L positions' embeddings / len,
+    alpha_i = w0 . sigmoid(W1 x_i + W2 x_t + W3 m_s + b_a)   (no softmax, no pad mask, i over all L positions)
     m_a = sum_i alpha_i x_i + m_s,  h_s = tanh(mlp_a(m_a)),  h_t = tanh(mlp_b(x_t)),  score(v) = (h_s * h_t) . e_v
+
+    `pad_row="learned"` (default, RecBole 1.2.1): the PAD row starts as N(0, 0.002) like every item, is a class of
+    the CE softmax and so is trained; each of the L - len pad positions adds it to m_s and the attention sum. This
+    is what made RecBole's STAMP take off faster than ours (issue 14, docs/recommendation.md).
+    `pad_row="zero"`: the PAD row is zero and out of the softmax, so pads add nothing (the older behaviour).
     """
 
     masks_seen_items = False  # sessions re-click items; RecBole does not mask history for sequential models
@@ -34,6 +39,8 @@ class STAMP(nn.Module):
         self, n_items: int, embedding_size: int, loss_type: str, sparse: bool = False, pad_row: str = "learned"
     ):
         super().__init__()
+        if pad_row not in ("learned", "zero"):
+            raise ValueError(f"pad_row must be 'learned' or 'zero', not {pad_row!r}")
         d = embedding_size
         self.loss_type = loss_type
         self.pad_row = pad_row
