@@ -55,9 +55,9 @@ class SyntheticSessions(StrictModel):
     # -- issue 14: a second generator shape, and knobs that vary session length and re-clicks ----------------
     kind: Literal["topics", "intents"] = Field(
         "topics",
-        description="`topics`: global Zipf popularity restricted to the session's topic. `intents`: every latent "
-        "intent has its own Zipf ranking over its items, a session may drift to another intent "
-        "(intent_switch_prob), and sessions re-click earlier items (reclick_prob).",
+        description="`topics`: global Zipf popularity restricted to the session's topic (n_topics). `intents`: "
+        "every latent intent (n_topics of them) has its own Zipf ranking over its items, and a session may drift "
+        "to another intent (intent_switch_prob).",
     )
     length_distribution: Literal["geometric", "lognormal", "uniform"] = Field(
         "geometric",

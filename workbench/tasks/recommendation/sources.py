@@ -158,7 +158,7 @@ def generate_sessions(spec: SyntheticSessions) -> pd.DataFrame:
     if intents:
         topic = rng.permutation(np.arange(m) % spec.n_topics)  # balanced intents, every intent gets an item
         rank = np.empty(m, dtype=np.float64)
-        for t, members in enumerate(_groups(topic, spec.n_topics)):  # Zipf rank inside each intent
+        for members in _groups(topic, spec.n_topics):  # Zipf rank inside each intent
             rank[members] = rng.permutation(len(members)) + 1.0
         popularity = rank**-spec.zipf_exponent
     else:
