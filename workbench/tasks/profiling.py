@@ -10,6 +10,9 @@ Every task's loop makes the same few calls, whatever the setting:
         profiler.step()                             # one optimizer step done
     profiler.close()
 
+(`profiler.mark("backward")` ends the phase mark opened last and starts the next, for loops whose body should not
+be re-indented; `step` ends the last one.)
+
 With `profiling: false` it gets NO_PROFILER: `batches` hands back the loader itself, `phase` one shared
 nullcontext, `step` and `close` do nothing, so no torch.profiler object exists and no record_function is entered.
 With it on, steps `profiling_wait + profiling_warmup` .. `+ profiling_active` are recorded (after the first steps'
@@ -58,6 +61,9 @@ class NoProfiler:
     def phase(self, name: str) -> contextlib.AbstractContextManager[Any]:
         return _NOTHING
 
+    def mark(self, name: str) -> None:
+        pass
+
     def step(self) -> None:
         pass
 
@@ -98,6 +104,7 @@ class StepProfiler:
             with_stack=False,
         )
         self._written = False
+        self._open: contextlib.AbstractContextManager[Any] | None = None  # the phase `mark` opened
         self._prof.start()
         ctx.logger.info("profiling: steps %d-%d of this attempt will be recorded into %s", wait + warmup + 1,
                         wait + warmup + active, folder)
@@ -125,7 +132,20 @@ class StepProfiler:
             if self._sync:  # CUDA runs ahead of the CPU: wait, so the phase holds its kernels' time
                 torch.cuda.synchronize(self.device)
 
+    def mark(self, name: str) -> None:
+        """End the phase `mark` opened last (if any) and start `name`: labels without indenting the loop body."""
+        self._end_mark()
+        if self._prof is not None:
+            self._open = self._labelled(name)
+            self._open.__enter__()
+
+    def _end_mark(self) -> None:
+        if self._open is not None:
+            self._open.__exit__(None, None, None)
+            self._open = None
+
     def step(self) -> None:
+        self._end_mark()
         if self._prof is None:
             return
         self.steps += 1
@@ -135,6 +155,7 @@ class StepProfiler:
 
     def close(self) -> None:
         """Stop the profiler (a run shorter than the window writes what it recorded, or says it recorded none)."""
+        self._end_mark()
         if self._prof is None:
             return
         prof, self._prof = self._prof, None
