@@ -22,7 +22,12 @@ PROFILE = {"profiling": True, "profiling_wait": 1, "profiling_warmup": 1, "profi
 
 @pytest.fixture(autouse=True)
 def _home(monkeypatch, tmp_path):
+    from workbench.settings import reset_settings
+
     monkeypatch.setenv("WORKBENCH_HOME", str(tmp_path / "home"))  # the recommendation data cache goes there
+    reset_settings()
+    yield
+    reset_settings()
 
 
 def _check(run_dir: Path, ctx: RunContext, *, phases: set[str]) -> dict:

@@ -287,7 +287,8 @@ class CommonTrainingSettings(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _no_conflicting_aliases(cls, data: Any) -> Any:
-        """Reject `lr: 0.1` next to `learning_rate: 0.01`: pydantic would silently take one of them."""
+        """Reject `lr: 0.1` next to `learning_rate: 0.01`: pydantic would silently take one of them. (The same value
+        under both names is fine.)"""
         if not isinstance(data, dict):
             return data
         data = dict(data)  # precision_mode fills in the AMP settings: never in the caller's dict
@@ -305,6 +306,11 @@ class CommonTrainingSettings(StrictModel):
                         input=given,
                     )
                 )
+            elif len(given) > 1:  # the same value twice: keep one, or pydantic calls the other an unknown setting
+                keep = canonical if canonical in given else next(iter(given))
+                for name in given:
+                    if name != keep:
+                        del data[name]
         errors += _precision_conflicts(data)
         moved, path_errors = _move_path_aliases(cls, data)
         errors += path_errors
