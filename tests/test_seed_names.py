@@ -91,11 +91,19 @@ def test_precision_mode_maps_onto_amp(mode):
 
 def test_precision_mode_against_an_explicit_amp_setting_is_an_error():
     with pytest.raises(ConfigError) as err:
-        parse_config({"task": "spleeter", "precision_mode": "allow_mix_precision", "amp": False, "F": 99999})
+        parse_config({"task": "spleeter", "precision_mode": "must_keep_origin_dtype", "amp": True, "F": 99999})
     paths = [e.path for e in err.value.errors]
     assert paths == ["precision_mode", "F"]  # reported with the other problems, in one pass
-    assert "`amp: False`" in err.value.errors[0].message
+    assert "`amp: True`" in err.value.errors[0].message
     assert parse_config({"task": "recommendation"}).precision_mode is None  # unset: enable_amp decides
+
+
+def test_precision_mode_decides_over_default_amp_values_as_the_form_sends_them():
+    form = {"task": "recommendation", "precision_mode": "allow_mix_precision", "enable_amp": False,
+            "enable_scaler": False}
+    cfg = parse_config(form)
+    assert (cfg.enable_amp, cfg.enable_scaler) == (True, True)
+    assert form["enable_amp"] is False  # the caller's dict is left alone
 
 
 def test_ascend_only_flags_are_accepted_and_named_as_having_no_effect():

@@ -252,8 +252,9 @@ class CommonTrainingSettings(StrictModel):
         None,
         description="Seed 004's precision switch, mapped onto enable_amp / enable_scaler: `allow_fp32_to_fp16` and "
         "`must_keep_origin_dtype` = float32 (amp off); `allow_mix_precision` and `force_fp16` = autocast (float16 "
-        "on CUDA, bfloat16 on CPU) with a GradScaler. Empty: enable_amp / enable_scaler decide. Giving both with "
-        "different meanings is an error.",
+        "on CUDA, bfloat16 on CPU) with a GradScaler. Empty: enable_amp / enable_scaler decide. When set, it "
+        "overrides their defaults; enable_amp / enable_scaler set away from their default to the opposite meaning "
+        "is an error.",
     )
     profiling: bool = Field(
         False,
@@ -311,7 +312,7 @@ class CommonTrainingSettings(StrictModel):
                 for name in given:
                     if name != keep:
                         del data[name]
-        errors += _precision_conflicts(data)
+        errors += _precision_conflicts(cls, data)
         moved, path_errors = _move_path_aliases(cls, data)
         errors += path_errors
         if errors:
@@ -336,11 +337,13 @@ def _error(loc: tuple[str, ...], message: str, given: Any) -> InitErrorDetails:
     )
 
 
-def _precision_conflicts(data: dict[str, Any]) -> list[InitErrorDetails]:
-    """Fill enable_amp / enable_scaler from precision_mode, or report where the config says otherwise.
+def _precision_conflicts(cls: type[BaseModel], data: dict[str, Any]) -> list[InitErrorDetails]:
+    """Set enable_amp / enable_scaler from precision_mode, or report where the config says otherwise.
 
-    A saved config holds all three (consistent), so it loads again; a hand-written one that asks for
-    `precision_mode: allow_mix_precision` and `enable_amp: false` gets an error rather than a silent pick.
+    precision_mode decides over values equal to the schema default (`enable_amp: false` is what the New-run form
+    always sends, and means "not asked for"); a value away from the default that means the opposite, e.g.
+    `precision_mode: must_keep_origin_dtype` with `enable_amp: true`, is an error rather than a silent pick. A saved
+    config holds all three, consistent, so it loads again.
     """
     mode = data.get("precision_mode")
     if mode not in PRECISION_MODES:
@@ -348,10 +351,13 @@ def _precision_conflicts(data: dict[str, Any]) -> list[InitErrorDetails]:
     wanted = dict(zip(("enable_amp", "enable_scaler"), PRECISION_MODES[mode]))
     clashes = []
     for canonical, value in wanted.items():
+        default = cls.model_fields[canonical].default
         names = [n for n in (canonical, *ALIASES.get(canonical, ())) if n in data]
         for name in names:
-            if isinstance(data[name], bool) and data[name] != value:
+            if isinstance(data[name], bool) and data[name] != value and data[name] != default:
                 clashes.append(f"`{name}: {data[name]}`")
+            elif isinstance(data[name], bool):
+                data[name] = value
         if not names:
             data[canonical] = value
     if not clashes:
