@@ -39,6 +39,9 @@ def test_show_json_download_and_dashboard_section(home):
     assert any(row["name"] == "aten::addmm" or row["name"].startswith("aten::") for row in profile["ops"])
     assert set(profile["phase_share"]) == {"data", "forward", "backward", "optimizer", "other"}
     assert profile["trace_in_run_dir"] is True
+    text = subprocess.run([sys.executable, "-m", "workbench.cli", "show", run.id], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=120)
+    assert text.returncode == 0 and "profile: 3 steps" in text.stdout and "forward" in text.stdout, text.stdout
 
     download = api.profile_trace_download(run.id[:8])
     assert download.name == f"{run.id}-trace.json" and not download.temporary
