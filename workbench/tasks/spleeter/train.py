@@ -37,23 +37,25 @@ from workbench.tasks.spleeter.data import (
     AudioChunks,
     CachedChunks,
     EpochSampler,
-    SavedExcerpt,
     Song,
     build_cache,
     cache_bytes,
     cache_root,
     check_songs,
-    load_processed,
     prepare_songs,
-    processed_folder,
     read_manifest,
-    save_processed,
-    valid_excerpt,
     worker_init,
     write_manifest,
 )
 from workbench.tasks.spleeter.metrics import song_scores, summarize
 from workbench.tasks.spleeter.model import Separator
+from workbench.tasks.spleeter.processed import (
+    SavedExcerpt,
+    load_processed,
+    processed_folder,
+    save_processed,
+    valid_excerpt,
+)
 from workbench.tasks.spleeter.separate import build_model, ideal_ratio_mask, load_separator, separate
 
 
