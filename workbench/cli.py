@@ -159,6 +159,7 @@ def show(run_id: str, as_json: Annotated[bool, typer.Option("--json", help="JSON
         out["checkpoints"] = [c.model_dump(mode="json") for c in ckpts]
         out["events"] = [e.model_dump(mode="json") for e in api.events(r.id)]
         out["run_dir"] = str(api.run_dir(r.id))
+        out["profile"] = api.profile_summary(r.id)  # null unless the run was profiled (profiling: true)
         typer.echo(json.dumps(out, indent=2))
         return
     typer.echo(f"{r.id}  {r.name}  [{r.task}]  {r.status}  attempt {r.attempt}")
@@ -169,6 +170,15 @@ def show(run_id: str, as_json: Annotated[bool, typer.Option("--json", help="JSON
     for c in ckpts:
         best = " (best)" if c.is_best else ""
         typer.echo(f"  checkpoint #{c.id} {c.kind} step {c.step} {c.size_bytes / 1e6:.2f} MB {c.path}{best}")
+    profile = api.profile_summary(r.id)
+    if profile is not None:
+        typer.echo(f"profile: {profile.get('error') or _profile_line(profile)}")
+
+
+def _profile_line(profile: dict) -> str:
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in profile["phase_share"].items())
+    top = ", ".join(row["name"] for row in profile["ops"][:3])
+    return f"{profile['recorded_steps']} steps, {profile['step_ms']:.1f} ms/step ({shares}); top ops {top}; trace {profile['trace']}"
 
 
 @app.command()

@@ -28,6 +28,8 @@ class LinRegConfig(CommonTrainingSettings):
 def run(cfg: LinRegConfig, ctx) -> None:  # type: ignore[no-untyped-def]
     import torch
 
+    from workbench.tasks.profiling import step_profiler
+
     torch.manual_seed(cfg.seed)
     true_w = torch.arange(1, cfg.n_features + 1, dtype=torch.float32)
     model = torch.nn.Linear(cfg.n_features, 1)
@@ -44,22 +46,29 @@ def run(cfg: LinRegConfig, ctx) -> None:  # type: ignore[no-untyped-def]
     def state(epoch: int) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "epoch": epoch}
 
+    profiler = step_profiler(cfg, ctx, torch.device("cpu"))
     for epoch in range(step // cfg.steps_per_epoch, cfg.epochs):
         for _ in range(step - epoch * cfg.steps_per_epoch, cfg.steps_per_epoch):  # resume may land mid-epoch
             if cfg.fail_at_step is not None and step == cfg.fail_at_step:
                 raise ValueError(f"asked to fail at step {step}")
+            profiler.mark("data")
             x = torch.randn(cfg.train_batch_size, cfg.n_features)
             y = x @ true_w + 0.01 * torch.randn(cfg.train_batch_size)
+            profiler.mark("forward")
             loss = torch.nn.functional.mse_loss(model(x).squeeze(-1), y)
+            profiler.mark("backward")
             opt.zero_grad()
             loss.backward()
+            profiler.mark("optimizer")
             opt.step()
+            profiler.step()
             step += 1
             ctx.log({"train/loss": loss.item(), "train/lr": cfg.learning_rate}, step)
             ctx.progress(step, total, "steps")
             if cfg.step_sleep_s:
                 time.sleep(cfg.step_sleep_s)
             if ctx.should_stop() and not cfg.ignore_stop:
+                profiler.close()
                 ctx.checkpoints.save(state(epoch), step=step, epoch=epoch, config=cfg.model_dump(mode="json"))
                 return
         with torch.no_grad():
@@ -68,6 +77,7 @@ def run(cfg: LinRegConfig, ctx) -> None:  # type: ignore[no-untyped-def]
         ctx.log({"valid/loss": valid}, step)
         ctx.checkpoints.save(state(epoch), step=step, epoch=epoch, config=cfg.model_dump(mode="json"),
                              metrics={"valid/loss": valid})
+    profiler.close()
 
 
 def evaluate(cfg: LinRegConfig, state: dict, data_path: str | None, ctx) -> dict[str, float]:  # type: ignore[no-untyped-def]

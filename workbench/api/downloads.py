@@ -23,7 +23,7 @@ from workbench.api.base import engine
 from workbench.api.checkpoints import checkpoints, safe_run_file
 from workbench.api.configs import to_yaml
 from workbench.api.metrics import metric_keys
-from workbench.api.runs import get_run, run_config
+from workbench.api.runs import PROFILE_TRACE, get_run, profile_summary, run_config
 from workbench.runner.checkpoints import is_state_file
 from workbench.settings import get_settings
 from workbench.store import checkpoints as ckpt_store
@@ -99,6 +99,18 @@ def inference_download(run_id: str, relative: str) -> Download:
     if not path.is_file():
         raise FileNotFoundError(f"inference/{relative} is not a file of run {run_id}")
     return Download(path.name, path, "application/octet-stream", temporary=False)
+
+
+def profile_trace_download(run_id: str) -> Download:
+    """The Chrome trace of a profiled run (`profiling: true`), when it was written into the run folder."""
+    run_id = get_run(run_id).id
+    try:
+        path = safe_run_file(run_id, PROFILE_TRACE)
+    except FileNotFoundError:
+        summary = profile_summary(run_id)
+        where = f": it was written to {summary['trace']} (profiling_dump_path)" if summary and "trace" in summary else ""
+        raise FileNotFoundError(f"run {run_id} has no profiler trace in its folder{where}") from None
+    return Download(f"{run_id}-trace.json", path, "application/json", temporary=False)
 
 
 def _add_file(zf: zipfile.ZipFile, path: Path, arcname: str) -> None:

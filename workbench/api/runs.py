@@ -241,6 +241,25 @@ def log_tail(run_id: str, max_bytes: int = 20_000) -> str:
     return data if size <= max_bytes else data.split("\n", 1)[-1]
 
 
+# what workbench/tasks/profiling.py writes (RUN_SUBDIR/SUMMARY_FILE there; read here without importing torch)
+PROFILE_SUMMARY = "profile/summary.json"
+PROFILE_TRACE = "profile/trace.json"
+
+
+def profile_summary(run_id: str) -> dict[str, Any] | None:
+    """The run's profiler summary (`profiling: true`): top operators by self CPU (and CUDA) time in ms, the phases'
+    shares of step time, the recorded steps and where the Chrome trace is. None if the run was not profiled or has
+    not reached its profiling window yet; `{"error": ...}` if the run ended before the window."""
+    import json
+
+    path = run_dir(get_run(run_id).id) / PROFILE_SUMMARY
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    summary["trace_in_run_dir"] = (path.parent / "trace.json").is_file()  # offered for download only from there
+    return summary
+
+
 def housekeeping() -> Housekeeping:
     """One housekeeping pass now: mark runs whose supervisor vanished `lost`, then start queued runs of this host
     that have a free slot. Waits for a pass another process is running."""

@@ -4,6 +4,12 @@ Field names and defaults are the seeds' own. Where two seeds name one thing diff
 accepts the other name as an alias (`learning_rate`/`lr`, `train_batch_size`/`batch_size`,
 `stopping_step`/`patience`, `weight_decay`/`wd`, `enable_amp`/`amp`). Giving both names with different values is
 an error rather than a silent pick.
+
+Seed 004 (the Ascend STAMP card) adds script flags: `precision_mode` maps onto the AMP settings (PRECISION_MODES),
+`profiling` records a torch.profiler window (workbench/tasks/profiling.py), and the Ascend dump and fusion flags
+(ASCEND_ONLY) are accepted and listed as having no effect off Ascend. A setting that lives in a nested section
+may also be written at the top level under the name a seed gives it (`PATH_ALIASES`: recommendation's `maxlen` is
+`data.maxlen`); it is moved into its section before validation, so saved configs hold one canonical spelling.
 """
 
 from __future__ import annotations
@@ -16,6 +22,24 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from workbench.config.rules import Problems
 
 Learner = Literal["adam", "sgd", "adagrad", "rmsprop", "sparse_adam"]
+PrecisionMode = Literal["allow_fp32_to_fp16", "force_fp16", "must_keep_origin_dtype", "allow_mix_precision"]
+
+# seed 004's precision_mode -> (enable_amp, enable_scaler). Off Ascend, "keep float32 where the op supports it" is
+# every op, so the two float32 modes are plain float32; both float16 modes are autocast with loss scaling (autocast
+# keeps reductions and softmax in float32, so force_fp16 is not literally every op in float16).
+PRECISION_MODES: dict[str, tuple[bool, bool]] = {
+    "allow_fp32_to_fp16": (False, False),
+    "must_keep_origin_dtype": (False, False),
+    "force_fp16": (True, True),
+    "allow_mix_precision": (True, True),
+}
+
+# seed 004's Ascend-only flags: accepted under their names (with the card's defaults), used by no task here
+ASCEND_ONLY: dict[str, str] = {
+    name: "an Ascend NPU dump/fusion flag; it has no effect off Ascend"
+    for name in ("over_dump", "over_dump_path", "data_dump_flag", "data_dump_step", "data_dump_path", "use_mixlist",
+                 "mixlist_file", "fusion_off_flag", "fusion_off_file")
+}
 
 # canonical field name -> the other names it answers to
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -24,6 +48,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "stopping_step": ("patience",),
     "weight_decay": ("wd",),
     "enable_amp": ("amp",),
+    "embedding_size": ("embed_dim",),  # seed 004's card; only recommendation has the setting
 }
 
 
@@ -92,7 +117,15 @@ class CommonTrainingSettings(StrictModel):
     the default is reported by `ignored_settings` rather than silently dropped.
     """
 
-    not_used: ClassVar[dict[str, str]] = {}
+    not_used: ClassVar[dict[str, str]] = dict(ASCEND_ONLY)
+    # top-level name a seed uses -> the dotted path of the setting it means (see the module docstring)
+    PATH_ALIASES: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Every task lists the Ascend-only flags among the settings it does not use."""
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.not_used = {**cls.not_used, **{k: v for k, v in ASCEND_ONLY.items() if k not in cls.not_used}}
 
     # seed 000 (RecBole training settings)
     epochs: int = Field(300, ge=1, description="The number of training epochs.")
@@ -150,7 +183,8 @@ class CommonTrainingSettings(StrictModel):
     enable_amp: bool = Field(
         False,
         validation_alias=aliased("enable_amp"),
-        description="Mixed precision training (float16 autocast on CUDA, bfloat16 on CPU). Alias: `amp`.",
+        description="Mixed precision training (float16 autocast on CUDA, bfloat16 on CPU). Alias: `amp`. "
+        "Set by `precision_mode` when that is given.",
     )
     enable_scaler: bool = Field(
         False,
@@ -213,13 +247,52 @@ class CommonTrainingSettings(StrictModel):
         description="Number of most recent checkpoints kept per run; the best checkpoint by the monitored metric "
         "is always kept as well.",
     )
+    # seed 004 (the Ascend STAMP card's script flags)
+    precision_mode: PrecisionMode | None = Field(
+        None,
+        description="Seed 004's precision switch, mapped onto enable_amp / enable_scaler: `allow_fp32_to_fp16` and "
+        "`must_keep_origin_dtype` = float32 (amp off); `allow_mix_precision` and `force_fp16` = autocast (float16 "
+        "on CUDA, bfloat16 on CPU) with a GradScaler. Empty: enable_amp / enable_scaler decide. When set, it "
+        "overrides their defaults; enable_amp / enable_scaler set away from their default to the opposite meaning "
+        "is an error.",
+    )
+    profiling: bool = Field(
+        False,
+        description="Record a torch.profiler trace of a window of training steps (after profiling_wait + "
+        "profiling_warmup steps, for profiling_active steps): Chrome trace + summary (top operators, data / forward "
+        "/ backward / optimizer shares) on the Dashboard. Off: nothing is recorded and nothing is slowed down.",
+    )
+    profiling_dump_path: str = Field(
+        "",
+        description="Folder for the profiler's trace and summary (a subfolder per run). Empty: the run folder's "
+        "`profile/` (the Dashboard offers the trace for download only from there). Seed 004's default /home/data "
+        "is not a useful default here.",
+    )
+    profiling_wait: int = Field(
+        2, ge=0, description="Profiling: training steps skipped before the profiler starts (lazy set-up, cold caches)."
+    )
+    profiling_warmup: int = Field(
+        1, ge=0, description="Profiling: steps traced but discarded, so the profiler's own start-up is not measured."
+    )
+    profiling_active: int = Field(3, ge=1, description="Profiling: number of steps recorded in the trace.")
+    over_dump: bool = Field(False, description="Ascend only (no effect here): overflow detection dump.")
+    over_dump_path: str = Field("/home/data", description="Ascend only (no effect here): where overflow dumps go.")
+    data_dump_flag: bool = Field(False, description="Ascend only (no effect here): dump operator data.")
+    data_dump_step: int = Field(10, ge=0, description="Ascend only (no effect here): step whose data is dumped.")
+    data_dump_path: str = Field("/home/data", description="Ascend only (no effect here): where data dumps go.")
+    use_mixlist: bool = Field(False, description="Ascend only (no effect here): use a mixed-precision op list.")
+    mixlist_file: str = Field("ops_info.json", description="Ascend only (no effect here): the mixed-precision op list.")
+    fusion_off_flag: bool = Field(False, description="Ascend only (no effect here): switch off graph fusions.")
+    fusion_off_file: str = Field("fusion_switch.cfg", description="Ascend only (no effect here): the fusion switch file.")
 
     @model_validator(mode="before")
     @classmethod
     def _no_conflicting_aliases(cls, data: Any) -> Any:
-        """Reject `lr: 0.1` next to `learning_rate: 0.01`: pydantic would silently take one of them."""
+        """Reject `lr: 0.1` next to `learning_rate: 0.01`: pydantic would silently take one of them. (The same value
+        under both names is fine.)"""
         if not isinstance(data, dict):
             return data
+        data = dict(data)  # precision_mode fills in the AMP settings: never in the caller's dict
         errors: list[InitErrorDetails] = []
         for canonical, others in ALIASES.items():
             given = {name: data[name] for name in (canonical, *others) if name in data}
@@ -234,9 +307,17 @@ class CommonTrainingSettings(StrictModel):
                         input=given,
                     )
                 )
+            elif len(given) > 1:  # the same value twice: keep one, or pydantic calls the other an unknown setting
+                keep = canonical if canonical in given else next(iter(given))
+                for name in given:
+                    if name != keep:
+                        del data[name]
+        errors += _precision_conflicts(cls, data)
+        moved, path_errors = _move_path_aliases(cls, data)
+        errors += path_errors
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
-        return data
+        return moved
 
     @model_validator(mode="after")
     def _schedule_fits(self, info: ValidationInfo) -> CommonTrainingSettings:
@@ -248,6 +329,96 @@ class CommonTrainingSettings(StrictModel):
             )
         problems.raise_if_any()
         return self
+
+
+def _error(loc: tuple[str, ...], message: str, given: Any) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError("alias_conflict", "{message}", {"message": message}), loc=loc, input=given
+    )
+
+
+def _precision_conflicts(cls: type[BaseModel], data: dict[str, Any]) -> list[InitErrorDetails]:
+    """Set enable_amp / enable_scaler from precision_mode, or report where the config says otherwise.
+
+    precision_mode decides over values equal to the schema default (`enable_amp: false` is what the New-run form
+    always sends, and means "not asked for"); a value away from the default that means the opposite, e.g.
+    `precision_mode: must_keep_origin_dtype` with `enable_amp: true`, is an error rather than a silent pick. A saved
+    config holds all three, consistent, so it loads again.
+    """
+    mode = data.get("precision_mode")
+    if mode not in PRECISION_MODES:
+        return []  # unset, or a bad value the field itself reports
+    wanted = dict(zip(("enable_amp", "enable_scaler"), PRECISION_MODES[mode]))
+    clashes = []
+    for canonical, value in wanted.items():
+        default = cls.model_fields[canonical].default
+        names = [n for n in (canonical, *ALIASES.get(canonical, ())) if n in data]
+        for name in names:
+            if isinstance(data[name], bool) and data[name] != value and data[name] != default:
+                clashes.append(f"`{name}: {data[name]}`")
+            elif isinstance(data[name], bool):
+                data[name] = value
+        if not names:
+            data[canonical] = value
+    if not clashes:
+        return []
+    implied = ", ".join(f"{k}: {v}" for k, v in wanted.items()).lower()
+    message = (f"precision_mode {mode} means {implied}, but the config also says {' and '.join(clashes)}; "
+               "keep one of them")
+    return [_error(("precision_mode",), message, mode)]
+
+
+def _move_path_aliases(cls: type[CommonTrainingSettings], data: dict[str, Any]) -> tuple[dict[str, Any], list[InitErrorDetails]]:
+    """Move top-level seed names (`maxlen`) to the nested setting they mean (`data.maxlen`); a copy of `data`."""
+    found = {name: target for name, target in cls.PATH_ALIASES.items() if name in data}
+    if not found:
+        return data, []
+    out = dict(data)
+    errors = []
+    for name, target in found.items():
+        value = out.pop(name)
+        *parents, leaf = target.split(".")
+        node = out
+        for part in parents:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        spellings = [k for k in (leaf, *_nested_aliases(cls, target)) if k in node]
+        clashing = [k for k in spellings if repr(node[k]) != repr(value)]
+        if clashing:
+            message = (f"`{name}`={value!r} and `{target.rsplit('.', 1)[0]}.{clashing[0]}`={node[clashing[0]]!r} "
+                       f"name the same setting ({target}) with different values; keep one")
+            errors.append(_error((name,), message, value))
+        elif not spellings:
+            node[leaf] = value
+    return out, errors
+
+
+def _nested_aliases(cls: type[BaseModel], path: str) -> tuple[str, ...]:
+    """The other names the field at the dotted `path` answers to (its validation_alias choices)."""
+    import typing
+
+    model: Any = cls
+    field = None
+    for part in path.split("."):
+        field = model.model_fields[part]
+        args = typing.get_args(field.annotation) or (field.annotation,)
+        model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    choices = getattr(field.validation_alias, "choices", ()) if field is not None else ()
+    return tuple(c for c in choices if isinstance(c, str))
+
+
+def canonical_setting_path(cls: type[BaseModel], path: str) -> str:
+    """A setting path as a user may write it (`lr`, `embed_dim`, `maxlen`) -> its canonical dotted path."""
+    path_aliases: dict[str, str] = getattr(cls, "PATH_ALIASES", {})
+    if path in path_aliases:
+        return path_aliases[path]
+    parts = path.split(".")
+    for canonical, others in ALIASES.items():
+        if parts[-1] in others:
+            parts[-1] = canonical
+    return ".".join(parts)
 
 
 def ignored_settings(cfg: CommonTrainingSettings) -> list[str]:

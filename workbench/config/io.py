@@ -114,6 +114,9 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, text: str |
         known = ", ".join(sorted(TASKS))
         raise ConfigError([FieldError("task", f"unknown or missing task {task!r}; expected one of: {known}", key_lines.get("task"))], source)
     cls = TASKS[task].config_cls
+    for name, target in getattr(cls, "PATH_ALIASES", {}).items():  # `maxlen: 0` is reported as data.maxlen
+        if name in key_lines:
+            key_lines.setdefault(target, key_lines[name])
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
@@ -142,6 +145,9 @@ def _cross_field_errors(cls: type[BaseModel], data: dict[str, Any], exc: Validat
         trimmed = copy.deepcopy(data)
         for loc in failed:
             _remove(trimmed, loc)
+            for name, target in getattr(cls, "PATH_ALIASES", {}).items():  # written as `maxlen`, failed as data.maxlen
+                if ".".join(loc) == target:
+                    trimmed.pop(name, None)
         invalid = sorted({_canonical_path(cls, loc) for loc in failed})
         try:
             cls.model_validate(trimmed, context={INVALID_FIELDS: invalid})

@@ -21,7 +21,7 @@ from typing import Any, Union
 import yaml
 from pydantic import BaseModel
 
-from workbench.config.common import ALIASES
+from workbench.config.common import ALIASES, canonical_setting_path
 from workbench.config.io import ConfigError, FieldError, config_to_dict, parse_config
 
 
@@ -69,8 +69,11 @@ GUIDE_RANGES: dict[str, Param] = {
 }
 
 
-def canonical_path(path: str) -> str:
-    """`lr` -> `learning_rate`, `batch_size` -> `train_batch_size`: the seeds' other names for a setting."""
+def canonical_path(path: str, cls: type[BaseModel] | None = None) -> str:
+    """`lr` -> `learning_rate`, `batch_size` -> `train_batch_size`: the seeds' other names for a setting; with the
+    config class also its top-level seed names for nested settings (recommendation's `maxlen` -> `data.maxlen`)."""
+    if cls is not None:
+        return canonical_setting_path(cls, path)
     parts = path.split(".")
     for canonical, others in ALIASES.items():
         if parts[-1] in others:
@@ -156,7 +159,7 @@ def parse_space(data: Any, base: BaseModel, *, source: str | None = None) -> Sea
     errors: list[FieldError] = []
     space: SearchSpace = {}
     for raw_path, spec in data.items():
-        path = canonical_path(str(raw_path))
+        path = canonical_path(str(raw_path), cls)
         where = f"space.{raw_path}"
         annotation = _field_annotation(cls, path)
         if path == "task" or annotation is None or _model_in(annotation) is not None:
@@ -257,7 +260,7 @@ def suggested_space(base: BaseModel, paths: list[str] | None = None) -> SearchSp
     """The guide's recommended ranges for the settings of this config it covers (all of them, or `paths`)."""
     cls = type(base)
     not_used = set(getattr(cls, "not_used", {}))  # settings this task ignores: searching them would waste trials
-    wanted = [canonical_path(p) for p in paths] if paths is not None else [p for p in GUIDE_RANGES if p not in not_used]
+    wanted = [canonical_path(p, cls) for p in paths] if paths is not None else [p for p in GUIDE_RANGES if p not in not_used]
     out: SearchSpace = {}
     for path in wanted:
         param = GUIDE_RANGES.get(path)

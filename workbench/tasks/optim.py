@@ -7,9 +7,10 @@ fits in a checkpoint that loads with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -299,23 +300,35 @@ def backward_and_step(
     scaler: torch.amp.GradScaler | None = None,
     max_norm: float | None = None,
     norm_type: float = 2.0,
+    phase: Callable[[str], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> torch.Tensor | None:
     """zero_grad -> backward -> (unscale, clip) -> step -> scaler update. Returns the pre-clip norm if clipping.
 
     Clipping runs after `scaler.unscale_`, so it compares real gradients with max_norm (RecBole clips the
-    scaled ones, which makes max_norm depend on the current loss scale).
+    scaled ones, which makes max_norm depend on the current loss scale). `phase` labels the backward and optimizer
+    parts for the profiler (workbench/tasks/profiling.py).
     """
-    optimizer.zero_grad()
-    (scaler.scale(loss) if scaler is not None else loss).backward()
-    norm = None
-    if max_norm is not None:
+    phase = phase or _no_phase
+    with phase("backward"):
+        optimizer.zero_grad()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    with phase("optimizer"):
+        norm = None
+        if max_norm is not None:
+            if scaler is not None:
+                optimizer.unscale_(scaler)
+            norm = clip_grad_norm(parameters, max_norm, norm_type)
+        optimizer.step(scaler)
         if scaler is not None:
-            optimizer.unscale_(scaler)
-        norm = clip_grad_norm(parameters, max_norm, norm_type)
-    optimizer.step(scaler)
-    if scaler is not None:
-        scaler.update()
+            scaler.update()
     return norm
+
+
+_NOTHING = contextlib.nullcontext()
+
+
+def _no_phase(name: str) -> contextlib.AbstractContextManager[Any]:
+    return _NOTHING
 
 
 def clip_grad_norm(parameters: Iterable[nn.Parameter], max_norm: float, norm_type: float = 2.0) -> torch.Tensor:

@@ -19,6 +19,7 @@ from workbench import api
 from workbench.ui.charts import group_keys
 from workbench.ui.common import cancel_with_confirmation, fmt_time, status_line
 from workbench.ui.downloads import export_button
+from workbench.ui.profile import profile_section
 from workbench.ui.live_charts import (
     ChartView,
     Domain,
@@ -92,6 +93,7 @@ def live_panel(run_id: str, view: DashboardView, live: bool) -> None:
         run = api.get_run(run_id)
         status_line(run)
         charts(run, view)
+        profile_section(run)
         log_and_events(run_id)
         if live and run.status in api.ENDED:
             st.rerun()  # the run ended: redraw the page once without the refresh timer

@@ -4,6 +4,7 @@
     GET /files/runs/{run_id}/bundle.zip                    config, every metric point, log, best + latest checkpoints
     GET /files/runs/{run_id}/metrics.csv | metrics.parquet every metric point; ?keys=GLOB keeps matching keys
     GET /files/runs/{run_id}/inference/{path}              an output of the Try-it inference preview
+    GET /files/runs/{run_id}/profile/trace.json            the profiler's Chrome trace (`profiling: true`)
 
 Starlette's FileResponse reads 64 KB at a time and answers Range requests (206, Content-Range), so the server's
 memory does not grow with the file and an interrupted download can resume. Every path goes through the api's
@@ -38,6 +39,10 @@ def bundle_url(run_id: str) -> str:
 
 def inference_url(run_id: str, relative: str) -> str:
     return f"{PREFIX}/{quote(run_id, safe='')}/inference/{quote(relative)}"
+
+
+def profile_trace_url(run_id: str) -> str:
+    return f"{PREFIX}/{quote(run_id, safe='')}/profile/trace.json"
 
 
 def metrics_url(run_id: str, fmt: str = "csv", keys: str | None = None) -> str:
@@ -89,10 +94,15 @@ def _inference(request: Request) -> Response:
     return _send(lambda: api.inference_download(p["run_id"], p["path"]))
 
 
+def _profile_trace(request: Request) -> Response:
+    return _send(lambda: api.profile_trace_download(request.path_params["run_id"]))
+
+
 def routes() -> list[Route]:
     return [
         Route(PREFIX + "/{run_id}/checkpoints/{checkpoint_id:int}", _checkpoint, methods=["GET"]),
         Route(PREFIX + "/{run_id}/bundle.zip", _bundle, methods=["GET"]),
         Route(PREFIX + "/{run_id}/metrics.{fmt}", _metrics, methods=["GET"]),
         Route(PREFIX + "/{run_id}/inference/{path:path}", _inference, methods=["GET"]),
+        Route(PREFIX + "/{run_id}/profile/trace.json", _profile_trace, methods=["GET"]),
     ]

@@ -141,3 +141,56 @@ def test_evaluations_are_logged_at_the_checkpoints_step_and_old_files_resume(tmp
     steps = [s for s, _ in resumed.backend.series("train/loss")]
     assert min(steps) > 2 and max(steps) == 4  # counting on from the old file's loop.step
     assert resumed.checkpoints.latest()["state"]["loop"]["early_stopping"]["best"] is not None
+
+
+def test_fast_train_after_process_data_never_opens_an_audio_file(tmp_path, monkeypatch):
+    import builtins
+    import shutil
+
+    from workbench.tasks.spleeter.data import DataError
+
+    cfg = tiny_cfg(tmp_path / "cache", mode="process_data")
+    first = RunContext.local(tmp_path / "process", monitor=MONITOR)
+    run(cfg, first)
+    first.flush()
+    saved = [m for kind, m in first.backend.events if kind == "data" and "tensors saved in" in m]
+    assert saved, first.backend.events
+
+    shutil.rmtree(tmp_path / "cache" / "songs")  # the audio is gone, and opening any .wav would raise besides
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def no_audio(file, *args, **kwargs):
+        if str(file).lower().endswith(".wav"):
+            opened.append(str(file))
+            raise AssertionError(f"fast_train opened an audio file: {file}")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", no_audio)
+    fast = cfg.model_copy(update={"mode": "fast_train", "train_batch_size": 1, "epochs": 2})  # batch and epochs free
+    ctx = RunContext.local(tmp_path / "fast", monitor=MONITOR)
+    run(fast, ctx)
+    ctx.flush()
+    assert opened == []
+    assert max(s for s, _ in ctx.backend.series("train/loss")) == 8  # 2 songs x 2 chunks, batch 1, 2 epochs
+    # validated on the excerpts process_data saved: the same songs, so the same mixture baseline
+    assert last(ctx, "valid/si_sdr_vocals_mixture") == pytest.approx(last(first, "valid/si_sdr_vocals_mixture"))
+    assert any(kind == "data" and "fast_train from" in m for kind, m in ctx.backend.events)
+    scores = evaluate(fast, ctx.checkpoints.latest()["state"], None, ctx)  # the checkpoint page's evaluate too
+    assert "valid/si_sdr_vocals" in scores and opened == []
+
+    changed = fast.model_copy(update={"n_chunks_per_song": 3, "F": 32})
+    with pytest.raises(DataError, match="no process_data run has saved tensors"):
+        run(changed, RunContext.local(tmp_path / "changed", monitor=MONITOR))
+    folder = saved[0].split("tensors saved in ")[1].split(" (")[0]
+    with pytest.raises(DataError) as err:
+        run(changed.model_copy(update={"processed_data": folder}), RunContext.local(tmp_path / "named", monitor=MONITOR))
+    assert [p.split(":")[0] for p in err.value.problems] == ["F", "n_chunks_per_song"]
+
+
+def test_fast_train_without_process_data_says_what_to_do(tmp_path):
+    from workbench.tasks.spleeter.data import DataError
+
+    with pytest.raises(DataError, match="Run once with mode: process_data"):
+        run(tiny_cfg(tmp_path / "cache", mode="fast_train"), RunContext.local(tmp_path / "run", monitor=MONITOR))
+    assert not (tmp_path / "cache" / "songs").exists()  # it did not generate songs either

@@ -44,6 +44,7 @@ from workbench.tasks.ctr_stream.save import read_model_lines
 from workbench.tasks.ctr_stream.synth import generate_stream, read_summary
 from workbench.tasks.ctr_stream.trainer import CtrTrainer, Dumper
 from workbench.tasks.optim import set_rng_state
+from workbench.tasks.profiling import step_profiler
 
 
 @dataclass
@@ -67,6 +68,7 @@ def run(cfg: CtrStreamConfig, ctx: RunContext) -> None:
     out_root.mkdir(parents=True, exist_ok=True)
     plan = plan_passes(cfg)
     trainer = CtrTrainer(cfg, device)
+    trainer.profiler = step_profiler(cfg, ctx, device)
     progress = _restore(cfg, ctx, trainer)
     todo = [spec for spec in plan if progress.last_done is None or (spec.day, spec.pass_id) > progress.last_done]
     ctx.logger.info("ctr_stream: %d passes (%d per day, %s..%s) from %s; %d to do; models in %s", len(plan),
@@ -83,8 +85,9 @@ def run(cfg: CtrStreamConfig, ctx: RunContext) -> None:
             if ctx.should_stop():
                 break
             try:
-                data = prefetcher.get(spec, lambda text: ctx.phase(f"waiting for data: {text}" if text else None),
-                                      ctx.should_stop)
+                with trainer.profiler.phase("data"):  # a pass boundary inside the profiled window shows its wait
+                    data = prefetcher.get(spec, lambda text: ctx.phase(f"waiting for data: {text}" if text else None),
+                                          ctx.should_stop)
             except LoadCancelled:
                 break
             if k + 1 < len(todo):
@@ -102,6 +105,7 @@ def run(cfg: CtrStreamConfig, ctx: RunContext) -> None:
         outputs.close(raise_errors=False)
         raise
     finally:
+        trainer.profiler.close()
         prefetcher.close()
         ctx.phase(None)
 

@@ -25,6 +25,7 @@ from workbench.tasks.ctr_stream.data import Batch, PassData
 from workbench.tasks.ctr_stream.metrics import CtrMetrics
 from workbench.tasks.ctr_stream.model import build_dense_optimizer, build_model, log_loss
 from workbench.tasks.ctr_stream.table import SparseTable
+from workbench.tasks.profiling import NO_PROFILER, NoProfiler, StepProfiler
 
 StepHook = Callable[[int, float], None]  # (global step, loss) after each training step
 
@@ -40,6 +41,7 @@ class CtrTrainer:
         self.optimizer = build_dense_optimizer(cfg, self.model)
         self.step = 0  # global optimizer step
         self.pull_offset = 2 if cfg.accessor_class == "CtrCommonAccessor" else 0  # show/click columns get no push
+        self.profiler: NoProfiler | StepProfiler = NO_PROFILER  # train.py sets the run's (workbench/tasks/profiling.py)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if not self.cfg.enable_amp:
@@ -84,17 +86,21 @@ class CtrTrainer:
             if should_stop():
                 return i
             batch = data.batches[i]
+            self.profiler.mark("forward")  # the table pull included: the pass's data is already in memory
             emb, prob, kept = self.forward_batch(batch, rows, keep=dump is not None, grad=True)
             label = torch.from_numpy(batch.labels).to(self.device)
             loss = log_loss(prob, label)
+            self.profiler.mark("backward")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.profiler.mark("optimizer")  # the dense step and the sparse table's push
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip.max_norm, clip.norm_type)
             self.optimizer.step()
             grad = emb.grad[:, self.pull_offset :].cpu().numpy() * np.float32(batch.size)
             r = rows[batch.uniq]
             rows[batch.uniq] = self.table.push(keys[batch.uniq], r, batch.slot, batch.show, batch.click, grad)
+            self.profiler.step()  # ends the open phase
             p = prob.detach().cpu().numpy()
             metrics.add(p, batch.labels)
             if dump is not None:

@@ -7,11 +7,12 @@ reported at once with its own field path (see workbench/config/rules.py), not on
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 
-from workbench.config.common import CommonTrainingSettings, NegSampleArgs, StrictModel
+from workbench.config.common import CommonTrainingSettings, NegSampleArgs, StrictModel, aliased
 from workbench.config.rules import Problems
 
 ModelName = Literal["STAMP", "BPR", "Pop"]
@@ -91,8 +92,8 @@ class RecommendationData(StrictModel):
     )
     path: str | None = Field(
         None,
-        description="Data file for `atomic` (.inter) and `diginetica` (train-item-views.csv); ignored for "
-        "`synthetic`.",
+        description="Data file for `atomic` (.inter) and `diginetica` (train-item-views.csv, or the folder holding "
+        "it); ignored for `synthetic`. Seed 004's top-level `data_path` (the data folder) sets this.",
     )
     synthetic: SyntheticSessions = Field(
         default_factory=SyntheticSessions, description="Sizes and seed of the synthetic generator."
@@ -103,7 +104,8 @@ class RecommendationData(StrictModel):
         le=1000,
         validation_alias=AliasChoices("maxlen", "MAX_ITEM_LIST_LENGTH"),
         description="Longest item history fed to the model (RecBole MAX_ITEM_LIST_LENGTH): longer prefixes keep "
-        "their last maxlen items, shorter ones are right-padded with 0.",
+        "their last maxlen items, shorter ones are right-padded with 0. May also be written `maxlen` at the top "
+        "level (seed 004's card).",
     )
     min_item_count: int = Field(
         5,
@@ -128,6 +130,13 @@ class RecommendationData(StrictModel):
         "fingerprint of the data file (path, size, mtime) and of the settings above.",
     )
 
+    def source_file(self) -> RecommendationData:
+        """These settings with a Diginetica data folder (seed 004's `--data_path=/home/data`) resolved to its
+        train-item-views.csv; read at run time, so a config validated elsewhere does not look at this disk."""
+        if self.source == "diginetica" and self.path and Path(self.path).is_dir():
+            return self.model_copy(update={"path": str(Path(self.path) / "train-item-views.csv")})
+        return self
+
     def path_problem(self) -> str | None:
         """Checked by RecommendationConfig, so that it is reported together with the other cross-field rules."""
         if self.source != "synthetic" and not self.path:
@@ -141,6 +150,7 @@ class RecommendationConfig(CommonTrainingSettings):
 
     task: Literal["recommendation"] = Field("recommendation", description="Task name (fixed).")
 
+    PATH_ALIASES: ClassVar[dict[str, str]] = {"maxlen": "data.maxlen", "data_path": "data.path"}
     not_used: ClassVar[dict[str, str]] = {
         "min_std": "it standardises nothing",
         "train_ratio": "the data is always split by `data.split` (leave_one_out or time)",
@@ -150,7 +160,20 @@ class RecommendationConfig(CommonTrainingSettings):
         description="`STAMP`: short-term attention/memory priority (Liu et al. 2018); `BPR`: matrix factorisation "
         "of session/user x item with BPR loss (needs leave_one_out); `Pop`: most popular items (baseline).",
     )
-    embedding_size: int = Field(64, ge=1, le=4096, description="Size of item (and user) embeddings.")
+    embedding_size: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        validation_alias=aliased("embedding_size"),
+        description="Size of item (and user) embeddings. Alias: `embed_dim` (seed 004's card).",
+    )
+    steps_per_epoch: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on training steps per epoch (seed 004's script flag): an epoch ends after this many "
+        "optimizer steps, or at the end of the data if that comes first; each epoch still starts from a fresh "
+        "shuffle. Empty: the whole training split every epoch. Seed 004's script defaults to 50.",
+    )
     loss_type: LossType = Field(
         "CE",
         description="`CE`: softmax cross-entropy over all items (train_neg_sample_args must be null); `BPR`: "

@@ -33,6 +33,7 @@ from workbench.tasks.optim import (
     set_rng_state,
     warn_if_slow_amp,
 )
+from workbench.tasks.profiling import step_profiler
 from workbench.tasks.recommendation.config import RecommendationConfig
 from workbench.tasks.recommendation.data import SessionBatch, SessionData, load_session_data
 from workbench.tasks.recommendation.metrics import evaluate_split
@@ -56,6 +57,7 @@ def evaluate(
     if data_path is not None:
         source = "atomic" if data_cfg.source == "synthetic" else data_cfg.source
         data_cfg = data_cfg.model_copy(update={"path": data_path, "source": source})
+    data_cfg = data_cfg.source_file()
     torch.set_num_threads(cpu_threads())
     device = _device(ctx)
     data = load_session_data(data_cfg, log=ctx.logger.info)
@@ -92,7 +94,7 @@ class _Recipe:
 
     def _setup_data(self) -> SessionData:
         self.ctx.phase("preparing data")
-        data = load_session_data(self.cfg.data, log=self.log.info)
+        data = load_session_data(self.cfg.data.source_file(), log=self.log.info)
         self.log.info("data %s: %s", self.cfg.data.source, ", ".join(f"{k}={v}" for k, v in data.stats.items()))
         return data
 
@@ -113,6 +115,8 @@ class _Recipe:
         warn_if_slow_amp(self.device, cfg.enable_amp, self.log)
         per_rank = math.ceil(len(self.data.splits["train"]) / self.ctx.world_size)
         self.steps_per_epoch = math.ceil(per_rank / cfg.train_batch_size)
+        if cfg.steps_per_epoch is not None:  # seed 004's cap; the LR schedule counts the capped epochs too
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.steps_per_epoch)
         self.schedule = LRSchedule(
             self.optimizer,
             learning_rate=cfg.learning_rate,
@@ -159,22 +163,25 @@ class _Recipe:
         total_steps = self.steps_per_epoch * cfg.epochs
         ctx.phase("training")
         ctx.progress(self.step, total_steps, "steps")
+        profiler = step_profiler(cfg, ctx, self.device)
         while self.epoch < cfg.epochs and not self.early.should_stop:
             batches = self._epoch_order(self.epoch).split(cfg.train_batch_size)
             epoch_wall, epoch_cpu = time.perf_counter(), time.process_time()
             window_loss, window_batches, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
-            for b in range(self.batch_in_epoch, len(batches)):
-                batch = self.data.batch("train", batches[b]).to(self.device)
-                if self.sampler is not None:
-                    batch.neg_items = self.sampler.sample(batch.target, self._scorer(batch)).to(self.device)
-                with autocast(self.device, cfg.enable_amp):
+            for b in range(self.batch_in_epoch, min(len(batches), self.steps_per_epoch)):
+                with profiler.phase("data"):
+                    batch = self.data.batch("train", batches[b]).to(self.device)
+                    if self.sampler is not None:
+                        batch.neg_items = self.sampler.sample(batch.target, self._scorer(batch)).to(self.device)
+                with profiler.phase("forward"), autocast(self.device, cfg.enable_amp):
                     loss = self.train_module(batch)
                 lr = self.schedule.lr
                 backward_and_step(
                     loss, self.optimizer, self.params, scaler=self.scaler,
                     max_norm=cfg.clip_grad_norm.max_norm if cfg.clip_grad_norm else None,
-                    norm_type=cfg.clip_grad_norm.norm_type if cfg.clip_grad_norm else 2.0,
+                    norm_type=cfg.clip_grad_norm.norm_type if cfg.clip_grad_norm else 2.0, phase=profiler.phase,
                 )  # fmt: skip
+                profiler.step()
                 self.schedule.step()
                 self.step += 1
                 self.batch_in_epoch = b + 1
@@ -189,6 +196,7 @@ class _Recipe:
                     window_loss, window_batches, window_samples, window_start = 0.0, 0, 0, time.perf_counter()
                     ctx.progress(self.step, total_steps, "steps")
                 if self._stop_requested():
+                    profiler.close()
                     self._save(metrics={})
                     self.log.info("cancel requested: saved a checkpoint at step %d and stopped", self.step)
                     ctx.phase("cancelled")
@@ -197,6 +205,7 @@ class _Recipe:
                 self._log_window(window_loss, window_batches, window_samples, window_start, self.schedule.lr)
             self._end_epoch(time.perf_counter() - epoch_wall, time.process_time() - epoch_cpu)
             ctx.progress(self.step, total_steps, "steps")
+        profiler.close()
         if self.early.should_stop:
             self.log.info("early stopping: %s did not improve by %s for %d evaluations", self.cfg.valid_metric,
                           cfg.min_delta, cfg.stopping_step)  # fmt: skip

@@ -50,12 +50,19 @@ class SpleeterConfig(CommonTrainingSettings):
     """Spleeter source separation (deezer/spleeter's U-Net per stem), trained from a song manifest."""
 
     task: Literal["spleeter"] = Field("spleeter", description="The task: Spleeter source separation.")
-    mode: Literal["train", "process_data"] = Field(
+    mode: Literal["train", "process_data", "fast_train"] = Field(
         "train",
         description="`train`: decode audio and compute spectrograms while training (simple, but easily IO-bound). "
-        "`process_data`: first compute and store all spectrogram chunks (progress on the dashboard), then train "
-        "from them with no audio decoding; this fixes n_chunks_per_song but not the batch size, and needs "
-        "nproc_per_node = 1.",
+        "`process_data`: first save every training chunk's spectrogram and every validation excerpt as tensors "
+        "(progress on the dashboard), then train from them with no audio decoding; needs nproc_per_node = 1. "
+        "`fast_train`: train from the tensors a process_data run saved, opening no audio file at all. process_data "
+        "fixes the songs and stems, sample_rate, frame_length, frame_step, F, chunk_duration, margin, "
+        "n_chunks_per_song and valid_max_duration; the batch size, T, epochs, optimizer and model stay free.",
+    )
+    processed_data: str = Field(
+        "",
+        description="fast_train: the folder of a process_data run's output (its events name it). Empty: the one a "
+        "process_data run with the same data and fixed settings left under cache_dir.",
     )
 
     # -- data ------------------------------------------------------------------------------------------------
@@ -80,8 +87,8 @@ class SpleeterConfig(CommonTrainingSettings):
     )
     cache_dir: str = Field(
         "",
-        description="Folder for generated songs and process_data spectrogram caches, shared by runs and keyed by "
-        "the data and STFT settings. Empty: $WORKBENCH_HOME/cache/spleeter (./.workbench/cache/spleeter).",
+        description="Folder for generated songs, process_data spectrogram caches and saved tensors, shared by runs "
+        "and keyed by the data and STFT settings. Empty: $WORKBENCH_HOME/cache/spleeter (./.workbench/cache/spleeter).",
     )
     stems: Literal[2, 4] = Field(
         2,

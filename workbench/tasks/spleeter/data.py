@@ -404,7 +404,7 @@ def synthetic_manifests(cfg: SpleeterConfig, root: Path, report: Callable[[int, 
     return manifests
 
 
-def _manifest_path(value: str, dataset_dir: Path) -> Path:
+def manifest_path(value: str, dataset_dir: Path) -> Path:
     p = Path(value)
     return p if p.is_absolute() or p.is_file() else dataset_dir / p
 
@@ -415,7 +415,7 @@ def prepare_songs(
     """Training and validation songs, checked before training: (train, valid, warnings); DataError on problems."""
     if cfg.train_manifest:
         train_dir = Path(cfg.train_dataset)
-        train_manifest = _manifest_path(cfg.train_manifest, train_dir)
+        train_manifest = manifest_path(cfg.train_manifest, train_dir)
     else:
         train_manifest, valid_synth = synthetic_manifests(cfg, root, report)
         train_dir = train_manifest.parent
@@ -426,7 +426,7 @@ def prepare_songs(
         )
     elif cfg.valid_manifest:
         valid_dir = Path(cfg.valid_dataset or cfg.train_dataset)
-        valid_manifest = _manifest_path(cfg.valid_manifest, valid_dir)
+        valid_manifest = manifest_path(cfg.valid_manifest, valid_dir)
         valid, more = check_songs(
             read_manifest(valid_manifest, valid_dir, cfg.stem_names), valid_manifest, cfg, for_training=False
         )
@@ -439,3 +439,4 @@ def prepare_songs(
         train = [train[i] for i in sorted(order[n_valid:])]
         more = []
     return train, valid, warnings + more
+

@@ -6,7 +6,8 @@ Read top to bottom: set-up steps (_setup_data, _setup_model, _setup_optimizer, _
   checkpoint's weights / optimizer state. `start`: the epoch a run starts counting from (0 = the checkpoint's).
 - `keep_ckpt`: retention is the platform's (ctx.checkpoints.save applies it); `model_dir`: where the final
   separation model is exported; `trainer`: the run's owner (the platform reads it from the config).
-- `mode: process_data`: spectrogram chunks are computed once into a shared cache before the first step.
+- `mode: process_data`: spectrogram chunks are computed once into a shared cache and the validation excerpts saved
+  as tensors before the first step; `mode: fast_train` trains from what process_data saved and opens no audio.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from workbench.runner.checkpoints import atomic_torch_save
 from workbench.runner.context import RunContext
 from workbench.tasks.common import cpu_threads, resolve_device, seed_everything
 from workbench.tasks.optim import EarlyStopping, rng_state, set_rng_state
+from workbench.tasks.profiling import step_profiler
 from workbench.tasks.spleeter import MONITOR
 from workbench.tasks.spleeter.audio import magnitude
 from workbench.tasks.spleeter.config import SpleeterConfig
@@ -40,7 +42,6 @@ from workbench.tasks.spleeter.data import (
     cache_bytes,
     cache_root,
     check_songs,
-    load_sources,
     prepare_songs,
     read_manifest,
     worker_init,
@@ -48,15 +49,27 @@ from workbench.tasks.spleeter.data import (
 )
 from workbench.tasks.spleeter.metrics import song_scores, summarize
 from workbench.tasks.spleeter.model import Separator
+from workbench.tasks.spleeter.processed import (
+    SavedExcerpt,
+    load_processed,
+    processed_folder,
+    save_processed,
+    valid_excerpt,
+)
 from workbench.tasks.spleeter.separate import build_model, ideal_ratio_mask, load_separator, separate
 
 
 # -- set-up ------------------------------------------------------------------------------------------------------
 
 
-def _setup_data(cfg: SpleeterConfig, ctx: RunContext) -> tuple[Dataset, list[Song]]:
-    """Check every song before the first step; in process_data mode also fill the spectrogram cache."""
+def _setup_data(cfg: SpleeterConfig, ctx: RunContext) -> tuple[Dataset, list[Song] | list[SavedExcerpt]]:
+    """Check every song before the first step; process_data also saves the tensors, fast_train only reads them."""
     root = cache_root(cfg)
+    if cfg.mode == "fast_train":  # no audio file is opened: not even a header
+        specs, valid = load_processed(cfg, root)
+        ctx.logger.info("fast_train: %d validation excerpts and the spectrograms in %s", len(valid), specs)
+        ctx.event("data", f"fast_train from {processed_folder(cfg, root)}")
+        return CachedChunks(specs, cfg.T), valid
 
     def songs_progress(done: int, total: int) -> None:
         ctx.phase(f"generating songs: {done}/{total}")
@@ -80,7 +93,9 @@ def _setup_data(cfg: SpleeterConfig, ctx: RunContext) -> tuple[Dataset, list[Son
 
     folder, reused = build_cache(train, cfg, root, cache_progress)
     ctx.event("data", f"process_data: {'reused' if reused else 'built'} spectrogram cache {folder.name}")
-    return CachedChunks(folder, cfg.T), valid
+    processed, excerpts = save_processed(cfg, root, folder, valid)
+    ctx.event("data", f"process_data: tensors saved in {processed} (mode: fast_train trains from them)")
+    return CachedChunks(folder, cfg.T), excerpts
 
 
 def _setup_model(cfg: SpleeterConfig, device: torch.device) -> tuple[Separator, torch.nn.Module]:
@@ -230,26 +245,32 @@ def run(cfg: SpleeterConfig, ctx: RunContext) -> None:
     metrics: dict[str, float] = {}
     window_loss, window_items, window_start = 0.0, 0, time.perf_counter()
     last_progress = 0.0
+    profiler = step_profiler(cfg, ctx, device)
     while loop.epoch < cfg.epochs:
         sampler.set_epoch(loop.epoch, skip=loop.epoch_batches * cfg.train_batch_size)
         net.train()
-        for batch in loader:  # [B, S+1, C, F, T], mixture first
-            batch = batch.to(device, non_blocking=True)
+        for batch in profiler.batches(loader):  # [B, S+1, C, F, T], mixture first
+            with profiler.phase("data"):
+                batch = batch.to(device, non_blocking=True)
             mix, targets = batch[:, 0], batch[:, 1:]
             lr = _lr_at(cfg, loop.step, steps_per_epoch, loop.plateau_scale)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.enable_amp):
-                estimates = net(mix)  # [B, S, C, F, T]
-            loss = _loss(cfg, estimates, targets)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip_grad_norm is not None:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm.max_norm,
-                                               cfg.clip_grad_norm.norm_type)
-            scaler.step(opt)
-            scaler.update()
+            with profiler.phase("forward"):
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.enable_amp):
+                    estimates = net(mix)  # [B, S, C, F, T]
+                loss = _loss(cfg, estimates, targets)
+            with profiler.phase("backward"):
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+            with profiler.phase("optimizer"):
+                if cfg.clip_grad_norm is not None:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm.max_norm,
+                                                   cfg.clip_grad_norm.norm_type)
+                scaler.step(opt)
+                scaler.update()
+            profiler.step()
             loop.step += 1
             loop.epoch_batches += 1
             window_loss += loss.item() * len(batch)  # .item() syncs with the GPU once per step; cheap next to a U-Net
@@ -268,6 +289,7 @@ def run(cfg: SpleeterConfig, ctx: RunContext) -> None:
                 ctx.progress(loop.step, total_steps, "steps")
                 last_progress = time.perf_counter()
             if _any_rank(ctx.should_stop(), device):
+                profiler.close()
                 _save(cfg, ctx, model, opt, scaler, loop, metrics, monitored=False)
                 ctx.event("cancelled", f"stopped at step {loop.step}; checkpoint saved")
                 return
@@ -288,6 +310,7 @@ def run(cfg: SpleeterConfig, ctx: RunContext) -> None:
         if stop:
             ctx.event("early_stop", f"no improvement of {MONITOR[0]} in {cfg.stopping_step} evaluations")
             break
+    profiler.close()
     if ctx.is_main:
         _export(cfg, ctx, model, loop)
 
@@ -329,15 +352,9 @@ def _export(cfg: SpleeterConfig, ctx: RunContext, model: Separator, loop: Loop) 
 class Evaluator:
     """Separates each validation song's centre excerpt and scores it; baselines are computed once per run."""
 
-    def __init__(self, cfg: SpleeterConfig, songs: list[Song], device: torch.device, prefix: str):
+    def __init__(self, cfg: SpleeterConfig, songs: list[Song] | list[SavedExcerpt], device: torch.device, prefix: str):
         self.cfg, self.songs, self.device, self.prefix = cfg, songs, device, prefix
         self._baselines: dict[str, dict[str, float]] = {}
-
-    def _excerpt(self, song: Song) -> np.ndarray:
-        cfg = self.cfg
-        seconds = song.duration if cfg.valid_max_duration == 0 else min(song.duration, cfg.valid_max_duration)
-        start = round((song.duration - seconds) / 2 * cfg.sample_rate)
-        return load_sources(song, start, round(seconds * cfg.sample_rate), cfg.sample_rate)  # [S+1, 2, N]
 
     def __call__(self, model: Separator, scores_file: Path | None = None) -> dict[str, float]:
         cfg, stems = self.cfg, list(self.cfg.stem_names)
@@ -345,7 +362,7 @@ class Evaluator:
         model.eval()
         per_song, losses = [], []
         for song in self.songs:
-            sources = self._excerpt(song)
+            sources = valid_excerpt(song, cfg)
             estimates, est_mag = separate(model, sources[0], cfg)
             scores = song_scores(stems, sources[1:], estimates)
             if song.name not in self._baselines:  # mixture-as-estimate and ideal ratio mask never change
@@ -378,7 +395,10 @@ def evaluate(cfg: SpleeterConfig | Mapping[str, Any], state: Mapping[str, Any], 
     song folders (`test/...`)."""
     cfg = cfg if isinstance(cfg, SpleeterConfig) else SpleeterConfig.model_validate(cfg)
     torch.set_num_threads(cpu_threads())
-    if data_path is None:
+    if data_path is None and cfg.mode == "fast_train":  # the excerpts process_data saved, as in training
+        songs: list[Song] | list[SavedExcerpt] = load_processed(cfg, cache_root(cfg))[1]
+        prefix = "valid"
+    elif data_path is None:
         _, songs, _ = prepare_songs(cfg, cache_root(cfg), lambda done, total: ctx.phase(f"songs {done}/{total}"))
         prefix = "valid"
     else:
