@@ -66,7 +66,10 @@ class SyntheticStream(StrictModel):
 
     examples_per_slice: int = Field(2000, ge=1, description="Impressions written to each time slice (folder).")
     vocab_size: int = Field(
-        20000, ge=10, description="Largest per-slot vocabulary; slots get log-uniform sizes between 10 and this."
+        20000, ge=10, description="Largest per-slot vocabulary; slots get log-uniform sizes between min_vocab_size and this."
+    )
+    min_vocab_size: int = Field(
+        10, ge=2, description="Smallest per-slot vocabulary (see vocab_size); must not exceed vocab_size."
     )
     zipf_exponent: float = Field(1.1, gt=0, description="Zipf exponent of feature popularity within a slot.")
     rank_weight_exponent: float = Field(
@@ -84,6 +87,14 @@ class SyntheticStream(StrictModel):
     missing_rate: float = Field(0.05, ge=0, lt=1, description="Probability that a slot is absent from an impression.")
     ins_id: bool = Field(True, description="Write an `ins_id<TAB>` prefix on every line (as PaddleRec's InMemoryDataset expects).")
     seed: int = Field(7, description="Seed of the generator (the hidden model and the sampled impressions).")
+
+    @model_validator(mode="after")
+    def _vocab_range(self, info: ValidationInfo) -> SyntheticStream:
+        problems = Problems(self, info)
+        if problems.readable("min_vocab_size", "vocab_size") and self.min_vocab_size > self.vocab_size:
+            problems.add("min_vocab_size", f"must not exceed vocab_size {self.vocab_size}, got {self.min_vocab_size}")
+        problems.raise_if_any()
+        return self
 
 
 class CtrStreamConfig(CommonTrainingSettings):
