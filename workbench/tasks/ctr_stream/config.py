@@ -141,7 +141,7 @@ class CtrStreamConfig(CommonTrainingSettings):
         "Embed SGD: the 1-dim embed_w (embed_sgd_param)": ("embed_sgd_param",),
         "Embedx SGD: the extended embedding (embedx_sgd_param)": ("embedx_sgd_param",),
         "Dense network and its optimizer (hyper_parameters)": (
-            "slot_num", "sparse_slots", "layer_sizes", "dnn_init_range", "learner", "learning_rate", "adam_d2sum",
+            "slot_num", "sparse_slots", "layer_sizes", "wide", "fm", "dnn_init_range", "learner", "learning_rate", "adam_d2sum",
             "train_batch_size", "clip_grad_norm",
         ),
     }  # fmt: skip
@@ -154,7 +154,7 @@ class CtrStreamConfig(CommonTrainingSettings):
         "and every pass is seen once (infer, then train). Kept so shared tooling finds it.",
     )
     train_batch_size: int = Field(
-        512,
+        64,
         ge=1,
         validation_alias=aliased("train_batch_size"),
         description="Impressions per training step of the dense network and per sparse push. PaddleRec's slot_dnn uses "
@@ -166,7 +166,7 @@ class CtrStreamConfig(CommonTrainingSettings):
         "(embed_sgd_param / embedx_sgd_param); `adam_d2sum` swaps Adam for PaddleRec's DAdamD2Sum.",
     )
     learning_rate: float = Field(
-        0.001,
+        0.002,
         gt=0,
         validation_alias=aliased("learning_rate"),
         description="Learning rate of the dense MLP. Alias: `lr`. (PaddleRec's config uses 5e-6 for asynchronous "
@@ -375,6 +375,16 @@ class CtrStreamConfig(CommonTrainingSettings):
     layer_sizes: list[int] = Field(
         default_factory=lambda: [512, 256, 128],
         description="Hidden layer sizes of the MLP on the concatenated per-slot embeddings (ReLU; one sigmoid output).",
+    )
+    wide: bool = Field(
+        True,
+        description="Add the sum of the features' embed_w straight to the output logit (a per-id logistic "
+        "regression, the wide part of Wide & Deep), besides feeding embed_w to the MLP.",
+    )
+    fm: bool = Field(
+        False,
+        description="Add a factorization-machine term to the output logit: the sum over slot pairs of the dot "
+        "product of their pooled embedx (DeepFM's FM part), so pairwise interactions need not be learnt by the MLP.",
     )
     dnn_init_range: float = Field(
         0.2, gt=0, description="MLP weights start as Normal(0, dnn_init_range / sqrt(fan_in)), as in slot_dnn."
