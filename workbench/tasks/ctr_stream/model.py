@@ -3,6 +3,14 @@
 The embeddings are not a torch parameter: the sparse table pulls the batch's distinct features into a leaf tensor
 `emb` [U, P] (P = 1 + embedx_dim, or 3 + embedx_dim with CtrCommonAccessor's show/click), the network pools it, and
 `emb.grad` is pushed back to the table. Everything after the pooling is an ordinary torch MLP.
+
+Two optional terms go straight into the output logit next to the MLP's (docs/ctr_stream.md, "Quality against a
+linear baseline"):
+- `wide` (default on): the sum of every feature's embed_w. PaddleRec's accessor keeps that 1-dim embed_w next to
+  the embedx vector, but slot_dnn only feeds it to the MLP; added to the logit it is exactly a per-id logistic
+  regression trained by the table's AdaGrad, so a new id is useful after its first pushes, before the MLP has
+  learnt what its embedding means.
+- `fm` (default off): a factorization machine over the slots' pooled embedx (DeepFM's FM part).
 """
 
 from __future__ import annotations
@@ -57,20 +65,22 @@ class SlotDNN(nn.Module):
         """Click probabilities [B]; with keep=True also the named intermediates (concat, fc_0, fc_1, ...)."""
         x = self.pool(emb, inverse, bag_offsets)
         kept: dict[str, torch.Tensor] = {"concat": x} if keep else {}
-        # wide part: the sum of every feature's embed_w, straight into the logit [B]
         per_slot = x.view(-1, self.num_slots, self.pull_dim)  # [B, S, P]
-        wide = per_slot[:, :, self.embed_col].sum(1) if self.wide else None
+        extra = []  # terms added to the MLP's logit, each [B]
+        if self.wide:  # the sum of every feature's embed_w: a per-id logistic regression
+            extra.append(per_slot[:, :, self.embed_col].sum(1))
         if self.fm:  # factorization machine: sum over slot pairs of <embedx_a, embedx_b> = (|sum|^2 - sum |.|^2) / 2
             v = per_slot[:, :, self.embed_col + 1 :]  # [B, S, D]
-            pair = 0.5 * (v.sum(1).square().sum(1) - v.square().sum((1, 2)))  # [B]
-            wide = pair if wide is None else wide + pair
+            extra.append(0.5 * (v.sum(1).square().sum(1) - v.square().sum((1, 2))))
         hidden = 0
         for layer in self.mlp:
             x = layer(x)
             if keep and isinstance(layer, nn.ReLU):
                 kept[f"fc_{hidden}"] = x
                 hidden += 1
-        logit = x.squeeze(1) if wide is None else x.squeeze(1) + wide
+        logit = x.squeeze(1)
+        for term in extra:
+            logit = logit + term
         prob = torch.sigmoid(torch.clamp(logit, -LOGIT_CLIP, LOGIT_CLIP))
         return prob, kept
 
