@@ -1,6 +1,6 @@
 """ctr_stream quality: the default config against an FTRL-proximal logistic regression on the same passes.
 
-    .venv/bin/python benchmarks/bench_ctr_quality.py [--streams issue,vocab,sparse,synthetic] [--fast]
+    .venv/bin/python benchmarks/bench_ctr_quality.py [--streams issue,vocab,sparse,churn,synthetic] [--scale 0.5] [--set train_batch_size=512]
 
 For each generated stream (shapes in STREAMS: slot vocabularies, Zipf exponent, daily churn, interactions, lines
 per slice, slice length) the default ctr_stream config (only the data's shape set: slots, split_interval,
