@@ -75,3 +75,19 @@ def test_a_later_day_generated_alone_matches_the_whole_stream(tmp_path):
                     first_day="20190720")
     for part in ("20190721/0000/part-00000", "20190721/1200/part-00000"):
         assert (tmp_path / "all" / part).read_bytes() == (tmp_path / "one" / part).read_bytes()
+
+
+def test_vocabularies_lie_between_min_and_max_vocab_size():
+    model = HiddenModel(list(range(2, 22)), SyntheticStream(min_vocab_size=20, vocab_size=20000, interactions=1))
+    assert model.vocab.min() >= 20 and model.vocab.max() <= 20000 and model.vocab.max() > 2000
+    assert len(model.pairs) == 1
+
+
+def test_min_vocab_size_above_vocab_size_is_rejected_with_its_field_path():
+    from pydantic import ValidationError
+
+    from workbench.tasks.ctr_stream.config import CtrStreamConfig
+
+    with pytest.raises(ValidationError) as err:
+        CtrStreamConfig(synthetic={"min_vocab_size": 500, "vocab_size": 100})
+    assert ("synthetic", "min_vocab_size") in [e["loc"] for e in err.value.errors()]

@@ -66,7 +66,10 @@ class SyntheticStream(StrictModel):
 
     examples_per_slice: int = Field(2000, ge=1, description="Impressions written to each time slice (folder).")
     vocab_size: int = Field(
-        20000, ge=10, description="Largest per-slot vocabulary; slots get log-uniform sizes between 10 and this."
+        20000, ge=10, description="Largest per-slot vocabulary; slots get log-uniform sizes between min_vocab_size and this."
+    )
+    min_vocab_size: int = Field(
+        10, ge=2, description="Smallest per-slot vocabulary (see vocab_size); must not exceed vocab_size."
     )
     zipf_exponent: float = Field(1.1, gt=0, description="Zipf exponent of feature popularity within a slot.")
     rank_weight_exponent: float = Field(
@@ -84,6 +87,14 @@ class SyntheticStream(StrictModel):
     missing_rate: float = Field(0.05, ge=0, lt=1, description="Probability that a slot is absent from an impression.")
     ins_id: bool = Field(True, description="Write an `ins_id<TAB>` prefix on every line (as PaddleRec's InMemoryDataset expects).")
     seed: int = Field(7, description="Seed of the generator (the hidden model and the sampled impressions).")
+
+    @model_validator(mode="after")
+    def _vocab_range(self, info: ValidationInfo) -> SyntheticStream:
+        problems = Problems(self, info)
+        if problems.readable("min_vocab_size", "vocab_size") and self.min_vocab_size > self.vocab_size:
+            problems.add("min_vocab_size", f"must not exceed vocab_size {self.vocab_size}, got {self.min_vocab_size}")
+        problems.raise_if_any()
+        return self
 
 
 class CtrStreamConfig(CommonTrainingSettings):
@@ -130,7 +141,7 @@ class CtrStreamConfig(CommonTrainingSettings):
         "Embed SGD: the 1-dim embed_w (embed_sgd_param)": ("embed_sgd_param",),
         "Embedx SGD: the extended embedding (embedx_sgd_param)": ("embedx_sgd_param",),
         "Dense network and its optimizer (hyper_parameters)": (
-            "slot_num", "sparse_slots", "layer_sizes", "dnn_init_range", "learner", "learning_rate", "adam_d2sum",
+            "slot_num", "sparse_slots", "layer_sizes", "wide", "fm", "dnn_init_range", "learner", "learning_rate", "adam_d2sum",
             "train_batch_size", "clip_grad_norm",
         ),
     }  # fmt: skip
@@ -143,11 +154,14 @@ class CtrStreamConfig(CommonTrainingSettings):
         "and every pass is seen once (infer, then train). Kept so shared tooling finds it.",
     )
     train_batch_size: int = Field(
-        512,
+        64,
         ge=1,
         validation_alias=aliased("train_batch_size"),
         description="Impressions per training step of the dense network and per sparse push. PaddleRec's slot_dnn uses "
-        "32 per thread with 3 asynchronous threads; here one synchronous step sees the whole batch. Alias: `batch_size`.",
+        "32 per thread with 3 asynchronous threads; here one synchronous step sees the whole batch. Small batches learn "
+        "much more from a stream with little data per id: a push averages a feature's gradient over its shows in the "
+        "batch, so a frequent id gets one AdaGrad step per batch (64 beats 512 by about 0.05 day-2 AUC on issue 12's "
+        "stream, docs/ctr_stream.md); larger batches train faster. Alias: `batch_size`.",
     )
     learner: Learner = Field(
         "adam",
@@ -155,11 +169,11 @@ class CtrStreamConfig(CommonTrainingSettings):
         "(embed_sgd_param / embedx_sgd_param); `adam_d2sum` swaps Adam for PaddleRec's DAdamD2Sum.",
     )
     learning_rate: float = Field(
-        0.001,
+        0.002,
         gt=0,
         validation_alias=aliased("learning_rate"),
         description="Learning rate of the dense MLP. Alias: `lr`. (PaddleRec's config uses 5e-6 for asynchronous "
-        "updates from many threads; synchronous training needs a larger value.)",
+        "updates from many threads; synchronous training needs a larger value: 0.002 with batch 64.)",
     )
     train_neg_sample_args: NegSampleArgs | None = Field(
         None,
@@ -364,6 +378,17 @@ class CtrStreamConfig(CommonTrainingSettings):
     layer_sizes: list[int] = Field(
         default_factory=lambda: [512, 256, 128],
         description="Hidden layer sizes of the MLP on the concatenated per-slot embeddings (ReLU; one sigmoid output).",
+    )
+    wide: bool = Field(
+        True,
+        description="Add the sum of the features' embed_w straight to the output logit (a per-id logistic "
+        "regression, the wide part of Wide & Deep), besides feeding embed_w to the MLP as slot_dnn does. Off: "
+        "PaddleRec's slot_dnn exactly.",
+    )
+    fm: bool = Field(
+        False,
+        description="Add a factorization-machine term to the output logit: the sum over slot pairs of the dot "
+        "product of their pooled embedx (DeepFM's FM part), so pairwise interactions need not be learnt by the MLP.",
     )
     dnn_init_range: float = Field(
         0.2, gt=0, description="MLP weights start as Normal(0, dnn_init_range / sqrt(fan_in)), as in slot_dnn."

@@ -4,7 +4,7 @@ The hidden model, per impression:
     logit = bias + sum over slots of w(slot, feature)                     (a linear part)
                  + sum over a few slot pairs of <u(slot1, f1), u(slot2, f2)>  (interactions a linear model misses)
     click ~ Bernoulli(sigmoid(logit))
-- Features of a slot are drawn Zipf-distributed from its vocabulary (sizes log-uniform in 10..vocab_size); some slots
+- Features of a slot are drawn Zipf-distributed from its vocabulary (sizes log-uniform in min_vocab_size..vocab_size); some slots
   hold several features per impression (their terms add up), and a slot can be missing.
 - Features appear and die: each day, a share `churn_per_day` of each slot's features gets a new id and new weights,
   so old ids stop occurring (eviction matters) and new ones start cold (admission matters).
@@ -67,7 +67,7 @@ class HiddenModel:
         seed = settings.seed
         n = len(slots)
         rng = np.random.default_rng(seed)
-        self.vocab = np.exp(rng.uniform(np.log(10), np.log(settings.vocab_size), n)).astype(np.int64)
+        self.vocab = np.exp(rng.uniform(np.log(settings.min_vocab_size), np.log(settings.vocab_size), n)).astype(np.int64)
         self.multi = rng.random(n) < settings.multi_value_share
         self.slot_scale = rng.uniform(0.3, 1.0, n)
         self.cdf = []
