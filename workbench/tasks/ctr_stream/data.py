@@ -275,6 +275,9 @@ def _quote(path: Path, bad: BadLine) -> str:
 
 
 # -- the pass loader and its prefetch thread ----------------------------------------------------------------------
+_OUTCOMES = ("waiting", "ready", "cancelled", "timeout", "error")  # of one round of rank 0's wait for a pass
+
+
 class PassLoader:
     """Waits for a pass's slices (donefiles), lists and reads them. Safe to run in a background thread.
 
@@ -330,12 +333,22 @@ class PassLoader:
         return [f for folder in folders for f in list_data_files(folder, self.cfg.data_donefile)], waited
 
     def _agreed_files(self, spec: PassSpec, report: Callable[[str | None], None]) -> tuple[list[Path], float]:
-        """Rank 0 waits in rounds of one probe; every round ends in a broadcast of its outcome to all ranks."""
+        """Rank 0 waits in rounds of one probe. Every round ends in an allreduce of (rank 0's outcome, any rank's
+        stop), so a stop on any rank (a cancel, or a rank that failed and closes its loader) ends every rank's wait;
+        once rank 0 is done, its outcome (the file list, or the error) is broadcast."""
         t0 = time.monotonic()
         while True:
-            outcome: tuple[str, Any] | None = None
+            outcome: tuple[str, Any] = ("waiting", None)
             if self.dist.rank == 0:
                 outcome = self._probe(spec, report, t0)
+            else:
+                report(self.waiting_for)  # lets the caller pass on a stop request
+            code, stops = self.dist.all_sum(np.array([_OUTCOMES.index(outcome[0]), float(self.stop.is_set())]),
+                                            group=self.dist.data).tolist()
+            if stops > 0:
+                raise LoadCancelled(f"stopped while loading pass {spec.pass_id} of {spec.day}")
+            if _OUTCOMES[int(code)] == "waiting":
+                continue
             kind, value = self.dist.broadcast(outcome, group=self.dist.data)
             if kind == "ready":
                 report(None)
@@ -344,8 +357,7 @@ class PassLoader:
                 raise LoadCancelled(value)
             if kind == "timeout":
                 raise DataWaitTimeout(value)
-            if kind == "error":
-                raise DataError(value)
+            raise DataError(value)
 
     def _probe(self, spec: PassSpec, report: Callable[[str | None], None], t0: float) -> tuple[str, Any]:
         missing = [self.data_dir / spec.day / split for split in spec.splits if self.cfg.data_donefile

@@ -264,7 +264,8 @@ def _dumper(cfg: CtrStreamConfig, ctx: RunContext, spec: PassSpec, trainer: CtrT
     if not cfg.dump_fields and not cfg.dump_param:
         return None
     root = Path(cfg.dump_fields_path).expanduser() if cfg.dump_fields_path else ctx.run_dir / "dump"
-    return Dumper(root / spec.day / str(spec.pass_id), list(cfg.dump_fields), list(cfg.dump_param), trainer.model)
+    return Dumper(root / spec.day / str(spec.pass_id), list(cfg.dump_fields), list(cfg.dump_param), trainer.model,
+                  trainer.dist.rank)
 
 
 # -- resumable state ----------------------------------------------------------------------------------------------

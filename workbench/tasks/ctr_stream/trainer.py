@@ -189,14 +189,15 @@ class CtrTrainer:
 
 class Dumper:
     """PaddleRec's debug dump: per impression `ins_id<TAB>name:count:v1:v2...` for each of `dump_fields`, and the
-    `dump_param` tensors once per pass, under {dump_fields_path}/{day}/{pass}/."""
+    `dump_param` tensors once per pass, under {dump_fields_path}/{day}/{pass}/: `part-NNNNN` per rank (its own
+    impressions), the parameters (the same on every rank) by rank 0."""
 
-    def __init__(self, folder: Path, fields: list[str], params: list[str], model: torch.nn.Module):
+    def __init__(self, folder: Path, fields: list[str], params: list[str], model: torch.nn.Module, rank: int = 0):
         self.folder = folder
         self.fields = fields
         folder.mkdir(parents=True, exist_ok=True)
-        self._out = open(folder / "part-00000", "w") if fields else None
-        if params:
+        self._out = open(folder / f"part-{rank:05d}", "w") if fields else None
+        if params and rank == 0:
             named = dict(model.named_parameters())
             unknown = [p for p in params if p not in named]
             if unknown:
