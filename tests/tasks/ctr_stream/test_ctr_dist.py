@@ -228,3 +228,33 @@ def test_cancel_checkpoints_all_shards_and_resumes_with_one_rank(stream, tmp_pat
     passes = [int(v) for _, v in series(one, "pass/global")]
     assert passes == [2, 3, 4]  # the cut pass finished, then the rest
     assert "resuming training at step" in one["log"]
+
+
+# -- through the runner: torchrun, the worker, the store ------------------------------------------------------------
+def test_two_processes_through_the_runner_record_once(home, stream):
+    from tests.support.waiting import wait_status
+    from workbench import api
+
+    run = api.launch_run(CtrStreamConfig(**{**SMALL, "train_data_dir": str(stream)}))
+    done = wait_status(run.id, ("completed", "failed", "lost"), timeout=TIMEOUT_S)
+    assert done.status == "completed", (done.error, done.traceback)
+    log = (api.run_dir(run.id) / "train.log").read_text()
+    assert "[rank 1]" in log and "rank 1 of 2" in log
+    assert api.series(run.id, "infer/auc").total_points == 4  # rank 0 alone records: one series, not two
+    kinds = [c.kind for c in api.checkpoints(run.id)]
+    assert kinds.count("batch") == 2 and kinds.count("base") == 2  # one row per model folder
+
+
+def test_a_rank_that_fails_fails_the_run_with_its_error(home, stream, tmp_path):
+    import shutil
+
+    from tests.support.waiting import wait_status
+    from workbench import api
+
+    broken = tmp_path / "stream"
+    shutil.copytree(stream, broken)
+    (broken / DAYS[0] / "1800" / "part-00000").write_text("not a slot line\n" * 50)  # rank 1's file of pass 2
+    run = api.launch_run(CtrStreamConfig(**{**SMALL, "train_data_dir": str(broken)}))
+    done = wait_status(run.id, ("completed", "failed", "lost"), timeout=TIMEOUT_S)
+    assert done.status == "failed"
+    assert done.error.startswith("PeerFailed: rank 1 failed: DataError: pass 2 of 20190720"), done.error
