@@ -9,7 +9,7 @@ Per batch, with U distinct features on this rank:
     keys     all_to_all_single  uint64 keys, sorted by owner                        8 B a feature
     values   all_to_all_single  pulled [n, P] float32 back from the owners          4P B a feature
     push     all_to_all_single  [n, 3 + G] float32: slot, show, click, gradient      (train only)
-The owner merges pushes of the same key from several ranks (sums, as PaddleRec's Merge) and applies one update.
+The owner applies the pushes of the ranks one after another (rank order), as a server applies its trainers' pushes.
 World size 1 does none of this: `pull`/`push` go straight to the local table through the pass's row cache, so the
 one-process run is the 1-rank case of the same code with no exchange at all.
 
@@ -268,15 +268,18 @@ class ShardedTable:
         self._count(route.send, 4 * width)
         values = got.numpy()
         assert route.keys is not None and route.rows is not None
-        uniq, first, inv = np.unique(route.keys, return_index=True, return_inverse=True)
-        rows = route.rows[first]
-        if uniq.size == route.keys.size:  # no key came from two ranks: nothing to merge
-            merged = values[first]
-        else:  # PaddleRec's Merge: sums of show, click and gradients; the slot of any occurrence (they agree)
-            merged = np.zeros((uniq.size, width), dtype=np.float32)
-            np.add.at(merged, inv, values)
-            merged[inv, 0] = values[:, 0]
-        self.local.push(uniq, rows, merged[:, 0].astype(np.uint16), merged[:, 1], merged[:, 2], merged[:, 3:])
+        # Each rank's push is applied on its own, in rank order, as a server applies its trainers' pushes one after
+        # another (a rank's keys are unique: it merged its batch). A key that one push created is found for the next.
+        lo = 0
+        for count in route.recv:
+            hi = lo + count
+            if count:
+                keys, rows, v = route.keys[lo:hi], route.rows[lo:hi].copy(), values[lo:hi]
+                if lo:
+                    new = rows < 0
+                    rows[new] = self.local.lookup(keys[new])
+                self.local.push(keys, rows, v[:, 0].astype(np.uint16), v[:, 1], v[:, 2], v[:, 3:])
+            lo = hi
 
     def _count(self, per_rank: list[int], width_bytes: int) -> None:
         self.bytes_sent += width_bytes * (sum(per_rank) - per_rank[self.dist.rank])

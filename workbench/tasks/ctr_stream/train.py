@@ -206,10 +206,12 @@ def _infer_and_train(cfg: CtrStreamConfig, ctx: RunContext, trainer: CtrTrainer,
             ctx.logger.info("%s: resuming training at step %d of %d", where, start, steps)
         ctx.phase(f"{where}: train")
         losses: list[float] = []
+        logged = [trainer.step // cfg.print_freq]
 
-        def on_step(step: int, loss: float) -> None:
+        def on_step(step: int, loss: float) -> None:  # several ranks: step grows by the ranks' updates
             losses.append(loss)
-            if step % cfg.print_freq == 0:
+            if step // cfg.print_freq > logged[0]:
+                logged[0] = step // cfg.print_freq
                 ctx.log({"train/loss": float(np.mean(losses))}, step)
                 losses.clear()
 

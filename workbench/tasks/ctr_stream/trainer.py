@@ -4,13 +4,18 @@ A train step, for a batch of B impressions with U distinct features:
     emb   = ps.pull(batch.uniq)                   [U, P] leaf tensor (zeros for new features)
     prob  = model(emb, tokens, bags)              [B]
     loss  = log_loss(prob, click).mean(); backward
-    dense gradients averaged over the ranks (weighted by their batch sizes); dense optimizer step
+    dense optimizer step with each rank's gradient in turn (rank order), on every rank
     ps.push(slot, show, click, emb.grad * B)      the loss is a mean, PaddleRec pushes sums
 With one rank, `ps` reads and updates the local table through the pass's row cache (new features are created by
 the push); with several, it routes the features to the ranks that own them (ps.py). Every rank takes the same
 number of steps per phase (the most batches any rank has; a rank out of batches takes empty steps), so the
-collectives stay in lockstep and the dense network stays identical on every rank. Infer is the same forward pass
-without any update.
+collectives stay in lockstep and the dense network stays identical on every rank.
+
+The dense network follows PaddleRec's dense table: each trainer's push is one update, so W ranks make W updates a
+step (one per rank's batch, as W sequential batches would) rather than one update of a W-times larger batch (what
+an averaging allreduce or DDP gives, with W times fewer steps; on the day-2 stream of bench_ctr_distributed.py that
+lost ~0.1 AUC). The gradients travel by one all_gather, and every rank applies the same updates in rank order.
+`step` counts these updates. Infer is the same forward pass without any update.
 """
 
 from __future__ import annotations
@@ -108,12 +113,10 @@ class CtrTrainer:
                 emb, prob, kept = self.forward_pulled(batch, pulled, keep=dump is not None, grad=True)
                 loss = log_loss(prob, torch.from_numpy(batch.labels).to(self.device))
                 loss.backward()
-            if self._average_dense_grads(batch.size if batch is not None else 0):
-                self._dense_step()
+            self.step += self._dense_updates(batch.size if batch is not None else 0)
             if batch is None:
                 self.ps.push(NO_FEATURES, NO_FEATURES, NO_FEATURES, np.zeros((0, pulled.shape[1] - self.pull_offset),
                                                                              np.float32))
-                self.step += 1
                 continue
             grad = emb.grad[:, self.pull_offset :].cpu().numpy() * np.float32(batch.size)
             self.ps.push(batch.slot, batch.show, batch.click, grad)
@@ -121,7 +124,6 @@ class CtrTrainer:
             metrics.add(p, batch.labels)
             if dump is not None:
                 dump.write(batch, p, {k: v.detach() for k, v in kept.items()}, data.ins_ids)
-            self.step += 1
             on_step(self.step, float(loss.detach()))
         return steps
 
@@ -131,28 +133,34 @@ class CtrTrainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip.max_norm, clip.norm_type)
         self.optimizer.step()
 
-    def _average_dense_grads(self, batch_size: int) -> bool:
-        """Data-parallel dense network: replace each rank's gradients by their mean over every impression of the
-        step (sum of batch-size-weighted gradients / total batch size, one allreduce). False: no rank had a batch."""
+    def _dense_updates(self, batch_size: int) -> int:
+        """Apply the dense gradients of this step: this rank's alone, or (several ranks) each rank's in rank order.
+        Returns the number of optimizer steps taken (ranks without a batch push nothing)."""
         if not self.dist.distributed:
-            return batch_size > 0
+            if batch_size == 0:
+                return 0
+            self._dense_step()
+            return 1
         import torch.distributed as dist
 
         params = [p for p in self.model.parameters() if p.requires_grad]
-        parts = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) * batch_size for p in params]
-        flat = torch.cat(parts + [torch.tensor([float(batch_size)], device=self.device)])
-        dist.all_reduce(flat, group=self.dist.dense)
-        self.dense_bytes += flat.numel() * flat.element_size()
-        total = float(flat[-1])
-        if total == 0:
-            return False
-        flat = flat[:-1] / total
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[offset : offset + n].view_as(p).clone()
-            offset += n
-        return True
+        mine = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+                         + [torch.tensor([float(batch_size)], device=self.device)])
+        gathered = [torch.empty_like(mine) for _ in range(self.dist.world)]
+        dist.all_gather(gathered, mine, group=self.dist.dense)
+        self.dense_bytes += mine.numel() * mine.element_size() * (self.dist.world - 1)
+        updates = 0
+        for flat in gathered:
+            if float(flat[-1]) == 0:
+                continue
+            offset = 0
+            for p in params:
+                n = p.numel()
+                p.grad = flat[offset : offset + n].view_as(p).clone()
+                offset += n
+            self._dense_step()
+            updates += 1
+        return updates
 
     def broadcast_dense(self) -> None:
         """Start every rank from rank 0's network (they are equal after a seeded build or a load; this makes sure)."""
