@@ -2,8 +2,8 @@
 test_ctr_dist.py starts WORLD of them). Joins a gloo group through a file store, then, by the job's `mode`:
 - "run": ctr_stream's run(cfg, ctx) with ctx for this rank (resuming from `resume` when given);
 - "load": builds the trainer and loads `init_model_path` (a saved folder) or `state` (a resumable .pt) only.
-Writes `{out}/rank-{RANK}.pt`: this rank's table state, the metrics and checkpoint rows its context recorded, and
-the error message when it failed. Test hooks: `fail_rank` raises on that rank in its pass `fail_at_pass`;
+Writes `{out}/rank-{RANK}.pt`: this rank's table state, the metrics and checkpoint rows its context recorded, its
+metric sums before the ranks' reduction, and the error message when it failed. Test hooks: `fail_rank` raises on that rank in its pass `fail_at_pass`;
 `stop_rank` requests a stop on that rank after `stop_after_steps` training steps.
 """
 
@@ -44,6 +44,14 @@ def main(rank: int, world: int, job_path: str) -> int:
 
     ctr_trainer.CtrTrainer.__init__ = keep_trainer
     ctr_train.CtrTrainer = ctr_trainer.CtrTrainer
+    local_stats: list = []  # this rank's metric sums before they are reduced: infer, then train, per pass
+    reduce = ctr_train.reduce_metrics
+
+    def keep_local(metrics, all_sum):
+        local_stats.append(metrics.state())
+        return reduce(metrics, all_sum)
+
+    ctr_train.reduce_metrics = keep_local
     _install_hooks(job, rank, ctx, ctr_trainer)
     try:
         if job["mode"] == "run":
@@ -62,6 +70,7 @@ def main(rank: int, world: int, job_path: str) -> int:
     if trainer_box:
         result["table"] = trainer_box[-1].table.state_dict()
     result["metrics"] = backend.metrics
+    result["local_stats"] = local_stats
     result["checkpoints"] = [c.path for c in backend.checkpoints]
     torch.save(result, Path(job["out"]) / f"rank-{rank}.pt")
     return 1 if result["error"] else 0

@@ -145,17 +145,24 @@ def test_two_ranks_log_global_metrics_on_rank_0_only(two_rank_run):
     assert r0["error"] is None and r1["error"] is None, (r0["log"][-3000:], r1["log"][-3000:])
     assert r1["metrics"] == [] and r1["checkpoints"] == []  # only rank 0 records
     assert len(series(r0, "infer/auc")) == 4 and all(v == 600 for _, v in series(r0, "pass/examples"))
-    # the logged infer metrics are the single-process formulas over both ranks' predictions (from the dumps)
-    for (step, auc), (_, copc), (_, rmse), (_, mae), (_, day), (_, pass_id) in zip(*(
-            series(r0, k) for k in ("infer/auc", "infer/copc", "infer/rmse", "infer/mae", "day", "pass"))):
+    # the logged metrics are the single-process formulas over both ranks' statistics ...
+    for phase, offset in (("infer", 0), ("train", 1)):
+        for i, logged in enumerate(zip(*(series(r0, f"{phase}/{k}") for k in ("auc", "copc", "rmse", "mae")))):
+            m = CtrMetrics.from_state(r0["local_stats"][2 * i + offset])
+            m.merge(CtrMetrics.from_state(r1["local_stats"][2 * i + offset]))
+            want = m.compute(phase)
+            assert [v for _, v in logged] == pytest.approx([want[f"{phase}/{k}"] for k in ("auc", "copc", "rmse", "mae")],
+                                                          rel=1e-9)
+    # ... which are those of all the predictions the ranks made (their dumps; %g text, so COPC/RMSE/MAE to 1e-5)
+    for (_, copc), (_, rmse), (_, mae), (_, day), (_, pass_id) in zip(*(
+            series(r0, k) for k in ("infer/copc", "infer/rmse", "infer/mae", "day", "pass"))):
         folder = tmp / "run" / "dump" / str(int(day)) / str(int(pass_id))
         lines = [line.split("\t") for r in (0, 1) for line in (folder / f"part-0000{r}").read_text().splitlines()]
         assert len(lines) == 600
         m = CtrMetrics()
         m.add(np.array([float(f[2].split(":")[2]) for f in lines]), np.array([float(f[1].split(":")[2]) for f in lines]))
         want = m.compute("infer")
-        assert (auc, copc, rmse, mae) == pytest.approx(
-            (want["infer/auc"], want["infer/copc"], want["infer/rmse"], want["infer/mae"]), rel=1e-6)
+        assert (copc, rmse, mae) == pytest.approx((want["infer/copc"], want["infer/rmse"], want["infer/mae"]), rel=1e-5)
     # table rows summed over the shards; every rank holds only the keys it owns
     assert series(r0, "table/rows_after_shrink")[-1][1] == r0["table"]["keys"].size + r1["table"]["keys"].size
     assert_owned([r0, r1], 4)
@@ -215,11 +222,12 @@ def test_a_failing_rank_fails_the_run_with_its_error(stream, tmp_path):
 
 def test_cancel_checkpoints_all_shards_and_resumes_with_one_rank(stream, tmp_path):
     cfg = config(stream)
-    r0, r1 = launch(tmp_path, 2, {"mode": "run", "config": cfg, "stop_rank": 1, "stop_after_steps": 7})
+    r0, r1 = launch(tmp_path, 2, {"mode": "run", "config": cfg, "stop_rank": 1, "stop_after_steps": 13})
     assert r0["error"] is None and r1["error"] is None, r0["log"][-3000:]
     states = sorted((tmp_path / "run" / "checkpoints").glob("checkpoint-*.pt"))
     saved = torch.load(states[-1], weights_only=True)["state"]
-    assert saved["progress"]["partial"] is not None and saved["world_size"] == 2  # cut inside pass 2
+    # 2 ranks make 2 updates a step, 5 steps a pass: the stop after update 13 cuts pass 2
+    assert saved["progress"]["partial"]["pass_id"] == 2 and saved["world_size"] == 2
     from workbench.tasks.ctr_stream.trainer import tensors_to_arrays
 
     assert_same_tables(table_by_key([tensors_to_arrays(saved["table"])]), table_by_key([r0["table"], r1["table"]]))
