@@ -107,6 +107,16 @@ def test_shard_rule_is_paddlerecs_block_assignment():
     assert file_share(list("a"), 1, 2) == []
 
 
+def test_shard_num_must_cover_the_processes():
+    with pytest.raises(ValueError, match=r"shard_num\n.*must be at least nproc_per_node \(2\)"):
+        CtrStreamConfig(nproc_per_node=2, shard_num=1)
+    CtrStreamConfig(nproc_per_node=2, shard_num=2)
+    with pytest.raises(ValueError, match="shard_num .1. must be at least the number of ranks .3."):
+        from workbench.tasks.ctr_stream.ps import Dist
+
+        Dist.setup(0, 3, shard_num=1)  # torchrun --nnodes can make more ranks than nproc_per_node says
+
+
 def test_gloo_has_all_to_all_single():
     """The exchange relies on gloo's all_to_all_single (torch 2.13): uneven splits, one process group of one."""
     store = dist.HashStore()

@@ -80,11 +80,11 @@ class Dist:
             return cls()
         import torch.distributed as dist
 
-        if not dist.is_initialized():
-            raise ShardingError(f"world size {world} but no torch.distributed process group; run under torchrun")
         if shard_num < world:
             raise ShardingError(f"shard_num ({shard_num}) must be at least the number of ranks ({world}): every rank "
                                 "holds one or more table shards; raise shard_num")
+        if not dist.is_initialized():
+            raise ShardingError(f"world size {world} but no torch.distributed process group; run under torchrun")
         gloo = dist.get_backend() == "gloo"
         sparse = None if gloo else dist.new_group(backend="gloo")
         save, data = dist.new_group(backend="gloo"), dist.new_group(backend="gloo")
