@@ -249,6 +249,7 @@ def test_cancel_checkpoints_all_shards_and_resumes_with_one_rank(stream, tmp_pat
 
 
 # -- through the runner: torchrun, the worker, the store ------------------------------------------------------------
+@pytest.mark.slow
 def test_two_processes_through_the_runner_record_once(home, stream):
     from tests.support.waiting import wait_status
     from workbench import api
@@ -263,6 +264,7 @@ def test_two_processes_through_the_runner_record_once(home, stream):
     assert kinds.count("batch") == 2 and kinds.count("base") == 2  # one row per model folder
 
 
+@pytest.mark.slow
 def test_a_rank_that_fails_fails_the_run_with_its_error(home, stream, tmp_path):
     import shutil
 
