@@ -4,7 +4,8 @@ test_ctr_dist.py starts WORLD of them). Joins a gloo group through a file store,
 - "load": builds the trainer and loads `init_model_path` (a saved folder) or `state` (a resumable .pt) only.
 Writes `{out}/rank-{RANK}.pt`: this rank's table state, the metrics and checkpoint rows its context recorded, its
 metric sums before the ranks' reduction, and the error message when it failed. Test hooks: `fail_rank` raises on that rank in its pass `fail_at_pass`;
-`stop_rank` requests a stop on that rank after `stop_after_steps` training steps.
+`stop_rank` requests a stop on that rank after `stop_after_steps` training steps; `no_all_to_all` makes
+all_to_all_single raise, as on a backend without it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def main(rank: int, world: int, job_path: str) -> int:
 
     ctr_train.reduce_metrics = keep_local
     _install_hooks(job, rank, ctx, ctr_trainer)
+    if job.get("no_all_to_all"):  # a backend without all_to_all_single
+
+        def missing(*args, **kwargs):
+            raise RuntimeError("ProcessGroupGloo does not support alltoall")
+
+        dist.all_to_all_single = missing
     try:
         if job["mode"] == "run":
             ctr_train.run(cfg, ctx)

@@ -179,6 +179,15 @@ def test_two_ranks_log_global_metrics_on_rank_0_only(two_rank_run):
     assert "rank 1 of 2" in r1["log"]
 
 
+def test_without_all_to_all_the_exchange_goes_through_all_gather(two_rank_run, stream, tmp_path):
+    _, (r0, _) = two_rank_run
+    fallback = launch(tmp_path, 2, {"mode": "run", "config": config(stream), "no_all_to_all": True})
+    assert all(r["error"] is None for r in fallback), fallback[0]["log"][-3000:]
+    assert "lacks all_to_all_single" in fallback[0]["log"] and "through all_gather" in fallback[0]["log"]
+    assert series(fallback[0], "infer/auc") == series(r0, "infer/auc")  # the same bytes reach the same ranks
+    assert series(fallback[0], "table/rows") == series(r0, "table/rows")
+
+
 def test_each_rank_writes_its_shards_part_files(two_rank_run):
     tmp, (r0, r1) = two_rank_run
     folder = tmp / "run" / "model" / "20190722" / "0" / "000"  # the batch model after day 2 (every feature)

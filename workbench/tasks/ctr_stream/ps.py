@@ -16,7 +16,8 @@ one-process run is the 1-rank case of the same code with no exchange at all.
 Collectives of the main thread use `Dist.sparse` (gloo: the table lives in host memory, so on CUDA runs too the
 exchange is gloo's, while the dense allreduce uses the default group, nccl there); the save thread and the pass
 loader thread have their own gloo groups, so that their collectives never interleave with the training ones.
-Gloo has all_to_all_single on torch 2.13 (uneven splits too, checked in tests/tasks/ctr_stream/test_ctr_dist.py).
+Gloo has all_to_all_single on torch 2.13 (uneven splits too, checked in tests/tasks/ctr_stream/test_ctr_dist.py);
+where a backend lacks it, `Dist.setup` finds out with a probe, says so in the log, and routes through all_gather.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Dist:
     data: Any = None  # gloo group: the pass loader (donefile wait, file lists)
     dense: Any = None  # default group: dense gradient allreduce (nccl on CUDA)
     error_dir: Path | None = None  # where a failing rank leaves its error for the others
+    has_all_to_all: bool = True  # False: the sparse group's backend lacks all_to_all_single (all_gather instead)
 
     @classmethod
     def setup(cls, rank: int, world: int, shard_num: int, error_dir: Path | None = None) -> Dist:
@@ -90,8 +92,33 @@ class Dist:
         save, data = dist.new_group(backend="gloo"), dist.new_group(backend="gloo")
         if error_dir is not None:
             error_dir.mkdir(parents=True, exist_ok=True)
-        return cls(rank, world, sparse=sparse or dist.group.WORLD, save=save, data=data, dense=dist.group.WORLD,
-                   error_dir=error_dir)
+        out = cls(rank, world, sparse=sparse or dist.group.WORLD, save=save, data=data, dense=dist.group.WORLD,
+                  error_dir=error_dir)
+        out.has_all_to_all = _probe_all_to_all(out.sparse, world)
+        return out
+
+    def all_to_all(self, out: torch.Tensor, inp: torch.Tensor, out_splits: list[int] | None = None,
+                   in_splits: list[int] | None = None) -> None:
+        """all_to_all_single on the sparse group (rows of `inp` split by `in_splits` go to the ranks in order;
+        None: equal splits), or its all_gather emulation where the backend lacks it (every rank receives every
+        rank's whole input and keeps its part: world-1 times the traffic)."""
+        import torch.distributed as dist
+
+        if self.has_all_to_all:
+            dist.all_to_all_single(out, inp, out_splits, in_splits, group=self.sparse)
+            return
+        world, rank = self.world, self.rank
+        mine = torch.tensor(in_splits if in_splits is not None else [inp.shape[0] // world] * world, dtype=torch.int64)
+        splits = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(splits, mine, group=self.sparse)
+        table = torch.stack(splits)  # [source, destination] rows
+        longest = int(table.sum(1).max())
+        padded = torch.zeros((longest,) + tuple(inp.shape[1:]), dtype=inp.dtype)
+        padded[: inp.shape[0]] = inp
+        gathered = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(gathered, padded, group=self.sparse)
+        pieces = [gathered[src][int(table[src, :rank].sum()) : int(table[src, : rank + 1].sum())] for src in range(world)]
+        out.copy_(torch.cat(pieces))
 
     @property
     def distributed(self) -> bool:
@@ -161,6 +188,23 @@ class Dist:
             time.sleep(0.1)
 
 
+def _probe_all_to_all(group: Any, world: int) -> bool:
+    """Whether the group's backend has all_to_all_single (gloo does on torch 2.13; older builds did not)."""
+    import logging
+
+    import torch.distributed as dist
+
+    try:
+        dist.all_to_all_single(torch.empty(world, dtype=torch.int64), torch.zeros(world, dtype=torch.int64), group=group)
+        return True
+    except (RuntimeError, NotImplementedError) as exc:
+        logging.getLogger(__name__).warning(
+            "the %s backend lacks all_to_all_single (%s): the sparse table's pulls and pushes go through all_gather "
+            "instead, %d times the traffic", dist.get_backend(group), str(exc).splitlines()[0] if str(exc) else exc,
+            world - 1)
+        return False
+
+
 def is_peer_failure(exc: BaseException) -> bool:
     """A collective failed because another rank went away (gloo reports a closed or reset connection)."""
     import torch.distributed as dist
@@ -218,28 +262,26 @@ class ShardedTable:
                 return None
             self._route = _Route(idx)
             return self.local.pull(self._pass_rows[idx])
-        import torch.distributed as dist
-
-        world, group = self.dist.world, self.dist.sparse
+        world = self.dist.world
         keys = self._pass_keys[idx]
         owner = owner_of(keys, self.shard_num, world)
         order = np.argsort(owner, kind="stable")
         send = np.bincount(owner, minlength=world)
         header = torch.from_numpy(np.stack([send, np.full(world, int(stop))], axis=1).reshape(-1).astype(np.int64))
         got = torch.empty_like(header)
-        dist.all_to_all_single(got, header, group=group)
+        self.dist.all_to_all(got, header)
         got = got.numpy().reshape(world, 2)
         if got[:, 1].any():
             return None
         recv = got[:, 0].tolist()
         sent_keys = np.ascontiguousarray(keys[order]).view(np.int64)
         in_keys = torch.empty(sum(recv), dtype=torch.int64)
-        dist.all_to_all_single(in_keys, torch.from_numpy(sent_keys), recv, send.tolist(), group=group)
+        self.dist.all_to_all(in_keys, torch.from_numpy(sent_keys), recv, send.tolist())
         route = _Route(idx, order, send.tolist(), recv, in_keys.numpy().view(np.uint64))
         route.rows = self.local.lookup(route.keys)
         values = self.local.pull(route.rows)
         back = torch.empty((len(idx), values.shape[1]), dtype=torch.float32)
-        dist.all_to_all_single(back, torch.from_numpy(values), route.send, route.recv, group=group)
+        self.dist.all_to_all(back, torch.from_numpy(values), route.send, route.recv)
         self._count(route.send, 8)
         self._count(route.recv, 4 * values.shape[1])
         out = np.empty_like(back.numpy())
@@ -257,14 +299,12 @@ class ShardedTable:
             rows = self._pass_rows[route.idx]
             self._pass_rows[route.idx] = self.local.push(self._pass_keys[route.idx], rows, slot, show, click, grad)
             return
-        import torch.distributed as dist
-
         width = 3 + grad.shape[1]
         payload = np.empty((route.idx.size, width), dtype=np.float32)
         payload[:, 0], payload[:, 1], payload[:, 2], payload[:, 3:] = slot, show, click, grad  # uint16 slots: exact
         payload = payload[route.order]
         got = torch.empty((sum(route.recv), width), dtype=torch.float32)
-        dist.all_to_all_single(got, torch.from_numpy(payload), route.recv, route.send, group=self.dist.sparse)
+        self.dist.all_to_all(got, torch.from_numpy(payload), route.recv, route.send)
         self._count(route.send, 4 * width)
         values = got.numpy()
         assert route.keys is not None and route.rows is not None
