@@ -4,10 +4,13 @@ join one process group; the harness waits with a timeout, so a hang fails the te
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +51,9 @@ def launch(tmp: Path, world: int, job: dict) -> list[dict]:
     job = {"run_dir": str(tmp / "run"), **job, "store": str(out / "store"), "out": str(out)}
     (out / "job.json").write_text(json.dumps(job))
     logs = [open(out / f"rank-{r}.log", "wb") for r in range(world)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the logs are read while the ranks run
     procs = [subprocess.Popen([sys.executable, str(RANK_SCRIPT), str(r), str(world), str(out / "job.json")],
-                              stdout=logs[r], stderr=subprocess.STDOUT) for r in range(world)]
+                              stdout=logs[r], stderr=subprocess.STDOUT, env=env) for r in range(world)]
     deadline = time.monotonic() + TIMEOUT_S
     try:
         for p in procs:
@@ -231,6 +235,30 @@ def test_saves_load_with_another_rank_count(two_rank_run, stream, tmp_path):
         stream, init_model_path=str(run1 / "model" / "20190722" / "0"))})
     assert_same_tables(table_by_key([r["table"] for r in loaded]), table_by_key([single["table"]]),
                        fields=("slot", "vals", "embed_state", "embedx_w"))
+
+
+def test_rank_0_alone_waits_for_a_late_slice_and_the_others_follow(stream, tmp_path):
+    live = tmp_path / "live"
+    shutil.copytree(stream, live)
+    late = live / DAYS[1] / "0600" / "data.done"
+    late.unlink()  # day 2's first pass cannot start until it appears
+    cfg = config(live, data_donefile="data.done", data_sleep_second=0.05)
+    with ThreadPoolExecutor(1) as pool:
+        job = pool.submit(launch, tmp_path, 2, {"mode": "run", "config": cfg})
+        waiting = "pass 1 of 20190721: waiting for data.done"
+
+        def logs() -> list[str]:
+            return [p.read_text() for p in sorted(tmp_path.glob("out-*/rank-*.log"))]
+
+        deadline = time.monotonic() + TIMEOUT_S
+        while not any(waiting in text for text in logs()) and not job.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        late.write_text("")
+        r0, r1 = job.result()
+    assert r0["error"] is None and r1["error"] is None, r0["log"][-3000:]
+    assert waiting in r0["log"] and waiting not in r1["log"]  # only rank 0 polls the folders
+    waits = dict(zip((int(v) for _, v in series(r0, "pass/global")), (v for _, v in series(r0, "pass/wait_seconds"))))
+    assert waits[3] > 0 and len(waits) == 4
 
 
 def test_a_failing_rank_fails_the_run_with_its_error(stream, tmp_path):

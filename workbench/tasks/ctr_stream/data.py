@@ -373,7 +373,11 @@ class PassLoader:
             return "timeout", (f"no {self.cfg.data_donefile} in {missing[0]} after {waited:.0f} s "
                                f"(data_max_wait_second={limit:g}); the data of this slice is not complete. Check the "
                                "producer, or raise data_max_wait_second (0 waits forever)")
-        report(f"{missing[0].parent.name}/{missing[0].name}")
+        text = f"{missing[0].parent.name}/{missing[0].name}"
+        if self.waiting_for != text:
+            self.reader.log.info("pass %d of %s: waiting for %s in %s (every %g s)", spec.pass_id, spec.day,
+                                 self.cfg.data_donefile, missing[0], self.cfg.data_sleep_second)
+        report(text)
         if self.stop.wait(self.cfg.data_sleep_second):
             return "cancelled", f"stopped while waiting for {missing[0] / self.cfg.data_donefile}"
         return "waiting", None
