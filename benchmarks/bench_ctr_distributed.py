@@ -81,7 +81,7 @@ def summary(results: list[dict]) -> dict:
     return {
         "infer_auc": by_pass("infer/auc"), "rows": by_pass("table/rows"), "day_auc": by_pass("infer/day_auc"),
         "examples": examples, "wall": max(r["wall"] for r in results), "cpu": sum(r["cpu"] for r in results),
-        "sparse_bytes": last.get("pass/sparse_bytes_total", 0.0), "dense_bytes": last.get("pass/dense_allreduce_bytes_total", 0.0),
+        "sparse_bytes": last.get("pass/sparse_bytes_total", 0.0), "dense_bytes": last.get("pass/dense_gather_bytes_total", 0.0),
     }
 
 

@@ -14,7 +14,7 @@ World size 1 does none of this: `pull`/`push` go straight to the local table thr
 one-process run is the 1-rank case of the same code with no exchange at all.
 
 Collectives of the main thread use `Dist.sparse` (gloo: the table lives in host memory, so on CUDA runs too the
-exchange is gloo's, while the dense allreduce uses the default group, nccl there); the save thread and the pass
+exchange is gloo's, while the dense all_gather uses the default group, nccl there); the save thread and the pass
 loader thread have their own gloo groups, so that their collectives never interleave with the training ones.
 Gloo has all_to_all_single on torch 2.13 (uneven splits too, checked in tests/tasks/ctr_stream/test_ctr_dist.py);
 where a backend lacks it, `Dist.setup` finds out with a probe, says so in the log, and routes through all_gather.
@@ -71,7 +71,7 @@ class Dist:
     sparse: Any = None  # gloo group: table exchange and agreements of the training thread
     save: Any = None  # gloo group: the save thread (part files, gathered states)
     data: Any = None  # gloo group: the pass loader (donefile wait, file lists)
-    dense: Any = None  # default group: dense gradient allreduce (nccl on CUDA)
+    dense: Any = None  # default group: the dense gradients' all_gather (nccl on CUDA)
     error_dir: Path | None = None  # where a failing rank leaves its error for the others
     has_all_to_all: bool = True  # False: the sparse group's backend lacks all_to_all_single (all_gather instead)
 

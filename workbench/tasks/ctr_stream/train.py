@@ -239,10 +239,10 @@ def _pass_metrics(trainer: CtrTrainer, spec: PassSpec, data: PassData, examples:
         "pass/read_seconds": data.read_seconds,
         "pass/examples_per_s": examples / seconds if seconds > 0 else 0.0,
     })
-    if trainer.dist.distributed:  # payload sent between ranks so far (sparse exchange; the dense allreduce's input)
+    if trainer.dist.distributed:  # payload sent between ranks so far (sparse exchange; dense gradients)
         sparse, dense = trainer.dist.all_sum(np.array([trainer.ps.bytes_sent, trainer.dense_bytes], np.float64))
         metrics["pass/sparse_bytes_total"] = float(sparse)
-        metrics["pass/dense_allreduce_bytes_total"] = float(dense)
+        metrics["pass/dense_gather_bytes_total"] = float(dense)
     return metrics
 
 

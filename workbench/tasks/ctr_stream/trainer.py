@@ -52,7 +52,7 @@ class CtrTrainer:
         self.optimizer = build_dense_optimizer(cfg, self.model)
         self.step = 0  # global optimizer step
         self.pull_offset = 2 if cfg.accessor_class == "CtrCommonAccessor" else 0  # show/click columns get no push
-        self.dense_bytes = 0  # dense allreduce payload per rank, cumulative
+        self.dense_bytes = 0  # dense all_gather payload this rank sent, cumulative
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if not self.cfg.enable_amp:
