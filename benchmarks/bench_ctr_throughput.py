@@ -9,18 +9,22 @@ models. Mid-day checkpoint and delta models are switched off (they are text dump
 
 Bare: the same MLP on nn.EmbeddingBag(sum, sparse gradients, Adagrad) over ids remapped to 0..N-1 before the
 clock starts, the same batches (infer forward, then train, per pass), no metrics, no table semantics.
-Both use the same number of torch threads. Target: ours >= 0.7x the bare loop's impressions per second.
+Both use the same number of torch threads. Target: ours >= 0.8x the bare loop's impressions per second with one
+rank (issue 12: the one-process run is the 1-rank case of the sharded table and must not lose to it).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import threading
 import time
 import warnings
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's workbench, not an installed one
 
 import numpy as np
 import torch
@@ -119,7 +123,7 @@ def main() -> None:
           f"MLP {cfg.layer_sizes}, batch {cfg.train_batch_size}, {threads} torch thread(s) on {cpu_threads()} cores")
     print(f"ratio ctr_stream / bare, impressions per second: {float(np.median(wall)):.2f}x wall clock (median of "
           f"{args.rounds}; other processes on the machine make it noisy), {float(np.median(cpu)):.2f}x per CPU second "
-          "(ours includes the reader thread's parsing) - target >= 0.70x")
+          "(ours includes the reader thread's parsing) - target >= 0.80x")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -191,7 +191,10 @@ class CtrStreamConfig(CommonTrainingSettings):
     )
     print_freq: int = Field(50, ge=1, description="Log train/loss (mean over the last steps) every this many steps.")
     nproc_per_node: int = Field(
-        1, ge=1, le=1, description="Must be 1: the sparse table lives in the one training process (no parameter servers)."
+        1, ge=1, le=64,
+        description="Training processes on this machine (torchrun; more machines: torchrun --nnodes). Each process "
+        "is a trainer on its share of every pass's files and a parameter server holding its shards of the sparse "
+        "table (see shard_num); the dense network is data-parallel. Needs shard_num >= the number of processes.",
     )
 
     # -- data and passes (seed 001 section 2) ---------------------------------------------------------------------
@@ -294,7 +297,11 @@ class CtrStreamConfig(CommonTrainingSettings):
         description="Accessor that reads the embeddings. SparseAccessor pulls [embed_w, embedx] (dim 1+embedx_dim); "
         "CtrCommonAccessor also pulls show and click, fed to the network as log(show+1), log(click+1)-log(show+1).",
     )
-    shard_num: int = Field(1, ge=1, le=1000, description="Number of part files a saved table is split into (by key).")
+    shard_num: int = Field(
+        1, ge=1, le=1000,
+        description="Number of table shards: key % shard_num. A saved table has one part file per shard; with "
+        "several processes the shards are dealt to them in blocks (PaddleRec's get_sparse_shard).",
+    )
     nonclk_coeff: float = Field(0.1, ge=0, description="Coefficient of a shown but not clicked impression in the score.")
     click_coeff: float = Field(1.0, ge=0, description="Coefficient of a click in the score.")
     embedx_threshold: float = Field(
@@ -482,6 +489,9 @@ class CtrStreamConfig(CommonTrainingSettings):
             if unknown:
                 names = ", ".join(DUMP_FIELD_NAMES + tuple(f"fc_{i}" for i in range(len(self.layer_sizes))))
                 add("dump_fields", f"unknown field(s) {unknown}; available: {names}")
+        if ok("shard_num", "nproc_per_node") and self.shard_num < self.nproc_per_node:
+            add("shard_num", f"must be at least nproc_per_node ({self.nproc_per_node}): every process holds one or "
+                f"more of the table's shards (key % shard_num), got {self.shard_num}")
         problems.raise_if_any()
         return self
 

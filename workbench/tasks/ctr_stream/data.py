@@ -21,11 +21,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from workbench.tasks.ctr_stream.config import CtrStreamConfig
+from workbench.tasks.ctr_stream.ps import Dist, file_share
 from workbench.tasks.ctr_stream.slots import MAX_SLOT, BadLine, ParsedLines, parse_slot_lines
 
 
@@ -273,14 +275,25 @@ def _quote(path: Path, bad: BadLine) -> str:
 
 
 # -- the pass loader and its prefetch thread ----------------------------------------------------------------------
-class PassLoader:
-    """Waits for a pass's slices (donefiles), lists and reads them. Safe to run in a background thread."""
+_OUTCOMES = ("waiting", "ready", "cancelled", "timeout", "error")  # of one round of rank 0's wait for a pass
 
-    def __init__(self, cfg: CtrStreamConfig, data_dir: Path, reader: PassReader, stop: threading.Event):
+
+class PassLoader:
+    """Waits for a pass's slices (donefiles), lists and reads them. Safe to run in a background thread.
+
+    With several ranks, rank 0 alone waits for the donefiles and lists the files; each round of its wait (every
+    data_sleep_second) ends in a broadcast on the loader's own process group, so the other ranks learn at once
+    that the pass is ready (with its file list), still waiting, cancelled, or failed, and no collective blocks for
+    longer than one round. Each rank then reads its share of the files (PaddleRec's get_file_shard).
+    """
+
+    def __init__(self, cfg: CtrStreamConfig, data_dir: Path, reader: PassReader, stop: threading.Event,
+                 dist: Dist | None = None):
         self.cfg = cfg
         self.data_dir = data_dir
         self.reader = reader
         self.stop = stop
+        self.dist = dist or Dist()
         self.waiting_for: str | None = None  # the slice the loader is blocked on, for the dashboard
 
     def load(self, spec: PassSpec, on_wait: Callable[[str | None], None] | None = None) -> PassData:
@@ -291,25 +304,83 @@ class PassLoader:
             if on_wait is not None:
                 on_wait(text)
 
+        if self.dist.distributed:
+            files, waited = self._agreed_files(spec, report)
+            files = file_share(files, self.dist.rank, self.dist.world)
+        else:
+            files, waited = self._files(spec, report, max_wait_s=self.cfg.data_max_wait_second)
+        seed = (self.cfg.seed * 1_000_003 + int(spec.day) * 1_009 + spec.pass_id) % 2**63 if self.cfg.shuffle else None
+        data = self.reader.read_files(files, seed, where=f"pass {spec.pass_id} of {spec.day} ({spec.label})"
+                                      + (f" on rank {self.dist.rank}" if self.dist.distributed else ""))
+        data.wait_seconds = waited
+        return data
+
+    def _files(self, spec: PassSpec, report: Callable[[str | None], None], max_wait_s: float) -> tuple[list[Path], float]:
+        """(data files of the pass's slices, seconds waited for their donefiles)."""
         waited = 0.0
         folders = []
         for split in spec.splits:
             folder = self.data_dir / spec.day / split
             if self.cfg.data_donefile:
                 waited += wait_for_donefile(folder, self.cfg.data_donefile, sleep_s=self.cfg.data_sleep_second,
-                                            max_wait_s=self.cfg.data_max_wait_second, stop=self.stop,
-                                            on_wait=report)
+                                            max_wait_s=max_wait_s, stop=self.stop, on_wait=report)
             elif not folder.is_dir():
                 raise DataError(
                     f"data folder {folder} does not exist (pass {spec.pass_id} of {spec.day}). Check train_data_dir, "
                     "start_day/end_day and split_interval; set data_donefile to wait for data still being written"
                 )
             folders.append(folder)
-        files = [f for folder in folders for f in list_data_files(folder, self.cfg.data_donefile)]
-        seed = (self.cfg.seed * 1_000_003 + int(spec.day) * 1_009 + spec.pass_id) % 2**63 if self.cfg.shuffle else None
-        data = self.reader.read_files(files, seed, where=f"pass {spec.pass_id} of {spec.day} ({spec.label})")
-        data.wait_seconds = waited
-        return data
+        return [f for folder in folders for f in list_data_files(folder, self.cfg.data_donefile)], waited
+
+    def _agreed_files(self, spec: PassSpec, report: Callable[[str | None], None]) -> tuple[list[Path], float]:
+        """Rank 0 waits in rounds of one probe. Every round ends in an allreduce of (rank 0's outcome, any rank's
+        stop), so a stop on any rank (a cancel, or a rank that failed and closes its loader) ends every rank's wait;
+        once rank 0 is done, its outcome (the file list, or the error) is broadcast."""
+        t0 = time.monotonic()
+        while True:
+            outcome: tuple[str, Any] = ("waiting", None)
+            if self.dist.rank == 0:
+                outcome = self._probe(spec, report, t0)
+            else:
+                report(self.waiting_for)  # lets the caller pass on a stop request
+            code, stops = self.dist.all_sum(np.array([_OUTCOMES.index(outcome[0]), float(self.stop.is_set())]),
+                                            group=self.dist.data).tolist()
+            if stops > 0:
+                raise LoadCancelled(f"stopped while loading pass {spec.pass_id} of {spec.day}")
+            if _OUTCOMES[int(code)] == "waiting":
+                continue
+            kind, value = self.dist.broadcast(outcome, group=self.dist.data)
+            if kind == "ready":
+                report(None)
+                return [Path(f) for f in value], time.monotonic() - t0
+            if kind == "cancelled":
+                raise LoadCancelled(value)
+            if kind == "timeout":
+                raise DataWaitTimeout(value)
+            raise DataError(value)
+
+    def _probe(self, spec: PassSpec, report: Callable[[str | None], None], t0: float) -> tuple[str, Any]:
+        missing = [self.data_dir / spec.day / split for split in spec.splits if self.cfg.data_donefile
+                   and not (self.data_dir / spec.day / split / self.cfg.data_donefile).is_file()]
+        if not missing:
+            try:
+                return "ready", [str(f) for f in self._files(spec, report, max_wait_s=0)[0]]
+            except DataError as exc:
+                return "error", str(exc)
+        waited = time.monotonic() - t0
+        limit = self.cfg.data_max_wait_second
+        if limit and waited > limit:
+            return "timeout", (f"no {self.cfg.data_donefile} in {missing[0]} after {waited:.0f} s "
+                               f"(data_max_wait_second={limit:g}); the data of this slice is not complete. Check the "
+                               "producer, or raise data_max_wait_second (0 waits forever)")
+        text = f"{missing[0].parent.name}/{missing[0].name}"
+        if self.waiting_for != text:
+            self.reader.log.info("pass %d of %s: waiting for %s in %s (every %g s)", spec.pass_id, spec.day,
+                                 self.cfg.data_donefile, missing[0], self.cfg.data_sleep_second)
+        report(text)
+        if self.stop.wait(self.cfg.data_sleep_second):
+            return "cancelled", f"stopped while waiting for {missing[0] / self.cfg.data_donefile}"
+        return "waiting", None
 
 
 class Prefetcher:

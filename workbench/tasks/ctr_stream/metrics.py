@@ -8,6 +8,7 @@ other count as ties. Extra to Paddle's log line: logloss (with log_loss's eps 1e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,3 +145,21 @@ class CtrMetrics:
         for k in ("sqrerr", "abserr", "prob", "q", "pos", "total", "logloss"):
             setattr(m, k, float(state[k]))  # type: ignore[arg-type]
         return m
+
+
+_SUMS = ("sqrerr", "abserr", "prob", "q", "pos", "total", "logloss")
+
+
+def reduce_metrics(metrics: CtrMetrics, all_sum: Callable[[np.ndarray], np.ndarray]) -> CtrMetrics:
+    """The metrics over every rank: bucket counts and sums added up (Paddle all-reduces stat_pos/stat_neg the same
+    way before computing the global AUC). `all_sum` is the ranks' element-wise float64 sum (identity on one rank);
+    the counts stay exact below 2^53."""
+    packed = np.concatenate([metrics.stat_pos.astype(np.float64), metrics.stat_neg.astype(np.float64),
+                             np.array([getattr(metrics, k) for k in _SUMS], dtype=np.float64)])
+    summed = all_sum(packed)
+    out = CtrMetrics()
+    out.stat_pos = np.rint(summed[:NUM_BUCKETS]).astype(np.int64)
+    out.stat_neg = np.rint(summed[NUM_BUCKETS : 2 * NUM_BUCKETS]).astype(np.int64)
+    for k, v in zip(_SUMS, summed[2 * NUM_BUCKETS :].tolist()):
+        setattr(out, k, v)
+    return out

@@ -7,6 +7,8 @@ table's after-save updates at once; one writer thread then formats and writes, i
 Text dumps of a large table take seconds; this way they overlap the next passes instead of stalling them. Order
 keeps two promises: a donefile names only complete folders, and a resumable state is written after every output
 that precedes it, so a resumed run never misses an output. A write error stops the run at the next pass.
+With several ranks each rank's writer thread writes its own shards' part files; rank 0 finishes each folder and is
+the only one to write donefiles, checkpoint rows and the (gathered) resumable state.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from workbench.config.io import config_to_dict
 from workbench.runner.context import RunContext
 from workbench.tasks.ctr_stream.config import CtrStreamConfig, next_day
 from workbench.tasks.ctr_stream.data import PassData, PassSpec
+from workbench.tasks.ctr_stream.ps import merge_table_states
 from workbench.tasks.ctr_stream.save import (
     SavedRows,
     model_folder,
@@ -32,7 +36,7 @@ from workbench.tasks.ctr_stream.save import (
     write_xbox_donefile,
 )
 from workbench.tasks.ctr_stream.table import SAVE_BASE, SAVE_BATCH, SAVE_CHECKPOINT, SAVE_DELTA
-from workbench.tasks.ctr_stream.trainer import CtrTrainer
+from workbench.tasks.ctr_stream.trainer import CtrTrainer, arrays_to_tensors
 from workbench.tasks.optim import rng_state
 
 STATE_FORMAT = "ctr_stream/1"
@@ -80,10 +84,10 @@ class StreamOutputs:
         not the folders were there.
         """
         self.ctx.phase(f"end of day {spec.day}: shrink")
-        deleted = trainer.table.shrink()
+        deleted = int(trainer.dist.all_sum(np.array([float(trainer.table.shrink())]))[0])
         following = next_day(spec.day)
         base = model_folder(self.root, following, SAVE_BASE)
-        if base.exists():
+        if trainer.dist.broadcast(base.exists()):  # rank 0 decides: every rank must take the same saves
             for mode in (SAVE_BASE, SAVE_BATCH):
                 _, mask = SavedRows.take(trainer.table, mode)
                 trainer.table.update_after_save(mode, mask)
@@ -97,14 +101,31 @@ class StreamOutputs:
         return deleted, key
 
     def save_state(self, trainer: CtrTrainer, progress_state: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Queue the resumable state as it is now (copied here; training may go on while it is written)."""
+        """Queue the resumable state as it is now (copied here; training may go on while it is written).
+
+        Every rank calls this at the same point; the writer threads gather the table shards to rank 0, which saves
+        one state holding the whole table (so a resume may use another rank count: each rank keeps its keys)."""
         current = trainer.state_dict()  # the table part is already a copy; the network's tensors are live
+        shard = trainer.table.state_dict() if trainer.dist.distributed else None
         state = {**current, "model": _clone(current["model"]), "optimizer": _clone(current["optimizer"]),
                  "progress": progress_state, "rng": rng_state(), "metrics": dict(metrics), "format": STATE_FORMAT}
         monitored = {k: v for k, v in metrics.items() if k in ("infer/auc", "train/auc")}
-        step, config = trainer.step, config_to_dict(self.cfg)
-        # a stream has passes, not epochs: the envelope's epoch stays None (pass and day are in the state)
-        self._submit(lambda: self.ctx.checkpoints.save(state, step=step, config=config, metrics=monitored))
+        step, config, dist = trainer.step, config_to_dict(self.cfg), trainer.dist
+
+        def job() -> None:
+            if shard is not None:
+                import torch.distributed as tdist
+
+                shards: list[Any] | None = [None] * dist.world if dist.rank == 0 else None
+                tdist.gather_object(shard, shards, dst=0, group=dist.save)
+                if dist.rank != 0:
+                    return
+                state["table"] = arrays_to_tensors(merge_table_states(shards))  # type: ignore[arg-type]
+                state["world_size"] = dist.world
+            # a stream has passes, not epochs: the envelope's epoch stays None (pass and day are in the state)
+            self.ctx.checkpoints.save(state, step=step, config=config, metrics=monitored)
+
+        self._submit(job)
 
     # -- the writer thread ----------------------------------------------------------------------------------------
     def _save(self, trainer: CtrTrainer, folder: Path, mode: int, spec: PassSpec, metrics: dict[str, float],
@@ -121,12 +142,17 @@ class StreamOutputs:
         compress = cfg.converter == "gzip" and mode in (SAVE_DELTA, SAVE_BASE)
         step = trainer.step
 
+        dist = trainer.dist
+
         def job() -> None:
             t0 = time.monotonic()
-            write_model(folder, saved, mode, dense, meta, shard_num=cfg.shard_num, compress=compress)
-            announce(folder, saved.count)
+            count = write_model(folder, saved, mode, dense, meta, shard_num=cfg.shard_num, compress=compress,
+                                dist=dist)
+            if dist.rank != 0:  # rank 0 announces and records the folder, once every shard is in it
+                return
+            announce(folder, count)
             self._register(folder, KINDS[mode], step, spec, row_metrics)
-            self.ctx.logger.info("saved %s model %s (%d features, %.1f s)", KINDS[mode], folder, saved.count,
+            self.ctx.logger.info("saved %s model %s (%d features, %.1f s)", KINDS[mode], folder, count,
                                  time.monotonic() - t0)
 
         self._submit(job)

@@ -7,7 +7,8 @@
     {save_model_path}/donefile.txt         checkpoints and batch models: day, base key, path, pass (-1 = batch), 0
     {save_model_path}/base_donefile.txt    JSON lines for base models;  patch_donefile.txt: for deltas
 
-Inside a model folder: `000/part-000-NNNNN` (sparse table 0, one part file per shard, `.gz` with converter gzip)
+Inside a model folder: `000/part-000-NNNNN` (sparse table 0, one part file per shard - key % shard_num -, each
+written by the rank that holds the shard, `.gz` with converter gzip)
 with one line per feature, `key slot unseen_days delta_score show click embed_w embed_g2sum... [embedx_w...
 embedx_g2sum...]` (the embedx part only when the feature has one and score >= embedx_threshold, as ParseToString
 writes it; numbers printed like C++'s ostream, i.e. %g), plus `dense.pt` (the MLP's state_dict, with the optimizer
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.tasks.ctr_stream.ps import Dist, owned_shards
 from workbench.tasks.ctr_stream.table import SAVE_BASE, SAVE_BATCH, SAVE_CHECKPOINT, SAVE_DELTA, SparseTable
 
 MODE_NAMES = {SAVE_CHECKPOINT: "checkpoint", SAVE_DELTA: "delta", SAVE_BASE: "base", SAVE_BATCH: "batch"}
@@ -84,28 +86,39 @@ def save_model(folder: Path, table: SparseTable, mode: int, dense: dict[str, Any
 
 
 def write_model(folder: Path, saved: SavedRows, mode: int, dense: dict[str, Any], meta: dict[str, Any], *,
-                shard_num: int = 1, compress: bool = False) -> None:
-    """Write a model folder from a snapshot, under a temporary name renamed when complete (replacing an old one)."""
+                shard_num: int = 1, compress: bool = False, dist: Dist | None = None) -> int:
+    """Write a model folder from a snapshot, under a temporary name renamed when complete (replacing an old one).
+
+    With several ranks every rank calls this with its own shard's snapshot and writes the part files of the table
+    shards it holds; rank 0 prepares the temporary folder, writes dense.pt and meta.json once all part files are
+    written (the count's sum over ranks is that point), and renames. Returns the features saved over all ranks."""
+    dist = dist or Dist()
     tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / TABLE_DIR).mkdir(parents=True)
+    if dist.rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / TABLE_DIR).mkdir(parents=True)
+    dist.all_sum(np.zeros(1), group=dist.save)  # the folder exists before any rank writes into it
     shard = (saved.keys % np.uint64(shard_num)).astype(np.int64)
     mf_row = np.cumsum(saved.has_embedx) - 1  # line i's row in saved.mf, where it has one
-    for s in range(shard_num):
+    for s in owned_shards(dist.rank, shard_num, dist.world):
         name = f"part-000-{s:05d}" + (".gz" if compress else "")
         opener = gzip.open if compress else open
         with opener(tmp / TABLE_DIR / name, "wb") as f:  # type: ignore[operator]
             lines = np.flatnonzero(shard == s)
             for lo in range(0, lines.size, LINES_PER_CHUNK):
                 f.write(format_lines(saved, lines[lo : lo + LINES_PER_CHUNK], mf_row).encode())
+    count = int(dist.all_sum(np.array([float(saved.count)]), group=dist.save)[0])
+    if dist.rank != 0:
+        return count
     torch.save(dense, tmp / "dense.pt")
-    meta = {**meta, "mode": mode, "mode_name": MODE_NAMES[mode], "features": saved.count,
+    meta = {**meta, "mode": mode, "mode_name": MODE_NAMES[mode], "features": count,
             "line_format": "key slot unseen_days delta_score show click embed_w embed_g2sum... "
                            "[embedx_w... embedx_g2sum...]"}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
+    return count
 
 
 def format_lines(saved: SavedRows, lines: np.ndarray, mf_row: np.ndarray | None = None) -> str:

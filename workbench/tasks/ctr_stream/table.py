@@ -363,7 +363,8 @@ class SparseTable:
         self.n, self.mf_n = n, mf_n
         self.created_total = int(state["counters"]["created_total"])
         self.deleted_total = int(state["counters"]["deleted_total"])
-        self.rng.bit_generator.state = _rng_state_from_text(state["rng"])
+        if state.get("rng") is not None:  # None: a shard of a state saved with another rank count keeps its own
+            self.rng.bit_generator.state = _rng_state_from_text(state["rng"])
         self.index.rebuild(self.keys, self.n)
 
 
