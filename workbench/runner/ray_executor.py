@@ -125,7 +125,7 @@ class RayExecutor:
                 f"{n.get('NodeManagerAddress')}: {n['Resources'].get('CPU', 0):g} CPU, {n['Resources'].get('GPU', 0):g} GPU"
                 for n in self.nodes
             )
-            raise ValueError(
+            raise ExecutorError(
                 f"no node of the Ray cluster has the {cpus:g} CPUs and {gpus} GPUs this run asks for "
                 f"(nproc_per_node={config.get('nproc_per_node', 1)}, WORKBENCH_RAY_CPUS_PER_PROCESS="
                 f"{get_settings().ray_cpus_per_process:g}); the nodes have: {have or 'no node is alive'}"
