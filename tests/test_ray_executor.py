@@ -84,12 +84,14 @@ def test_the_quick_preset_of_each_task_completes_and_the_third_waits_in_ray(ray_
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         ids.append(next(r.id for r in api.list_runs() if r.name == f"{task}-ray"))
     # 2 CPUs, 1 CPU a run: two train and the third waits in Ray's scheduler (still `queued`, not in ours)
-    waiting = wait_for(
-        lambda: [r for r in map(api.get_run, ids) if r.status == "queued" and (r.phase or "").startswith("waiting in Ray")],
-        timeout=60, what="a run waiting in Ray's queue",
-    )  # fmt: skip
-    assert len(waiting) == 1 and "for 1 CPU" in (waiting[0].phase or "")
-    assert sum(api.get_run(i).status in ("starting", "running") for i in ids) <= 2
+    def two_active_one_waiting():  # type: ignore[no-untyped-def]
+        now = [api.get_run(i) for i in ids]
+        active = [r for r in now if r.status in ("starting", "running")]
+        waiting = [r for r in now if r.status == "queued" and (r.phase or "").startswith("waiting in Ray")]
+        return waiting if len(active) == 2 and len(waiting) == 1 else None
+
+    waiting = wait_for(two_active_one_waiting, timeout=60, interval=0.1, what="two runs training and one waiting in Ray")
+    assert "for 1 CPU" in (waiting[0].phase or "")
     done = [wait_status(i, ENDED, timeout=600) for i in ids]
     assert [r.status for r in done] == ["completed"] * 3, [(r.name, r.status, r.error) for r in done]
     for run in done:

@@ -82,7 +82,7 @@ class RayHead:
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)  # `ray start --block` stops what it started
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=5)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
             try:

@@ -146,8 +146,8 @@ class RayExecutor:
             try:
                 actor = RunActor.options(  # type: ignore[attr-defined]
                     name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus, num_gpus=gpus,
-                ).remote()  # fmt: skip
-                actor.run.remote(run.id, run.attempt, _forwarded_env(settings), os.getcwd())
+                ).remote(run.id, run.attempt, _forwarded_env(settings), os.getcwd())  # fmt: skip
+                _wait_until_ray_holds(actor)
             except ValueError as exc:
                 if "already" not in str(exc):  # a duplicate name: this attempt is in Ray already
                     self._fail_submit(engine, run, exc)
@@ -264,12 +264,34 @@ def _forwarded_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _wait_until_ray_holds(actor: Any, timeout: float = 10.0) -> None:
+    """Return once the cluster (not this process) holds the actor's creation: the submitter may be a CLI that exits
+    right after, without a goodbye to Ray (cli.main ends with os._exit), and a creation still on its way would be lost."""
+    try:
+        from ray._private import state
+    except ImportError:
+        return
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if state.actors(actor_id=actor._actor_id.hex()).get("State") not in (None, "DEPENDENCIES_UNREADY"):
+                return
+        except Exception:
+            return  # the private API moved: nothing better to wait on
+        time.sleep(0.02)
+
+
 @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)  # run() and cancel() at once
 class RunActor:
-    """One run's attempt on a node Ray chose: moves the run to `starting`, then runs its supervisor as a child."""
+    """One run's attempt on a node Ray chose: moves the run to `starting`, then runs its supervisor as a child.
 
-    def __init__(self) -> None:
+    The work is a call the actor makes on itself once it is created: a call from the submitter would be owned by the
+    submitter and die with it (a `workbench run --detach` is gone long before Ray finds a node), while the creation
+    of a detached actor is the cluster's."""
+
+    def __init__(self, run_id: str, attempt: int, env: dict[str, str], cwd: str) -> None:
         self.supervisor: subprocess.Popen[bytes] | None = None
+        ray.get_runtime_context().current_actor.run.remote(run_id, attempt, env, cwd)
 
     def run(self, run_id: str, attempt: int, env: dict[str, str], cwd: str) -> int:
         try:
