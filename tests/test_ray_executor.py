@@ -104,8 +104,8 @@ def test_the_quick_preset_of_each_task_completes_and_the_third_waits_in_ray(ray_
     assert shown["status"] == "completed"
 
 
-def test_cancel_checkpoints_then_ends_cancelled(ray_home):
-    run = api.launch_run(_linreg(epochs=400, step_sleep_s=0.02), name="to-cancel")
+def test_cancel_checkpoints_then_ends_cancelled_and_resume_continues(ray_home):
+    run = api.launch_run(_linreg(epochs=50, step_sleep_s=0.02), name="to-cancel")
     wait_for(lambda: api.get_run(run.id).progress_done, timeout=60, what="the run to make progress")
     running = wait_status(run.id, ("running",), timeout=30)
     assert api.cancel_run(run.id) == "cancel requested"
@@ -114,6 +114,13 @@ def test_cancel_checkpoints_then_ends_cancelled(ray_home):
     assert done.status == "cancelled", (done.status, done.error)
     assert api.checkpoints(run.id), "a cancelled run saves a checkpoint before it stops"
     wait_for(lambda: not _alive(running.worker_pid) and not _alive(running.supervisor_pid), timeout=20, what="its processes to end")
+    stopped_at = max(c.step for c in api.checkpoints(run.id))
+    resumed = api.resume_run(run.id)
+    assert resumed.attempt == 2
+    done = wait_status(run.id, ENDED, timeout=120)
+    assert done.status == "completed", (done.status, done.error)
+    assert [e.kind for e in api.events(run.id)].count("submitted") == 2, "the resumed attempt went through Ray too"
+    assert stopped_at < max(c.step for c in api.checkpoints(run.id)) and done.progress_done == done.progress_total
 
 
 def test_a_cancel_while_waiting_in_ray_takes_it_out_of_the_queue(ray_home, monkeypatch):
@@ -132,7 +139,12 @@ def test_a_cancel_while_waiting_in_ray_takes_it_out_of_the_queue(ray_home, monke
     assert after.status == "cancelled" and after.started_at is None
 
 
-def test_a_killed_ray_worker_leaves_the_run_lost_within_30_s(ray_home):
+def test_a_killed_ray_worker_leaves_the_run_lost_within_30_s(ray_home, monkeypatch):
+    from workbench.settings import reset_settings
+
+    # this process plays the UI on another machine: no pid check of the run's supervisor, Ray's word only
+    monkeypatch.setenv("WORKBENCH_HOST", "ui-machine")
+    reset_settings()
     run = api.launch_run(_linreg(epochs=400, step_sleep_s=0.02), name="to-kill")
     running = wait_status(run.id, ("running",), timeout=60)
     wait_for(lambda: api.get_run(run.id).worker_pid, timeout=30, what="the worker's pid")
@@ -150,7 +162,7 @@ def test_a_killed_ray_worker_leaves_the_run_lost_within_30_s(ray_home):
     done = wait_for(ended, timeout=30, interval=0.5, what="the run to be marked lost")
     assert time.time() - killed_at < 30
     assert done.status == "lost", (done.status, done.error)
-    assert "supervisor process" in (done.error or "") or "Ray actor" in (done.error or ""), done.error
+    assert "Ray actor" in (done.error or "") and "died" in (done.error or ""), done.error
     # nothing of it goes on training: the supervisor and the worker die with the Ray worker
     wait_for(lambda: not _alive(running.supervisor_pid) and not _alive(running.worker_pid), timeout=10, what="its processes to die")
 

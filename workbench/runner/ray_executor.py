@@ -174,16 +174,19 @@ class RayExecutor:
         reason = scheduler.why_lost(run, settings, now)  # the supervisor's pid here, the heartbeat anywhere
         if reason is not None:
             return reason
-        if _actor(run) is None:
-            return f"its Ray actor {actor_name(run.id, run.attempt)} died: {death_cause(actor_name(run.id, run.attempt))}"
-        return None
+        if _actor(run) is not None:
+            return None
+        info = _actor_info(actor_name(run.id, run.attempt))
+        if info is None:  # never a Ray run (a local executor's, from before a switch): the rules above judge it
+            return None
+        return f"its Ray actor {actor_name(run.id, run.attempt)} died: {death_cause(info)}"
 
     def reconcile(self, engine: Engine, settings: Settings) -> list[str]:
         ended: list[str] = []
         for run in runs.queued_runs(engine):
             if (run.phase or "").startswith(WAITING) and _actor(run) is None:
                 name = actor_name(run.id, run.attempt)
-                how = f"its Ray actor {name} is gone before the run started: {death_cause(name)}"
+                how = f"its Ray actor {name} is gone before the run started: {death_cause(_actor_info(name))}"
                 if runs.transition(
                     engine, run_id=run.id, to=RunStatus.FAILED, expect=[RunStatus.QUEUED], on_attempt=run.attempt,
                     run_in=RunUpdate(error=how, phase=None), message=how[:500],
@@ -232,17 +235,22 @@ def _actor(run: RunRead) -> Any | None:
         return None
 
 
-def death_cause(name: str) -> str:
-    """Why Ray says the actor died (its worker process died, its node died, it was killed), as best Ray tells."""
+def _actor_info(name: str) -> dict[str, Any] | None:
+    """Ray's record of the newest actor of that name, dead ones included; None if Ray has none (never submitted, or
+    a cluster restarted since)."""
     try:
-        from ray._private import state  # no public call gives a dead actor's cause without the dashboard
+        from ray._private import state  # no public call reads a dead actor's record without the dashboard
 
         infos = [a for a in state.actors().values() if a.get("Name") == name]
-    except Exception as exc:  # the private API moved: say what we know
-        return f"Ray no longer knows it ({type(exc).__name__} reading its death cause)"
-    if not infos:
+    except Exception:  # the private API moved: say nothing rather than guess
+        return None
+    return max(infos, key=lambda a: a.get("StartTime") or 0) if infos else None
+
+
+def death_cause(info: dict[str, Any] | None) -> str:
+    """Why Ray says the actor died (its worker process died, its node died, it was killed), as best Ray tells."""
+    if info is None:
         return "Ray no longer knows it"
-    info = max(infos, key=lambda a: a.get("StartTime") or 0)
     said = re.findall(r'error_message: "((?:[^"\\]|\\.)*)"', str(info.get("DeathCause") or ""))
     where = (info.get("Address") or {}).get("IPAddress", "?")
     return f"{said[0] if said else 'no reason given'} (node {where}, pid {info.get('Pid')})"
