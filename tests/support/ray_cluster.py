@@ -1,6 +1,7 @@
 """A throwaway Ray cluster for tests: `ray start --head --block` on a free loopback port, 2 CPUs, no dashboard, no
-usage stats, its own temporary folder. Stopped by ending the process group it runs in, then any process left that
-names its temporary folder (raylet workers), so nothing of it outlives the test module, even on failure.
+usage stats, its own temporary folder; add_node() joins a second node on this machine (a cluster of two for the
+multi-node rules). Stopped by killing the process groups they run in, then any process left that names the
+temporary folder, so nothing of it outlives the test module, even on failure.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class RayHead:
         # short: Ray's socket paths live under it and a Unix socket path may not pass 107 bytes
         self.temp_dir = Path(tempfile.mkdtemp(prefix="wbray", dir="/tmp"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_nodes: list[subprocess.Popen[bytes]] = []
 
     def start(self, env: dict[str, str], timeout: float = 60.0) -> None:
         ray_bin = Path(sys.executable).with_name("ray")
@@ -74,20 +76,53 @@ class RayHead:
             time.sleep(0.2)
         raise RuntimeError(f"the Ray head did not start within {timeout:.0f} s: {self.log_tail()}")
 
+    def add_node(self, cpus: int, timeout: float = 60.0) -> subprocess.Popen[bytes]:
+        """A second Ray node on this machine (its own raylet joining the head), in its own process group: killing
+        that group is a node dying. Returns once the cluster counts it."""
+        import ray
+
+        ray_bin = Path(sys.executable).with_name("ray")
+        cmd = [
+            str(ray_bin), "start", f"--address={self.address}", "--block", f"--num-cpus={cpus}", "--num-gpus=0",
+            "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}", "--object-store-memory=100000000",
+            f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats",
+        ]  # fmt: skip
+        before = len([n for n in ray.nodes() if n["Alive"]])
+        with open(self.temp_dir / "node.log", "ab") as log:
+            node = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+            )  # fmt: skip
+        self.extra_nodes.append(node)
+        deadline = time.time() + timeout
+        while len([n for n in ray.nodes() if n["Alive"]]) <= before:
+            if time.time() > deadline or node.poll() is not None:
+                raise RuntimeError(f"the second Ray node did not join: {(self.temp_dir / 'node.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        return node
+
+    @staticmethod
+    def kill_node(node: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the node's whole process group (its raylet and every worker on it): what a power cut does."""
+        try:
+            os.killpg(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        node.wait(timeout=10)
+
     def log_tail(self, limit: int = 2000) -> str:
         path = self.temp_dir / "head.log"
         return path.read_text(errors="replace")[-limit:] if path.exists() else ""
 
     def stop(self) -> None:
+        for node in self.extra_nodes:
+            self.kill_node(node)
         if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)  # `ray start --block` stops what it started
-                self.proc.wait(timeout=5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
+            # `ray start --block` takes its time over SIGTERM (10 s and more): a throwaway cluster is SIGKILLed
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
         # workers, and anything the group signal missed, name our temporary folder on their command line
         mine = str(self.temp_dir)
