@@ -123,6 +123,35 @@ def test_cancel_checkpoints_then_ends_cancelled_and_resume_continues(ray_home):
     assert stopped_at < max(c.step for c in api.checkpoints(run.id)) and done.progress_done == done.progress_total
 
 
+def test_a_supervisor_that_ignores_its_cancel_is_killed_through_ray_after_the_grace_period(ray_home, monkeypatch):
+    from workbench.runner.ray_executor import KILL_MARGIN_S
+    from workbench.settings import reset_settings
+
+    monkeypatch.setenv("WORKBENCH_CANCEL_GRACE_S", "2")
+    reset_settings()
+    run = api.launch_run(_linreg(epochs=400, step_sleep_s=0.02), name="stuck")
+    wait_status(run.id, ("running",), timeout=60)
+    wait_for(lambda: api.get_run(run.id).worker_pid, timeout=30, what="the worker's pid")
+    running = api.get_run(run.id)
+    os.kill(running.supervisor_pid, signal.SIGSTOP)  # a hung supervisor: it neither forwards the cancel nor beats
+    try:
+        asked_at = time.time()
+        assert api.cancel_run(run.id) == "cancel requested"
+
+        def ended():  # type: ignore[no-untyped-def]
+            api.housekeeping()
+            now = api.get_run(run.id)
+            return now if now.status in ENDED else None
+
+        done = wait_for(ended, timeout=2 + KILL_MARGIN_S + 15, interval=0.5, what="Ray to kill the stuck run")
+    finally:
+        if _alive(running.supervisor_pid):
+            os.kill(running.supervisor_pid, signal.SIGCONT)
+    assert done.status == "cancelled" and "Ray killed its actor" in (done.error or ""), (done.status, done.error)
+    assert time.time() - asked_at >= 2 + KILL_MARGIN_S
+    wait_for(lambda: not _alive(running.supervisor_pid) and not _alive(running.worker_pid), timeout=10, what="its processes to die")
+
+
 def test_a_cancel_while_waiting_in_ray_takes_it_out_of_the_queue(ray_home, monkeypatch):
     big = api.launch_run(_linreg(epochs=5, step_sleep_s=0.02), name="fits")
     # two CPUs a process: no slot while `fits` holds one of the two CPUs, so it waits in Ray
