@@ -10,6 +10,8 @@ Per run:
                launching machine (the ray side connects to the cluster as a driver and submits an actor).
   step time    steady-state wall seconds per optimizer step: from the first `train/loss` point after a quarter of
                the run's steps to the last one (start-up and the first epochs left out).
+  supervision  resident memory (MB) of what watches the run besides its worker, halfway through: the supervisor,
+               and under ray also the Ray actor process that hosts it.
 
     .venv/bin/python benchmarks/bench_executor.py configs/recommendation/quick.yaml --repeats 3
 """
@@ -51,10 +53,15 @@ def one_run(executor: str, config: str, overrides: list[str], env: dict[str, str
     db = sqlite3.connect(Path(home) / "workbench.db", timeout=30)
     run_id = db.execute("SELECT id FROM run WHERE name = ?", (name,)).fetchone()[0]
     deadline = time.time() + 900
+    memory_mb = 0.0
     while True:
-        status = db.execute("SELECT status FROM run WHERE id = ?", (run_id,)).fetchone()[0]
+        status, done, total, pid = db.execute(
+            "SELECT status, progress_done, progress_total, supervisor_pid FROM run WHERE id = ?", (run_id,)
+        ).fetchone()
         if status in ("completed", "failed", "cancelled", "lost"):
             break
+        if not memory_mb and status == "running" and done and total and done >= total / 2 and pid:
+            memory_mb = _supervision_mb(pid, executor)
         if time.time() > deadline:
             raise SystemExit(f"{executor}: run {run_id} did not end within 900 s")
         time.sleep(0.2)
@@ -68,7 +75,22 @@ def one_run(executor: str, config: str, overrides: list[str], env: dict[str, str
     last_step = points[-1][0]
     start = next(p for p in points if p[0] >= last_step // 4)
     step_time = (points[-1][1] - start[1]) / max(1, points[-1][0] - start[0])
-    return {"first_step_s": first_wall - t0, "launch_cpu_s": launch_cpu, "step_ms": step_time * 1000}
+    return {"first_step_s": first_wall - t0, "launch_cpu_s": launch_cpu, "step_ms": step_time * 1000, "supervision_mb": memory_mb}
+
+
+def _supervision_mb(supervisor_pid: int, executor: str) -> float:
+    """RSS of what watches a run besides its worker: the supervisor, and under ray also the actor process that
+    hosts it (the supervisor is a Ray driver there too, for its housekeeping)."""
+    import psutil
+
+    try:
+        sup = psutil.Process(supervisor_pid)
+        rss = sup.memory_info().rss
+        if executor == "ray":
+            rss += sup.parent().memory_info().rss  # type: ignore[union-attr]
+        return rss / 2**20
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 def main() -> None:
@@ -103,7 +125,7 @@ def main() -> None:
         if head is not None:
             head.stop()
     print(f"\n{args.config} {' '.join(args.overrides)}: median of {args.repeats} (ray / local)")
-    for key in ("first_step_s", "launch_cpu_s", "step_ms"):
+    for key in ("first_step_s", "launch_cpu_s", "step_ms", "supervision_mb"):
         lo = statistics.median(r[key] for r in results["local"])
         ra = statistics.median(r[key] for r in results["ray"])
         print(f"  {key:13s} local {lo:8.3f}   ray {ra:8.3f}   ratio {ra / lo:5.2f}x")

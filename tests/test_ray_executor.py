@@ -168,13 +168,11 @@ def test_a_cancel_while_waiting_in_ray_takes_it_out_of_the_queue(ray_home, monke
     assert after.status == "cancelled" and after.started_at is None
 
 
-def test_a_killed_ray_worker_leaves_the_run_lost_within_30_s(ray_home, monkeypatch):
-    from workbench.settings import reset_settings
-
-    # this process plays the UI on another machine: no pid check of the run's supervisor, Ray's word only
-    monkeypatch.setenv("WORKBENCH_HOST", "ui-machine")
-    reset_settings()
+def test_a_killed_ray_worker_leaves_the_run_lost_within_30_s(ray_home):
+    # a second run whose actor does the housekeeping passes: nobody else here looks (no UI server, no pass by hand)
+    watcher = api.launch_run(_linreg(epochs=400, step_sleep_s=0.02), name="watcher")
     run = api.launch_run(_linreg(epochs=400, step_sleep_s=0.02), name="to-kill")
+    wait_status(watcher.id, ("running",), timeout=60)
     running = wait_status(run.id, ("running",), timeout=60)
     wait_for(lambda: api.get_run(run.id).worker_pid, timeout=30, what="the worker's pid")
     running = api.get_run(run.id)
@@ -183,17 +181,17 @@ def test_a_killed_ray_worker_leaves_the_run_lost_within_30_s(ray_home, monkeypat
     killed_at = time.time()
     os.kill(actor_pid, signal.SIGKILL)
 
-    def ended():  # type: ignore[no-untyped-def]
-        api.housekeeping()  # what the UI server and every supervisor do every few seconds
-        now = api.get_run(run.id)
-        return now if now.status in ENDED else None
-
-    done = wait_for(ended, timeout=30, interval=0.5, what="the run to be marked lost")
+    done = wait_status(run.id, ENDED, timeout=30)
     assert time.time() - killed_at < 30
     assert done.status == "lost", (done.status, done.error)
-    assert "Ray actor" in (done.error or "") and "died" in (done.error or ""), done.error
+    # the watcher's actor runs on the same host as the dead supervisor: its pid check sees it first (Ray's own word
+    # is what the two-node test below checks)
+    assert "supervisor process" in (done.error or "") or "Ray actor" in (done.error or ""), done.error
     # nothing of it goes on training: the supervisor and the worker die with the Ray worker
     wait_for(lambda: not _alive(running.supervisor_pid) and not _alive(running.worker_pid), timeout=10, what="its processes to die")
+    assert api.get_run(watcher.id).status == "running"
+    api.cancel_run(watcher.id)
+    assert wait_status(watcher.id, ENDED, timeout=60).status == "cancelled"
 
 
 def test_a_study_runs_4_trials_2_at_once_through_ray(ray_home, tmp_path):

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         description="Who places runs: `local` starts a detached supervisor process on this machine; `ray` has Ray "
         "place each run's supervisor on a node of the cluster at RAY_ADDRESS (docs/cluster.md).",
     )
+    supervisor_housekeeping: bool = Field(
+        True, description="Supervisors run housekeeping passes. The ray executor turns it off for the supervisors it "
+        "starts: the Ray actor above each one does the passes instead, with the Ray connection it already has."
+    )
     ray_cpus_per_process: float = Field(
         1.0, gt=0, description="With the ray executor: CPUs a run asks of Ray for each of its training processes "
         "(a run asks nproc_per_node times this; GPUs are nproc_per_node when it trains on CUDA)."

@@ -14,7 +14,7 @@ How a run goes:
      the local executor. The supervisor and everything below it die with the actor (WORKBENCH_DIE_WITH_PARENT, see
      runner/lifeline.py), so a killed Ray worker leaves no training behind. When the supervisor ends, the actor
      exits and gives its resources back to Ray.
-  3. Liveness (housekeeping, every few seconds in every supervisor, the UI server and `workbench run --wait`): an
+  3. Liveness (housekeeping, every few seconds in every run's actor, the UI server and `workbench run --wait`): an
      active run whose actor Ray reports dead (its worker process or its node died) is `lost`, with Ray's reason; the
      heartbeat rule still holds too. A queued run whose actor vanished before it started ends `failed` with Ray's
      reason. Neither rule looks at a run's host, and a run waiting in Ray has no heartbeat to judge.
@@ -308,6 +308,7 @@ class RunActor:
             ray.actor.exit_actor()  # give the CPUs/GPUs back to Ray (a detached actor lives on otherwise)
 
     def _run(self, run_id: str, attempt: int, env: dict[str, str], cwd: str) -> int:
+        from workbench.runner.scheduler import PeriodicHousekeeping
         from workbench.settings import reset_settings
         from workbench.store import get_engine
 
@@ -329,6 +330,9 @@ class RunActor:
             "WORKBENCH_HOST": host,
             "RAY_ADDRESS": context.gcs_address,  # the cluster as this node sees it
             lifeline.ENV: str(os.getpid()),
+            # housekeeping needs Ray (actor liveness); this process has a connection, a supervisor would need its own
+            # (~200 MB as a Ray driver): the passes run here instead
+            "WORKBENCH_SUPERVISOR_HOUSEKEEPING": "false",
             "PYTHONUNBUFFERED": "1",
         }
         folder = settings.runs_dir / run_id
@@ -339,7 +343,12 @@ class RunActor:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env,
                 cwd=cwd if os.path.isdir(cwd) else str(settings.home_dir),
             )  # fmt: skip
-        return self.supervisor.wait()
+        periodic = PeriodicHousekeeping()
+        periodic.start()
+        try:
+            return self.supervisor.wait()
+        finally:
+            periodic.stop()
 
     def cancel(self, supervisor_pid: int | None) -> bool:
         """SIGTERM the supervisor (it checkpoints the run and stops it); only the one this actor started."""

@@ -74,6 +74,8 @@ def _start_worker(run_id: str, nproc_per_node: int, log: IO[bytes]) -> subproces
 def _housekeeping(engine: Engine, *, wait: bool) -> None:
     """A housekeeping pass that cannot take this run down with it: a failure is logged (supervisor.log) and the
     next pass tries again."""
+    if not get_settings().supervisor_housekeeping:  # the ray executor's actor above us does the passes
+        return
     try:
         scheduler.housekeeping(engine, wait=wait)
     except Exception as exc:
