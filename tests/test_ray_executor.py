@@ -194,6 +194,22 @@ def test_a_killed_ray_worker_leaves_the_run_lost_within_30_s(ray_home):
     assert wait_status(watcher.id, ENDED, timeout=60).status == "cancelled"
 
 
+def test_torchrun_on_the_node_and_its_ranks_die_with_the_ray_worker(ray_home):
+    run = api.launch_run(_linreg(epochs=100, step_sleep_s=0.02, nproc_per_node=2), name="ddp")
+    assert any("for 2 CPU" in e.message for e in api.events(run.id) if e.kind == "submitted")
+    wait_for(lambda: (api.get_run(run.id).progress_done or 0) > 20, timeout=90, what="the ranks to train")
+    running = api.get_run(run.id)
+    log = (api.run_dir(run.id) / "train.log").read_text()
+    assert "world size 2" in log and "[rank 1]" in log
+    supervisor = psutil.Process(running.supervisor_pid)
+    below = supervisor.children(recursive=True)  # torchrun and its two ranks
+    assert len(below) >= 3 and any("torch.distributed.run" in " ".join(p.cmdline()) for p in below)
+    supervisor.parent().kill()  # the Ray worker process of the run's actor  # type: ignore[union-attr]
+    wait_for(lambda: not any(_alive(p.pid) for p in [supervisor, *below]), timeout=15, what="torchrun and its ranks to die")
+    assert api.housekeeping().lost == [run.id]  # what the UI server does every few seconds
+    assert api.get_run(run.id).status == "lost"
+
+
 def test_a_study_runs_4_trials_2_at_once_through_ray(ray_home, tmp_path):
     config = tmp_path / "linreg.yaml"
     config.write_text("task: linreg\nepochs: 3\nsteps_per_epoch: 20\ntrain_batch_size: 16\n")
