@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11+) and install the workbench into it. Idempotent: a second run is quick.
-# Usage: scripts/setup.sh [--test]   (--test also installs pytest, Playwright, psycopg, and Debian's Chromium and
-# PostgreSQL: the tests start a throwaway PostgreSQL server of their own)
+# Usage: scripts/setup.sh [--test]   (--test also installs pytest, Playwright, psycopg, Ray, and Debian's Chromium and
+# PostgreSQL: the tests start a throwaway PostgreSQL server and a local Ray head of their own)
+# A machine that only runs the ray executor needs `pip install -e '.[ray]'` (docs/cluster.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -353,7 +353,7 @@ def main() -> None:
     try:
         try:
             app()
-        except api.StoreSchemaError as exc:  # an old store: say what to run, not a traceback
+        except (api.StoreSchemaError, api.ExecutorError) as exc:  # an old store, an executor that cannot place runs: say what to do, not a traceback
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
     except SystemExit as exc:

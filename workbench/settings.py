@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,20 @@ class Settings(BaseSettings):
         default_factory=socket.gethostname,
         description="This machine's name on the runs it launches and supervises. Pid checks apply only to runs of "
         "this host; other hosts' runs are judged by their heartbeat. Default: the hostname.",
+    )
+
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="Who places runs: `local` starts a detached supervisor process on this machine; `ray` has Ray "
+        "place each run's supervisor on a node of the cluster at RAY_ADDRESS (docs/cluster.md).",
+    )
+    supervisor_housekeeping: bool = Field(
+        True, description="Supervisors run housekeeping passes. The ray executor turns it off for the supervisors it "
+        "starts: the Ray actor above each one does the passes instead, with the Ray connection it already has."
+    )
+    ray_cpus_per_process: float = Field(
+        1.0, gt=0, description="With the ray executor: CPUs a run asks of Ray for each of its training processes "
+        "(a run asks nproc_per_node times this; GPUs are nproc_per_node when it trains on CUDA)."
     )
 
     @property

@@ -9,6 +9,7 @@ from workbench.store.metrics import Series
 from workbench.store.models import ACTIVE, ENDED, CheckpointRead, EventRead, RunRead, RunStatus
 from workbench.store.runs import RunNotFound
 from workbench.tags import clean_tags
+from workbench.runner.executor import ExecutorError
 from workbench.store.schema import StoreSchemaError
 from workbench.studies.options import StudyOptions
 from workbench.store.studies import StudyRead

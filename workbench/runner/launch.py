@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from workbench.config.io import config_to_dict, config_to_yaml
 from workbench.ids import new_run_id
 from workbench.runner import scheduler
+from workbench.runner.executor import get_executor
 from workbench.settings import get_settings
 from workbench.store import runs
 from workbench.store.events import add_event
@@ -48,6 +49,7 @@ def create(
     """Insert the run as `queued` with its config.yaml, and start it now if a slot is free (else it waits)."""
     task = cfg.task  # type: ignore[attr-defined]
     spec = TASKS[task]
+    get_executor().check_launch(config_to_dict(cfg))  # before anything is written: a run it cannot place is refused
     run_id = new_run_id()
     folder = run_dir(run_id)
     folder.mkdir(parents=True)
@@ -77,6 +79,7 @@ def cancel(engine: Engine, run_id: str) -> str:
             message="cancelled before it started",
         )  # fmt: skip
         if cancelled:
+            get_executor().withdraw(run)  # ray: take it out of Ray's queue
             return "cancelled"
         run = runs.get_run(engine, run_id=run.id)  # a scheduler started it meanwhile
     if run.status not in ACTIVE:
@@ -84,16 +87,15 @@ def cancel(engine: Engine, run_id: str) -> str:
     # The flag first: the supervisor reads it once its SIGTERM handler is installed and at every heartbeat, so
     # the cancel holds even where no signal can be sent (another host, a supervisor still starting up).
     runs.update_run(engine, run_id=run.id, on_attempt=run.attempt, run_in=RunUpdate(cancel_requested=True))
-    run = runs.get_run(engine, run_id=run.id)  # read after the flag: see _signal_supervisor
-    if _signal_supervisor(run):
-        how = "SIGTERM sent; the run saves a checkpoint and stops"
-    else:
-        how = f"the supervisor on {run.host} sees it within {get_settings().heartbeat_s:g} s; the run saves a checkpoint and stops"
+    run = runs.get_run(engine, run_id=run.id)  # read after the flag: see signal_supervisor
+    how = get_executor().signal_cancel(run) or (
+        f"the supervisor on {run.host} sees it within {get_settings().heartbeat_s:g} s; the run saves a checkpoint and stops"
+    )
     add_event(engine, run_id=run.id, event_in=EventCreate(kind="cancel requested", message=how))
     return "cancel requested"
 
 
-def _signal_supervisor(run: RunRead) -> bool:
+def signal_supervisor(run: RunRead) -> bool:
     """SIGTERM the run's supervisor if it runs here and has taken its run. Taking the run records the supervisor's
     start time after its SIGTERM handler is installed, so a supervisor without one yet is never signalled (the
     default action would kill it); it reads the cancel flag, set before this read, right after taking the run."""
@@ -114,6 +116,7 @@ def resume(engine: Engine, run_id: str) -> RunRead:
     run = runs.get_run(engine, run_id=run_id)
     if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.LOST):
         raise ValueError(f"run {run.id} is {run.status}; only failed, cancelled or lost runs can be resumed")
+    get_executor().check_launch(run.config)
     fresh = RunUpdate(
         attempt=run.attempt + 1, cancel_requested=False, error=None, traceback=None, exit_code=None, exit_signal=None,
         ended_at=None, supervisor_pid=None, supervisor_start=None, worker_pid=None, phase=None, progress_started_at=None,

@@ -1,8 +1,10 @@
 """Housekeeping: the only code that starts supervisors or marks runs `lost`.
 
 One pass takes the scheduler lock (store/locks.py: a PostgreSQL advisory lock, or a file lock beside a SQLite
-database), marks runs whose supervisor vanished `lost`, then starts this host's queued runs, oldest first, while
-fewer than `max_concurrent_runs` of this host's runs are active. A pass runs
+database), marks runs whose supervisor vanished `lost`, then starts queued runs through the executor
+(runner/executor.py). The local executor starts this host's queued runs, oldest first, while fewer than
+`max_concurrent_runs` of this host's runs are active (below); the ray executor hands every queued run to Ray at
+once, where it waits for a node with its resources (runner/ray_executor.py). A pass runs
   (a) at launch and resume,
   (b) when a supervisor has ended its run (its slot is free),
   (c) every `housekeeping_s` seconds in every live supervisor, and on a daemon thread in the UI server and in
@@ -27,6 +29,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psutil
 from sqlalchemy import Engine
@@ -35,6 +38,9 @@ from workbench.settings import Settings, get_settings
 from workbench.store import get_engine, runs
 from workbench.store.locks import scheduler_lock
 from workbench.store.models import ACTIVE, RunRead, RunStatus, RunUpdate
+
+if TYPE_CHECKING:
+    from workbench.runner.executor import Executor
 
 log = logging.getLogger("workbench.housekeeping")
 
@@ -48,12 +54,15 @@ class Housekeeping:
 def housekeeping(engine: Engine, *, wait: bool = True) -> Housekeeping | None:
     """One pass: reconcile, then schedule. With `wait=False` (the periodic passes) it returns None at once when
     another process holds the lock: that process is doing this very work now."""
+    from workbench.runner.executor import get_executor
+
     settings = get_settings()
+    executor = get_executor(settings)
     with scheduler_lock(engine, wait=wait) as held:
         if not held:
             return None
-        lost = _reconcile(engine, settings)
-        started = _schedule(engine, settings)
+        lost = _reconcile(engine, settings, executor)
+        started = executor.start_queued(engine, settings)
     return Housekeeping(lost=lost, started=started)
 
 
@@ -82,11 +91,11 @@ def why_lost(run: RunRead, settings: Settings, now: float) -> str | None:
     return None
 
 
-def _reconcile(engine: Engine, settings: Settings) -> list[str]:
+def _reconcile(engine: Engine, settings: Settings, executor: Executor) -> list[str]:
     now = time.time()
-    lost: list[str] = []
+    lost: list[str] = executor.reconcile(engine, settings)
     for run in runs.active_runs(engine):
-        reason = why_lost(run, settings, now)
+        reason = executor.why_lost(run, settings, now)
         # the supervisor may have ended the run since we read it: compare-and-set on status and attempt
         if reason is not None and runs.transition(
             engine, run_id=run.id, to=RunStatus.LOST, expect=ACTIVE, on_attempt=run.attempt,
@@ -96,7 +105,8 @@ def _reconcile(engine: Engine, settings: Settings) -> list[str]:
     return lost
 
 
-def _schedule(engine: Engine, settings: Settings) -> list[str]:
+def schedule_here(engine: Engine, settings: Settings) -> list[str]:
+    """The local executor's scheduling: this host's queued runs get a detached supervisor while slots are free."""
     def on_this_host(run: RunRead) -> bool:
         return run.host in (None, settings.host)
 

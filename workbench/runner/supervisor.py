@@ -22,7 +22,7 @@ from typing import IO
 import psutil
 from sqlalchemy import Engine
 
-from workbench.runner import scheduler
+from workbench.runner import lifeline, scheduler
 from workbench.runner.journal import EXIT_UNSTORED, JournalCorrupt, replay, retry_store
 from workbench.settings import get_settings
 from workbench.store import get_engine, runs
@@ -32,12 +32,13 @@ POLL_S = 0.25  # how often the supervisor looks at the worker
 
 
 def worker_command(run_id: str, nproc_per_node: int) -> list[str]:
+    """The worker, or torchrun and its ranks; each dies with its parent when the executor asks (runner/lifeline.py)."""
     if nproc_per_node > 1:
-        return [
+        return lifeline.wrap([
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-            "-m", "workbench.runner.worker", run_id,
-        ]  # fmt: skip
-    return [sys.executable, "-m", "workbench.runner.worker", run_id]
+            *lifeline.wrap_module_args(["workbench.runner.worker", run_id]),
+        ])  # fmt: skip
+    return lifeline.wrap([sys.executable, "-m", "workbench.runner.worker", run_id])
 
 
 def _kill_tree(pid: int, sig: int) -> None:
@@ -73,6 +74,8 @@ def _start_worker(run_id: str, nproc_per_node: int, log: IO[bytes]) -> subproces
 def _housekeeping(engine: Engine, *, wait: bool) -> None:
     """A housekeeping pass that cannot take this run down with it: a failure is logged (supervisor.log) and the
     next pass tries again."""
+    if not get_settings().supervisor_housekeeping:  # the ray executor's actor above us does the passes
+        return
     try:
         scheduler.housekeeping(engine, wait=wait)
     except Exception as exc:
@@ -193,4 +196,5 @@ def _record_end(engine: Engine, run: RunRead, exit_code: int | None, exit_signal
 
 
 if __name__ == "__main__":
+    lifeline.die_with_parent()  # under the ray executor: die with the Ray actor that started us
     sys.exit(supervise(sys.argv[1], int(sys.argv[2])))
