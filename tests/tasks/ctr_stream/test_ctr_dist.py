@@ -90,10 +90,13 @@ def table_by_key(states: list[dict]) -> dict[str, np.ndarray]:
             "embed_state": merged["embed_state"][order], "embedx_w": embedx[order]}
 
 
-def assert_same_tables(a: dict[str, np.ndarray], b: dict[str, np.ndarray], fields=None) -> None:
+TEXT_RTOL = 1e-5  # model folders are text written with %g: six significant digits
+
+
+def assert_same_tables(a: dict[str, np.ndarray], b: dict[str, np.ndarray], fields=None, rtol: float = 1e-6) -> None:
     assert a["keys"].size > 0 and np.array_equal(a["keys"], b["keys"])
     for name in fields or ("slot", "unseen_days", "vals", "embed_state", "embedx_w"):
-        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=1e-7, err_msg=name)
 
 
 def assert_owned(results: list[dict], shard_num: int) -> None:
@@ -222,7 +225,8 @@ def test_saves_load_with_another_rank_count(two_rank_run, stream, tmp_path):
     (one,) = launch(tmp_path, 1, {"mode": "load", "config": config(stream, nproc_per_node=1,
                                                                      init_model_path=str(batch_model))})
     # the batch model was written before its save aged every key by a day: all but unseen_days are the same
-    assert_same_tables(table_by_key([one["table"]]), both, fields=("slot", "vals", "embed_state", "embedx_w"))
+    assert_same_tables(table_by_key([one["table"]]), both, fields=("slot", "vals", "embed_state", "embedx_w"),
+                       rtol=TEXT_RTOL)
     # 1 -> 2: a one-rank run's state and batch model, loaded by two ranks
     run1 = tmp_path / "one"
     (single,) = launch(run1, 1, {"mode": "run", "config": config(stream, nproc_per_node=1), "run_dir": str(run1)})
@@ -234,7 +238,7 @@ def test_saves_load_with_another_rank_count(two_rank_run, stream, tmp_path):
     loaded = launch(tmp_path, 2, {"mode": "load", "config": config(
         stream, init_model_path=str(run1 / "model" / "20190722" / "0"))})
     assert_same_tables(table_by_key([r["table"] for r in loaded]), table_by_key([single["table"]]),
-                       fields=("slot", "vals", "embed_state", "embedx_w"))
+                       fields=("slot", "vals", "embed_state", "embedx_w"), rtol=TEXT_RTOL)
 
 
 def test_rank_0_alone_waits_for_a_late_slice_and_the_others_follow(stream, tmp_path):
