@@ -99,6 +99,10 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
         page.get_by_text("Training settings (common to every task)").click()
         lr = page.get_by_role("textbox", name="learning_rate", exact=True)
         lr.fill("0.003")
+        # enough epochs that the run is still training when its first chart is drawn (6 can end before that)
+        epochs = page.get_by_role("spinbutton", name="epochs", exact=True)
+        epochs.fill("30")
+        epochs.press("Tab")
         page.get_by_role("button", name="Launch").click()
 
         # dashboard: status, then a chart whose point count grows while the run trains
@@ -110,7 +114,7 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
             page.wait_for_timeout(500)
         assert _points_caption(page) != first, "the chart did not update while the run trained"
         try:
-            expect(page.get_by_test_id("stMetricValue").filter(has_text="completed").first).to_be_visible(timeout=60_000)  # a rerun briefly shows the old and the new status
+            expect(page.get_by_test_id("stMetricValue").filter(has_text="completed").first).to_be_visible(timeout=180_000)  # a rerun briefly shows the old and the new status
         finally:
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
@@ -131,7 +135,7 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
     from workbench import api
 
     (run,) = api.list_runs()
-    assert run.name == "browser-quick" and run.config["learning_rate"] == 0.003 and run.status == "completed"
+    assert run.name == "browser-quick" and run.config["learning_rate"] == 0.003 and run.config["epochs"] == 30 and run.status == "completed"
 
 
 def test_compare_two_runs_and_download_a_bundle(server, tmp_path):
