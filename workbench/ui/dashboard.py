@@ -22,6 +22,7 @@ from workbench.ui.live_view import live_view
 from workbench.ui.profile import profile_section
 
 STATUS_S = 2.0  # the status line and the chart plan; the points come through the live view's own poll
+KEYS_SEEN = "dashboard_keys_seen"  # session state: (run id, the metric keys the chart controls were drawn with)
 FIRST_CHARTS = 6  # per group; the rest are drawn on request (the CTR dashboard had 48 charts on a 9,600 px page)
 
 
@@ -56,6 +57,7 @@ def chart_controls(run: api.RunRead) -> DashboardView:
     def save_pins() -> None:
         api.set_pinned_metrics(run.task, st.session_state[pin_key])
 
+    st.session_state[KEYS_SEEN] = (run.id, frozenset(keys))  # the panel reruns the page when new keys appear
     options = sorted(set(keys) | set(stored))
     pinned = c2.multiselect(
         f"Pinned charts (kept for every {run.task} run)", options, default=stored, key=pin_key, on_change=save_pins
@@ -89,6 +91,9 @@ def matches(key: str, search: str) -> bool:
 def chart_sections(run: api.RunRead, view: DashboardView) -> list[dict]:
     """What the live view draws: the one-value results as a table, then sections of charts with their specs."""
     summaries = api.metric_summaries([run.id])
+    seen = st.session_state.get(KEYS_SEEN)
+    if seen is not None and seen[0] == run.id and not set(summaries["key"]) <= seen[1]:
+        st.rerun(scope="app")  # new metric keys: the controls above (the pinned-charts list) offer them too
     if summaries.empty:
         st.info("No metrics yet: the first ones appear a few seconds after the run starts.")
         return []

@@ -153,7 +153,7 @@ async function render() {
     if (gen !== generation) return; // a newer render replaced these charts while they loaded
     await Promise.all(fresh.map((c) => c.load(data)));
   }
-  refreshDomain();
+  refreshDomain(fresh);
   setHeight();
   kick();
 }
@@ -172,13 +172,14 @@ function readyCharts() {
   return [...charts.values()].filter((c) => c.view !== null);
 }
 
-function refreshDomain() {
+// Set the shared x range; redraw the charts given (those with new points) and, if the range moved, all of them.
+function refreshDomain(dirty) {
   const ready = readyCharts();
   const next = xDomain(ready.flatMap((c) => [...c.series.values()]), args.x, args.started_ms);
-  const changed = JSON.stringify(next) !== JSON.stringify(domain);
+  const moved = JSON.stringify(next) !== JSON.stringify(domain);
   domain = next;
-  for (const c of ready) {
-    if (changed) c.update();
+  for (const c of moved ? ready : dirty) {
+    c.update();
     c.view.runAsync();
   }
 }
@@ -229,19 +230,19 @@ async function poll() {
     return schedule(0); // the charts changed while this poll was out: ask again for them
   }
   showError(null);
-  let changed = false;
+  const dirty = [];
   const stale = [];
   for (const c of ready) {
     let added = 0;
     for (const key of c.def.keys) if (answer.points[key]) added += c.add(key, answer.points[key]);
     if (added) {
-      changed = true;
+      dirty.push(c);
       if (c.tooLong() || c.def.keys.some((k) => answer.more.includes(k))) stale.push(c);
-      else c.update();
     }
   }
   if (stale.length) await reload(stale);
-  if (changed) refreshDomain();
+  let changed = dirty.length > 0;
+  if (changed) refreshDomain(dirty);
   if (answer.log) {
     changed = true;
     logSize = answer.log.size;
