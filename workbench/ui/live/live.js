@@ -135,10 +135,8 @@ async function render() {
     for (const def of section.charts) {
       const signature = JSON.stringify([def.keys, def.spec, def.caption, args.smoothing, args.x]);
       let chart = charts.get(def.id);
-      if (!chart || chart.signature !== signature) {
-        chart = new Chart(def, signature);
-        fresh.push(chart);
-      }
+      if (!chart || chart.signature !== signature) chart = new Chart(def, signature);
+      if (chart.view === null) fresh.push(chart); // new, or an earlier render was replaced before loading it
       next.set(def.id, chart);
       grid.append(chart.el);
     }
