@@ -408,3 +408,33 @@ def test_a_rank_that_fails_fails_the_run_with_its_error(home, stream, tmp_path):
     done = wait_status(run.id, ("completed", "failed", "lost"), timeout=TIMEOUT_S)
     assert done.status == "failed"
     assert done.error.startswith("PeerFailed: rank 1 failed: DataError: pass 2 of 20190720"), done.error
+
+
+@pytest.mark.slow
+def test_a_two_node_run_through_the_runner_and_the_join_command(home, stream, tmp_path):
+    """The runner starts its node of an nnodes=2 run; the second node joins with the command docs/ctr_stream.md
+    gives (multinode_join_command), here a second torchrun on this machine sharing the store and the run folder."""
+    from tests.support.waiting import wait_status
+    from workbench import api
+    from workbench.runner.supervisor import multinode_join_command
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    run = api.launch_run(CtrStreamConfig(**{**SMALL, "train_data_dir": str(stream), "nproc_per_node": 1, "nnodes": 2,
+                                            "rdzv_endpoint": endpoint}))
+    join = multinode_join_command(run.id, 1, 2, endpoint)
+    assert join[0] == "torchrun"
+    with open(tmp_path / "node-1.log", "wb") as log:
+        node = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *join[1:]], stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            done = wait_status(run.id, ("completed", "failed", "lost"), timeout=TIMEOUT_S)
+            node.wait(timeout=60)
+        finally:
+            if node.poll() is None:
+                node.kill()
+    joined = (tmp_path / "node-1.log").read_text()
+    assert done.status == "completed", (done.error, done.traceback, joined[-3000:])
+    assert node.returncode == 0, joined[-3000:]
+    logs = (api.run_dir(run.id) / "train.log").read_text() + joined
+    assert "[rank 0]" in logs and "[rank 1]" in logs and "rank 1 of 2" in logs
+    assert api.series(run.id, "infer/auc").total_points == 4  # one series, recorded by rank 0 wherever it ran
