@@ -144,6 +144,7 @@ class CtrStreamConfig(CommonTrainingSettings):
             "slot_num", "sparse_slots", "layer_sizes", "wide", "fm", "dnn_init_range", "learner", "learning_rate", "adam_d2sum",
             "train_batch_size", "clip_grad_norm",
         ),
+        "Several machines (torchrun)": ("nnodes", "rdzv_endpoint", "collective_timeout_s"),
     }  # fmt: skip
 
     # -- settings shared with the other tasks, with streaming meanings ------------------------------------------
