@@ -74,7 +74,6 @@ class Dist:
     dense: Any = None  # default group: the dense gradients' all_gather (nccl on CUDA)
     error_dir: Path | None = None  # where a failing rank leaves its error for the others
     has_all_to_all: bool = True  # False: the sparse group's backend lacks all_to_all_single (all_gather instead)
-
     timeout_s: float | None = None  # the groups' collective timeout (None: the default group's, torch: 30 min)
 
     @classmethod
