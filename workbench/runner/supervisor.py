@@ -31,14 +31,34 @@ from workbench.store.models import ACTIVE, RunRead, RunStatus, RunUpdate
 POLL_S = 0.25  # how often the supervisor looks at the worker
 
 
-def worker_command(run_id: str, nproc_per_node: int) -> list[str]:
-    """The worker, or torchrun and its ranks; each dies with its parent when the executor asks (runner/lifeline.py)."""
+def worker_command(run_id: str, nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str = "") -> list[str]:
+    """The worker, or torchrun and its ranks; each dies with its parent when the executor asks (runner/lifeline.py).
+
+    With nnodes > 1 this machine's torchrun joins a c10d rendezvous at `rdzv_endpoint` whose id is the run id; every
+    other machine joins the same one with `multinode_join_command` (torchrun there assigns the ranks; rank 0, which
+    records the run, may be on any machine, so all of them need the store and the run folder)."""
+    if nnodes > 1:
+        return lifeline.wrap([
+            sys.executable, "-m", "torch.distributed.run", *_rendezvous_args(run_id, nproc_per_node, nnodes, rdzv_endpoint),
+            *lifeline.wrap_module_args(["workbench.runner.worker", run_id]),
+        ])  # fmt: skip
     if nproc_per_node > 1:
         return lifeline.wrap([
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
             *lifeline.wrap_module_args(["workbench.runner.worker", run_id]),
         ])  # fmt: skip
     return lifeline.wrap([sys.executable, "-m", "workbench.runner.worker", run_id])
+
+
+def _rendezvous_args(run_id: str, nproc_per_node: int, nnodes: int, rdzv_endpoint: str) -> list[str]:
+    return [f"--nnodes={nnodes}", f"--nproc_per_node={nproc_per_node}", "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={rdzv_endpoint}", f"--rdzv_id={run_id}"]
+
+
+def multinode_join_command(run_id: str, nproc_per_node: int, nnodes: int, rdzv_endpoint: str) -> list[str]:
+    """What each other machine of a multi-node run runs (the same rendezvous as worker_command's)."""
+    return ["torchrun", *_rendezvous_args(run_id, nproc_per_node, nnodes, rdzv_endpoint), "-m",
+            "workbench.runner.worker", run_id]
 
 
 def _kill_tree(pid: int, sig: int) -> None:
@@ -64,9 +84,10 @@ def _log_tail(path: Path, limit: int = 4000) -> str:
         return ""
 
 
-def _start_worker(run_id: str, nproc_per_node: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+def _start_worker(run_id: str, nproc_per_node: int, log: IO[bytes], nnodes: int = 1,
+                  rdzv_endpoint: str = "") -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        worker_command(run_id, nproc_per_node), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        worker_command(run_id, nproc_per_node, nnodes, rdzv_endpoint), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 
@@ -113,8 +134,9 @@ def supervise(run_id: str, attempt: int) -> int:
         return 0
     log_path = settings.runs_dir / run_id / "train.log"
     nproc_per_node = int(run.config.get("nproc_per_node", 1))
+    nnodes, rdzv_endpoint = int(run.config.get("nnodes", 1)), str(run.config.get("rdzv_endpoint", ""))  # ctr_stream
     with open(log_path, "ab", buffering=0) as log:
-        worker = _start_worker(run_id, nproc_per_node, log)
+        worker = _start_worker(run_id, nproc_per_node, log, nnodes, rdzv_endpoint)
         term_sent_at: float | None = None
         last_beat = last_housekeeping = time.monotonic()
         store_down = False
