@@ -203,6 +203,7 @@ class JournalSync:
         self.before_sync = before_sync  # e.g. write the latest progress as a record (progress is coalesced)
         self._lock = threading.Lock()  # the thread and close() never apply at once
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop and by wake(): the thread syncs now instead of an interval later
         self._thread: threading.Thread | None = None
         self._down_since: float | None = None
         self._warned = False
@@ -215,9 +216,17 @@ class JournalSync:
         """Records in the journal that are not in the store (as far as this process knows)."""
         return self.writer.last_seq - (self.replayer.applied_seq or 0)
 
+    def wake(self) -> None:
+        """Sync now (the run's first points: its dashboard shows the first step without waiting an interval)."""
+        self._wake.set()
+
     def _loop(self) -> None:
         delay = self.interval
-        while not self._stop.wait(delay):
+        while True:
+            self._wake.wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 ok = self.sync_once()
             except Exception:  # the journal itself failed (a full disk): say so, keep trying; close() raises it
@@ -264,6 +273,7 @@ class JournalSync:
         """Stop the thread, then apply what is left, retrying with backoff for up to `wait_s` seconds.
         Returns the number of records still not in the store (0: everything is stored)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
         deadline = time.monotonic() + wait_s

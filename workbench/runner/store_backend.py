@@ -53,6 +53,7 @@ class StoreBackend:
         self._progress_written: tuple[float, float | None, str] | None = None
         self._progress_origin: tuple[float, float] | None = None
         self._closed: int | None = None  # close()'s answer, once closed
+        self._points_sent = False
         self.sync = JournalSync(
             replayer, self.journal, interval=sync_interval, outage_warn_s=outage_warn_s, logger=logger, before_sync=self._journal_progress
         )
@@ -60,6 +61,9 @@ class StoreBackend:
 
     def write_metrics(self, points: list[tuple[str, int, float, float]]) -> None:
         self.journal.append("metrics", points=points)
+        if not self._points_sent:  # the first points are stored at once: the dashboard's first chart waits on them
+            self._points_sent = True
+            self.sync.wake()
 
     def set_progress(self, done: float, total: float | None, unit: str) -> None:
         self._progress = (done, total, unit)  # one assignment: the training thread calls this every step
