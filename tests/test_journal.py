@@ -277,6 +277,19 @@ def test_a_failed_metric_flush_keeps_its_points():
     assert backend.series("k") == [(1, 1.0), (2, 2.0)]
 
 
+def test_a_runs_first_points_reach_the_store_without_waiting_an_interval(engine, tmp_path):
+    """The metric flush and the journal sync wait an hour between rounds here, and the first point still reaches
+    the store while the run trains (the dashboard's first chart); the rest is stored by close()."""
+    run = _run(engine)
+    backend = StoreBackend(engine, run.id, tmp_path, sync_interval=3600)
+    ctx = RunContext(run_id=run.id, run_dir=tmp_path, backend=backend, monitor=("valid/loss", "min"), keep_ckpt=2, flush_interval=3600)
+    ctx.log({"train/loss": 1.0}, 1)
+    wait_for(lambda: _stored_points(engine, run.id) == [("train/loss", 1, 1.0)], timeout=60, what="the first point in the store")
+    ctx.log({"train/loss": 0.5}, 2)
+    assert ctx.close() == 0
+    assert _stored_points(engine, run.id) == [("train/loss", 1, 1.0), ("train/loss", 2, 0.5)]
+
+
 def test_a_resumed_attempt_continues_the_seq_and_replays_what_the_last_one_left(engine, tmp_path, monkeypatch):
     run = _run(engine)
     outage = _Outage(monkeypatch)

@@ -67,3 +67,44 @@ def test_the_api_package_has_no_import_cycle():
         found = {n for n in _imports(ROOT / "workbench" / "api" / f"{name}.py") if n in later}
         assert not found, f"workbench/api/{name}.py imports {sorted(found)}, which come after it"
         subprocess.run([sys.executable, "-c", f"import workbench.api.{name}"], check=True, cwd=ROOT)
+
+
+# Each process on the way from `workbench run --detach` to a run's first step imports only what it uses: every module
+# it loads is paid for again on each launch, in series (CLI, then supervisor, then worker; benchmarks/bench_overhead.py
+# --measure first-step). The task's own modules (torch, numpy, pandas) are the worker's to import, inside the task.
+_NOT_ON_THE_LAUNCH_PATH = {"torch", "pandas", "numpy", "streamlit", "alembic", "optuna", "ray", "plotly", "pyarrow"}
+_PROCESS_IMPORTS = {
+    # the CLI: validate the config, insert the run, a housekeeping pass that starts the supervisor
+    "workbench.cli": _NOT_ON_THE_LAUNCH_PATH,
+    # the supervisor: claim the run, start the worker, beat the heartbeat, record the exit, housekeeping
+    "workbench.runner.supervisor": _NOT_ON_THE_LAUNCH_PATH | {"typer", "yaml"},
+    # the worker before its task runs: read the run, build the context (the task imports torch and its data stack)
+    "workbench.runner.worker": _NOT_ON_THE_LAUNCH_PATH | {"typer"},
+}
+
+
+def _loaded_by(code: str, env: dict[str, str] | None = None) -> set[str]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
+        check=True, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    return {name.split(".")[0] for name in json.loads(out.stdout.splitlines()[-1])}
+
+
+def test_launch_path_processes_import_only_what_they_use():
+    bad = {module: sorted(_loaded_by(f"import {module}") & forbidden) for module, forbidden in _PROCESS_IMPORTS.items()}
+    assert not any(bad.values()), f"imported on the way to a run's first step: {bad}"
+
+
+def test_opening_an_up_to_date_store_does_not_load_alembic(tmp_path):
+    """The schema check on every open compares the stored revision string with HEAD (store/schema.py); alembic is
+    loaded only to create, upgrade or refuse a store."""
+    env = {"WORKBENCH_HOME": str(tmp_path / "home")}
+    opened = "from workbench.settings import get_settings\nfrom workbench.store import get_engine\nget_engine(get_settings().database_url)"
+    assert "alembic" in _loaded_by(opened, env)  # the first open creates the store at HEAD
+    assert "alembic" not in _loaded_by(opened, env)

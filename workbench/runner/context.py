@@ -131,9 +131,9 @@ class MetricBuffer:
                 raise
 
     def _loop(self) -> None:
+        # flush, then wait: the run's first points (its first step) go out at once instead of an interval later
         failing = False
         while not self._closed:
-            self._wake.wait(self._interval)
             try:
                 self.flush()
                 failing = False
@@ -141,6 +141,7 @@ class MetricBuffer:
                 if not failing:
                     print(f"[workbench] metric flush failed, will retry: {exc}", file=sys.stderr)
                 failing = True
+            self._wake.wait(self._interval)
 
     def close(self) -> None:
         self._closed = True

@@ -17,13 +17,16 @@ from functools import lru_cache
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 from sqlalchemy import Connection, Engine, TextClause, select, text
 
 from workbench.store.models import Metric, MetricSummary
 
 if TYPE_CHECKING:
-    import pandas as pd  # imported where frames are built: the worker and supervisor never need it
+    # imported where they are used: pandas where frames are built (the worker and supervisor never need it), numpy
+    # where points are written (the CLI and the supervisor's start do not need it: ~0.05 s each on the way to a
+    # run's first step; tests/test_layers.py)
+    import numpy as np
+    import pandas as pd
 
 Point = tuple[str, int, float, float]  # key, step, value, wall time
 
@@ -96,6 +99,8 @@ def _insert_points(conn, rows: list[tuple]) -> None:  # type: ignore[no-untyped-
 
 def _aggregate(run_id: str, key: str, steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -> tuple[tuple, list[tuple]]:
     """Summary row and rollup rows for one key's points in a batch (numpy, sorted by step)."""
+    import numpy as np
+
     order = np.argsort(steps, kind="stable")
     steps, values, walls = steps[order], values[order], walls[order]
     n = len(steps)
@@ -130,6 +135,8 @@ def write_metrics(engine: Engine, *, run_id: str, points: Iterable[Point]) -> in
 
 def write_points(conn: Connection, *, run_id: str, points: Iterable[Point]) -> int:
     """write_metrics inside the caller's transaction (the journal applies points with other records at once)."""
+    import numpy as np
+
     points = list(points)
     if not points:
         return 0
