@@ -36,12 +36,16 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.util import get_placement_group, placement_group, placement_group_table, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
+from workbench.config.common import RunResources
 from workbench.runner import lifeline
 from workbench.runner.executor import ExecutorError
 from workbench.settings import Settings, get_settings
@@ -71,13 +75,43 @@ def refuse_unshared_store(database_url: str, alive_nodes: int) -> None:
         )
 
 
-def run_resources(config: dict[str, Any], settings: Settings, cluster_gpus: float) -> tuple[float, int]:
-    """(CPUs, GPUs) a run asks of Ray: `ray_cpus_per_process` per training process; one GPU per process when it
-    trains on CUDA (`device: cuda`, or `auto` on a cluster that has GPUs)."""
+@dataclass(frozen=True)
+class Ask:
+    """What a run asks of Ray on each node it spans: one actor's resources, or one bundle of its placement group."""
+
+    cpus: float
+    gpus: float
+    custom: dict[str, float] = field(default_factory=dict)
+    nnodes: int = 1
+
+    def bundle(self) -> dict[str, float]:
+        """As Ray names them; zero amounts left out (Ray refuses a bundle entry of 0)."""
+        return {k: v for k, v in {"CPU": self.cpus, "GPU": self.gpus, **self.custom}.items() if v > 0}
+
+    def fits(self, node_resources: dict[str, Any]) -> bool:
+        """Could a node with these total resources ever hold one node's share of the run?"""
+        return all(float(node_resources.get(k, 0)) >= v for k, v in self.bundle().items())
+
+    def __str__(self) -> str:
+        parts = [f"{self.cpus:g} CPU"] + ([f"{self.gpus:g} GPU"] if self.gpus else []) + [f"{v:g} {k}" for k, v in self.custom.items()]
+        return ", ".join(parts) + (f" on each of {self.nnodes} nodes" if self.nnodes > 1 else "")
+
+
+def run_resources(config: dict[str, Any], settings: Settings, cluster_gpus: float) -> Ask:
+    """What a run asks of Ray on each node: the config's `resources` where it says, else `ray_cpus_per_process` per
+    training process and, when it trains on CUDA (`device: cuda`, or `auto` on a cluster that has GPUs), one GPU per
+    process. (configs stored before `resources` and `nnodes` existed have neither key: the defaults apply.)"""
+    wanted = RunResources.model_validate(config.get("resources") or {})
     nproc = int(config.get("nproc_per_node", 1))
     device = config.get("device", "auto")
     on_cuda = device == "cuda" or (device == "auto" and cluster_gpus > 0)
-    return settings.ray_cpus_per_process * nproc, nproc if on_cuda else 0
+    cpus = wanted.cpus if wanted.cpus is not None else settings.ray_cpus_per_process * nproc
+    gpus = wanted.gpus if wanted.gpus is not None else (nproc if on_cuda else 0)
+    return Ask(cpus=float(cpus), gpus=float(gpus), custom=dict(wanted.custom), nnodes=int(config.get("nnodes", 1)))
+
+
+def placement_group_name(run_id: str, attempt: int) -> str:
+    return f"wb-pg-{run_id}-{attempt}"
 
 
 def connect(settings: Settings) -> RayExecutor:
@@ -115,38 +149,51 @@ class RayExecutor:
         return sum(float(n.get("Resources", {}).get("GPU", 0)) for n in self.nodes)
 
     def check_launch(self, config: dict[str, Any]) -> None:
-        """A run no node could ever hold would wait in Ray forever: refuse it with what the nodes have."""
-        cpus, gpus = run_resources(config, get_settings(), self._cluster_gpus())
-        fits = any(
-            float(n["Resources"].get("CPU", 0)) >= cpus and float(n["Resources"].get("GPU", 0)) >= gpus for n in self.nodes
-        )
-        if not fits:
-            have = ", ".join(
-                f"{n.get('NodeManagerAddress')}: {n['Resources'].get('CPU', 0):g} CPU, {n['Resources'].get('GPU', 0):g} GPU"
+        """A run no node could ever hold would wait in Ray forever: refuse it with what the nodes have. (A run that
+        fits a node but not what is free now waits in Ray's queue; so does one spanning nodes that are all busy.)"""
+        ask = run_resources(config, get_settings(), self._cluster_gpus())
+        able = [n for n in self.nodes if ask.fits(n.get("Resources", {}))]
+        if len(able) < ask.nnodes:
+            have = "; ".join(
+                f"{n.get('NodeManagerAddress')}: " + ", ".join(f"{v:g} {k}" for k, v in sorted(n.get("Resources", {}).items())
+                                                               if k in ("CPU", "GPU") or k in ask.custom)
                 for n in self.nodes
-            )
+            )  # fmt: skip
+            where = "no node" if ask.nnodes == 1 else f"{len(able)} node(s) of the {ask.nnodes} a run with nnodes={ask.nnodes} needs"
             raise ExecutorError(
-                f"no node of the Ray cluster has the {cpus:g} CPUs and {gpus} GPUs this run asks for "
-                f"(nproc_per_node={config.get('nproc_per_node', 1)}, WORKBENCH_RAY_CPUS_PER_PROCESS="
-                f"{get_settings().ray_cpus_per_process:g}); the nodes have: {have or 'no node is alive'}"
+                f"{where} of the Ray cluster {'has' if ask.nnodes == 1 else 'have'} the {ask} this run asks for "
+                f"(resources={config.get('resources') or {}}, nproc_per_node={config.get('nproc_per_node', 1)}, "
+                f"WORKBENCH_RAY_CPUS_PER_PROCESS={get_settings().ray_cpus_per_process:g}); the nodes have: "
+                f"{have or 'no node is alive'}"
             )
 
     def start_queued(self, engine: Engine, settings: Settings) -> list[str]:
-        """Hand every queued run not yet handed over to Ray; it waits there for a node. Under the scheduler lock, so
-        no two passes submit one run."""
+        """Hand every queued run not yet handed over to Ray; it waits there for a node (or, spanning nodes, for its
+        placement group). Under the scheduler lock, so no two passes submit one run."""
         submitted: list[str] = []
         for run in runs.queued_runs(engine):
             if run.kind == "import" or (run.phase or "").startswith(WAITING):
                 continue
-            cpus, gpus = run_resources(run.config, settings, self._cluster_gpus())
+            ask = run_resources(run.config, settings, self._cluster_gpus())
             name = actor_name(run.id, run.attempt)
-            waiting = f"{WAITING} for {cpus:g} CPU" + (f", {gpus} GPU" if gpus else "")
+            waiting = f"{WAITING} for {ask}"
             if not runs.update_run(engine, run_id=run.id, on_attempt=run.attempt, run_in=RunUpdate(phase=waiting)):
                 continue  # resumed or deleted meanwhile
             try:
+                options: dict[str, Any] = {"num_cpus": ask.cpus, "num_gpus": ask.gpus, "resources": ask.custom}
+                group = None
+                if ask.nnodes > 1:
+                    # one bundle per node, each on a different node; the run's actor takes bundle 0 and starts the
+                    # other nodes' torchrun in bundles 1.. once Ray has reserved them all. Detached: it outlives the
+                    # process that submits it (a CLI); the run's actor or the housekeeping sweep removes it.
+                    group = _existing_group(placement_group_name(run.id, run.attempt)) or placement_group(
+                        [ask.bundle()] * ask.nnodes, strategy="STRICT_SPREAD",
+                        name=placement_group_name(run.id, run.attempt), lifetime="detached",
+                    )  # fmt: skip
+                    options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
                 actor = RunActor.options(  # type: ignore[attr-defined]
-                    name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus, num_gpus=gpus,
-                ).remote(run.id, run.attempt, _forwarded_env(settings), os.getcwd())  # fmt: skip
+                    name=name, namespace=NAMESPACE, lifetime="detached", **options,
+                ).remote(run.id, run.attempt, _forwarded_env(settings), os.getcwd(), group)  # fmt: skip
                 _wait_until_ray_holds(actor)
             except ValueError as exc:
                 if "already" not in str(exc):  # a duplicate name: this attempt is in Ray already
@@ -161,6 +208,7 @@ class RayExecutor:
 
     @staticmethod
     def _fail_submit(engine: Engine, run: RunRead, exc: BaseException) -> None:
+        _remove_group(placement_group_name(run.id, run.attempt))
         how = f"Ray did not take the run: {type(exc).__name__}: {exc}"
         runs.transition(
             engine, run_id=run.id, to=RunStatus.FAILED, expect=[RunStatus.QUEUED], on_attempt=run.attempt,
@@ -208,6 +256,7 @@ class RayExecutor:
                 run_in=RunUpdate(error=how), message=how,
             ):  # fmt: skip
                 ended.append(run.id)
+        _sweep_placement_groups(engine)
         return ended
 
     # -- cancel -----------------------------------------------------------------------------------------------------
@@ -225,6 +274,43 @@ class RayExecutor:
         actor = _actor(run)
         if actor is not None:
             ray.kill(actor, no_restart=True)
+        _remove_group(placement_group_name(run.id, run.attempt))
+
+
+def _existing_group(name: str) -> Any | None:
+    """The placement group of that name in our namespace, if Ray has one (a submission that got this far before)."""
+    try:
+        return get_placement_group(name)
+    except ValueError:
+        return None
+
+
+def _remove_group(name: str) -> None:
+    """Give a run's placement group (and whatever still runs in its bundles) back to Ray; nothing if it has none."""
+    group = _existing_group(name)
+    if group is not None:
+        try:
+            remove_placement_group(group)
+        except Exception:
+            pass  # removed meanwhile (the run's actor does it at its end)
+
+
+def _sweep_placement_groups(engine: Engine) -> None:
+    """Remove the placement groups of runs no longer waiting or active on that attempt: the run's own actor removes
+    its group at its end, but an actor that died with its node, or a cancel through ray.kill, leaves it holding the
+    other nodes' bundles."""
+    for info in placement_group_table().values():
+        found = re.fullmatch(r"wb-pg-(.+)-(\d+)", info.get("name") or "")
+        if found is None or info.get("state") == "REMOVED":
+            continue
+        run_id, attempt = found.group(1), int(found.group(2))
+        try:
+            run = runs.get_run(engine, run_id=run_id)
+        except runs.RunNotFound:
+            continue  # deleted, or another store's run on a shared cluster: only our own runs' groups are ours
+        if run.attempt == attempt and (run.status in ACTIVE or (run.status == RunStatus.QUEUED and (run.phase or "").startswith(WAITING))):
+            continue
+        _remove_group(info["name"])
 
 
 def _actor(run: RunRead) -> Any | None:
@@ -295,20 +381,33 @@ class RunActor:
 
     The work is a call the actor makes on itself once it is created: a call from the submitter would be owned by the
     submitter and die with it (a `workbench run --detach` is gone long before Ray finds a node), while the creation
-    of a detached actor is the cluster's."""
+    of a detached actor is the cluster's.
 
-    def __init__(self, run_id: str, attempt: int, env: dict[str, str], cwd: str) -> None:
+    A run spanning nodes (`nnodes > 1`) comes with its placement group; this actor holds bundle 0 (node_rank 0) and
+    starts a NodeActor in each other bundle, which runs that node's torchrun and nothing else. The supervisor here
+    alone owns the run's status (DESIGN: one process per run does); the rendezvous is hosted by this node's torchrun.
+    The NodeActors are this actor's (they die with it); when the supervisor ends, they are killed and the placement
+    group is given back."""
+
+    def __init__(self, run_id: str, attempt: int, env: dict[str, str], cwd: str, group: Any = None) -> None:
         self.supervisor: subprocess.Popen[bytes] | None = None
+        self.group = group
+        self.nodes: list[Any] = []  # NodeActor handles, node_rank 1..nnodes-1
         ray.get_runtime_context().current_actor.run.remote(run_id, attempt, env, cwd)
 
     def run(self, run_id: str, attempt: int, env: dict[str, str], cwd: str) -> int:
         try:
             return self._run(run_id, attempt, env, cwd)
         finally:
+            for node in self.nodes:
+                ray.kill(node, no_restart=True)  # their torchrun dies with them (lifeline)
+            if self.group is not None:
+                remove_placement_group(self.group)  # last: it ends this actor too
             ray.actor.exit_actor()  # give the CPUs/GPUs back to Ray (a detached actor lives on otherwise)
 
     def _run(self, run_id: str, attempt: int, env: dict[str, str], cwd: str) -> int:
         from workbench.runner.scheduler import PeriodicHousekeeping
+        from workbench.runner.supervisor import NODE_IP_ENV, RDZV_ENDPOINT_ENV
         from workbench.settings import reset_settings
         from workbench.store import get_engine
 
@@ -319,12 +418,7 @@ class RunActor:
         engine = get_engine(settings.database_url)
         context = ray.get_runtime_context()
         node_id, ip, host = context.get_node_id(), ray.util.get_node_ip_address(), socket.gethostname()
-        if not runs.transition(
-            engine, run_id=run_id, to=RunStatus.STARTING, expect=[RunStatus.QUEUED], on_attempt=attempt,
-            message=f"placed by Ray on node {node_id[:12]} ({ip}, host {host})",
-            run_in=RunUpdate(host=host, heartbeat_at=time.time(), phase=None),
-        ):  # fmt: skip
-            return 0  # cancelled, resumed or deleted while it waited in Ray
+        placed = f"placed by Ray on node {node_id[:12]} ({ip}, host {host})"
         child_env = {
             **os.environ,
             "WORKBENCH_HOST": host,
@@ -335,6 +429,20 @@ class RunActor:
             "WORKBENCH_SUPERVISOR_HOUSEKEEPING": "false",
             "PYTHONUNBUFFERED": "1",
         }
+        spread: _Spread | None = None
+        if self.group is not None:
+            spread = self._start_nodes(engine, run_id, attempt, env, cwd, ip)
+            if spread is None:
+                return 0
+            child_env.update({RDZV_ENDPOINT_ENV: spread.endpoint, NODE_IP_ENV: ip})
+            placed = f"placed by Ray on {len(self.nodes) + 1} nodes: node_rank 0 on node {node_id[:12]} ({ip}, host {host}); " + "; ".join(
+                f"node_rank {k} on node {n_id[:12]} ({n_ip}, host {n_host})" for k, (n_id, n_ip, n_host) in enumerate(spread.where, start=1)
+            )  # fmt: skip
+        if not runs.transition(
+            engine, run_id=run_id, to=RunStatus.STARTING, expect=[RunStatus.QUEUED], on_attempt=attempt, message=placed,
+            run_in=RunUpdate(host=host, heartbeat_at=time.time(), phase=None),
+        ):  # fmt: skip
+            return 0  # cancelled, resumed or deleted while it waited in Ray
         folder = settings.runs_dir / run_id
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "supervisor.log", "ab") as out:
@@ -346,14 +454,144 @@ class RunActor:
         periodic = PeriodicHousekeeping()
         periodic.start()
         try:
-            return self.supervisor.wait()
+            if spread is None:
+                return self.supervisor.wait()
+            return self._watch_nodes(engine, run_id, attempt, spread)
         finally:
             periodic.stop()
 
+    def _start_nodes(self, engine: Engine, run_id: str, attempt: int, env: dict[str, str], cwd: str, ip: str) -> _Spread | None:
+        """A NodeActor in every other bundle of the placement group, and where each landed. None (the run failed, or
+        is no longer this attempt's to start) when they cannot be had."""
+        run = runs.get_run(engine, run_id=run_id)
+        nnodes, nproc = int(run.config.get("nnodes", 1)), int(run.config.get("nproc_per_node", 1))
+        bundle = self.group.bundle_specs[0]  # every bundle is the same: one node's share of the run
+        for k in range(1, nnodes):
+            self.nodes.append(NodeActor.options(  # type: ignore[attr-defined]
+                name=f"{actor_name(run_id, attempt)}-node{k}", namespace=NAMESPACE,
+                num_cpus=bundle.get("CPU", 0), num_gpus=bundle.get("GPU", 0),
+                resources={r: v for r, v in bundle.items() if r not in ("CPU", "GPU")},
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=k),
+            ).remote(run_id, k, env, cwd))  # fmt: skip
+        try:
+            where = ray.get([n.where.remote() for n in self.nodes], timeout=NODES_START_S)
+        except Exception as exc:
+            how = f"the other nodes' Ray actors of this run did not start within {NODES_START_S:.0f} s: {type(exc).__name__}: {exc}"
+            runs.transition(
+                engine, run_id=run_id, to=RunStatus.FAILED, expect=[RunStatus.QUEUED], on_attempt=attempt,
+                run_in=RunUpdate(error=how, phase=None), message=how[:500],
+            )  # fmt: skip
+            return None
+        return _Spread(endpoint=f"{ip}:{_free_port(ip)}", nnodes=nnodes, nproc=nproc, where=where)
+
+    def _watch_nodes(self, engine: Engine, run_id: str, attempt: int, spread: _Spread) -> int:
+        """Wait for the supervisor; start the other nodes' torchrun once ours hosts the rendezvous, and end the run
+        `lost` when one of their Ray actors dies (its node or its Ray worker): the ranks here would otherwise wait on
+        collectives that never complete."""
+        assert self.supervisor is not None
+        host, port = spread.endpoint.rsplit(":", 1)
+        pending: dict[Any, int] = {}  # the other nodes' run() results -> node_rank
+        started = False
+        while (code := self.supervisor.poll()) is None:
+            if not started and _accepts(host, int(port)):
+                pending = {n.run.remote(spread.nnodes, spread.nproc, spread.endpoint): k for k, n in enumerate(self.nodes, start=1)}
+                started = True
+            done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0) if pending else ([], [])
+            for ref in done:
+                k = pending.pop(ref)
+                try:
+                    ended = ray.get(ref)
+                except Exception as exc:  # RayActorError: the node or its Ray worker died
+                    self._lose(engine, run_id, attempt, f"node_rank {k} of the run died: {type(exc).__name__}: {str(exc)[:300]}")
+                    return self.supervisor.wait()
+                if ended != 0:
+                    add_event(engine, run_id=run_id, event_in=EventCreate(
+                        kind="node ended", message=f"torchrun of node_rank {k} exited with {ended} (see train-node{k}.log)"))  # fmt: skip
+            time.sleep(0.5)
+        return code
+
+    def _lose(self, engine: Engine, run_id: str, attempt: int, how: str) -> None:
+        """Stop this node's part of a run that lost a node (the supervisor, its torchrun and ranks die with it), then
+        say so: the supervisor, killed, records nothing."""
+        assert self.supervisor is not None
+        self.supervisor.kill()
+        self.supervisor.wait()
+        runs.transition(
+            engine, run_id=run_id, to=RunStatus.LOST, expect=ACTIVE, on_attempt=attempt,
+            run_in=RunUpdate(error=how), message=how[:500],
+        )  # fmt: skip
+
     def cancel(self, supervisor_pid: int | None) -> bool:
-        """SIGTERM the supervisor (it checkpoints the run and stops it); only the one this actor started."""
+        """SIGTERM the supervisor (it checkpoints the run and stops it); only the one this actor started. The other
+        nodes' torchrun get it too, as torchrun on one node passes it to its ranks."""
         proc = self.supervisor
         if proc is None or proc.poll() is not None or (supervisor_pid is not None and proc.pid != supervisor_pid):
             return False
         proc.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            node.cancel.remote()
+        return True
+
+
+NODES_START_S = 120.0  # the other nodes' actors get this long to start once Ray has reserved their bundles
+
+
+@dataclass(frozen=True)
+class _Spread:
+    endpoint: str  # host:port of the c10d rendezvous, on node_rank 0
+    nnodes: int
+    nproc: int
+    where: list[tuple[str, str, str]]  # (Ray node id, IP, host name) of node_rank 1..nnodes-1
+
+
+def _free_port(ip: str) -> int:
+    """A port free on this node now, for torchrun's rendezvous to take a moment later."""
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return int(s.getsockname()[1])
+
+
+def _accepts(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((host, port)) == 0
+
+
+@ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=3)  # where(), run() and cancel()
+class NodeActor:
+    """node_rank k (k >= 1) of a run spanning nodes, in bundle k of its placement group: runs that node's torchrun
+    (its ranks join the rendezvous on node_rank 0) and writes nothing to the store but through the ranks. Its
+    torchrun dies with it (lifeline), and it dies with the run's actor (whose it is)."""
+
+    def __init__(self, run_id: str, node_rank: int, env: dict[str, str], cwd: str) -> None:
+        self.run_id, self.node_rank, self.env, self.cwd = run_id, node_rank, env, cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def where(self) -> tuple[str, str, str]:
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), socket.gethostname()
+
+    def run(self, nnodes: int, nproc: int, endpoint: str) -> int:
+        from workbench.runner.supervisor import torchrun_command
+        from workbench.settings import reset_settings
+
+        os.environ.update(self.env)
+        os.environ["WORKBENCH_HOST"] = socket.gethostname()  # the ranks here judge this machine's load
+        os.environ[lifeline.ENV] = str(os.getpid())  # torchrun and its ranks die with this actor
+        reset_settings()
+        settings = get_settings()
+        command = torchrun_command(
+            self.run_id, nproc, nnodes=nnodes, node_rank=self.node_rank, endpoint=endpoint, node_ip=ray.util.get_node_ip_address()
+        )  # fmt: skip
+        # a log per node: two machines appending to one file on a shared (NFS) folder would interleave badly
+        with open(settings.runs_dir / self.run_id / f"train-node{self.node_rank}.log", "ab", buffering=0) as log:
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=self.cwd if os.path.isdir(self.cwd) else str(settings.home_dir),
+            )  # fmt: skip
+            return self.proc.wait()
+
+    def cancel(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        self.proc.send_signal(signal.SIGTERM)
         return True

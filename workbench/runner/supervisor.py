@@ -31,13 +31,40 @@ from workbench.store.models import ACTIVE, RunRead, RunStatus, RunUpdate
 POLL_S = 0.25  # how often the supervisor looks at the worker
 
 
-def worker_command(run_id: str, nproc_per_node: int) -> list[str]:
-    """The worker, or torchrun and its ranks; each dies with its parent when the executor asks (runner/lifeline.py)."""
-    if nproc_per_node > 1:
-        return lifeline.wrap([
-            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-            *lifeline.wrap_module_args(["workbench.runner.worker", run_id]),
-        ])  # fmt: skip
+RDZV_ENDPOINT_ENV = "WORKBENCH_RDZV_ENDPOINT"  # host:port of a multi-node run's c10d rendezvous (the ray executor sets it)
+NODE_IP_ENV = "WORKBENCH_NODE_IP"  # this node's address as the cluster sees it (the ray executor sets it)
+
+
+def torchrun_command(run_id: str, nproc_per_node: int, *, nnodes: int = 1, node_rank: int = 0,
+                     endpoint: str | None = None, node_ip: str | None = None) -> list[str]:
+    """torchrun and its ranks. One node: `--standalone`. Several (`nnodes > 1`, placed by the ray executor): every
+    node's torchrun meets at the c10d rendezvous that node_rank 0's torchrun hosts at `endpoint` (`is_host` is said
+    outright, since on one machine every node would match the endpoint's host name). c10d hands out the global ranks
+    itself (sorted by node address and pid), so global rank 0, the one that writes the run's status, may be on any
+    node; `--node_rank` only names the node in torchrun's log."""
+    if nnodes == 1:
+        launch = ["--standalone"]
+    else:
+        if not endpoint:
+            raise ValueError(f"a run on {nnodes} nodes needs its rendezvous endpoint ({RDZV_ENDPOINT_ENV}); only the ray executor places such runs")
+        launch = [
+            f"--nnodes={nnodes}", f"--node_rank={node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
+            f"--rdzv_id={run_id}", f"--rdzv_conf=is_host={1 if node_rank == 0 else 0}",
+            *([f"--local_addr={node_ip}"] if node_ip else []),
+        ]  # fmt: skip
+    return lifeline.wrap([
+        sys.executable, "-m", "torch.distributed.run", *launch, f"--nproc_per_node={nproc_per_node}",
+        *lifeline.wrap_module_args(["workbench.runner.worker", run_id]),
+    ])  # fmt: skip
+
+
+def worker_command(run_id: str, nproc_per_node: int, nnodes: int = 1) -> list[str]:
+    """The worker, or torchrun and its ranks; each dies with its parent when the executor asks (runner/lifeline.py).
+    With `nnodes > 1` this is node_rank 0's torchrun; the ray executor starts the other nodes' (ray_executor.py)."""
+    if nproc_per_node > 1 or nnodes > 1:
+        return torchrun_command(
+            run_id, nproc_per_node, nnodes=nnodes, endpoint=os.environ.get(RDZV_ENDPOINT_ENV), node_ip=os.environ.get(NODE_IP_ENV)
+        )  # fmt: skip
     return lifeline.wrap([sys.executable, "-m", "workbench.runner.worker", run_id])
 
 
@@ -64,9 +91,9 @@ def _log_tail(path: Path, limit: int = 4000) -> str:
         return ""
 
 
-def _start_worker(run_id: str, nproc_per_node: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+def _start_worker(run_id: str, nproc_per_node: int, nnodes: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        worker_command(run_id, nproc_per_node), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        worker_command(run_id, nproc_per_node, nnodes), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 
@@ -113,8 +140,9 @@ def supervise(run_id: str, attempt: int) -> int:
         return 0
     log_path = settings.runs_dir / run_id / "train.log"
     nproc_per_node = int(run.config.get("nproc_per_node", 1))
+    nnodes = int(run.config.get("nnodes", 1))  # configs stored before the setting existed have no key
     with open(log_path, "ab", buffering=0) as log:
-        worker = _start_worker(run_id, nproc_per_node, log)
+        worker = _start_worker(run_id, nproc_per_node, nnodes, log)
         term_sent_at: float | None = None
         last_beat = last_housekeeping = time.monotonic()
         store_down = False

@@ -489,9 +489,11 @@ class CtrStreamConfig(CommonTrainingSettings):
             if unknown:
                 names = ", ".join(DUMP_FIELD_NAMES + tuple(f"fc_{i}" for i in range(len(self.layer_sizes))))
                 add("dump_fields", f"unknown field(s) {unknown}; available: {names}")
-        if ok("shard_num", "nproc_per_node") and self.shard_num < self.nproc_per_node:
-            add("shard_num", f"must be at least nproc_per_node ({self.nproc_per_node}): every process holds one or "
-                f"more of the table's shards (key % shard_num), got {self.shard_num}")
+        ranks = self.nproc_per_node * self.nnodes
+        if ok("shard_num", "nproc_per_node", "nnodes") and self.shard_num < ranks:
+            needed = f"nproc_per_node ({ranks})" if self.nnodes == 1 else f"nproc_per_node x nnodes ({ranks})"
+            add("shard_num", f"must be at least {needed}: every process holds one or more of the table's shards "
+                f"(key % shard_num), got {self.shard_num}")
         problems.raise_if_any()
         return self
 
