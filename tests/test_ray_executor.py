@@ -168,6 +168,47 @@ def test_a_cancel_while_waiting_in_ray_takes_it_out_of_the_queue(ray_home, monke
     assert after.status == "cancelled" and after.started_at is None
 
 
+def test_a_run_asking_more_cpus_than_are_free_waits_in_ray_as_queued_and_is_never_judged_lost(ray_home, monkeypatch):
+    import ray
+
+    from workbench.runner.ray_executor import NAMESPACE, actor_name
+    from workbench.settings import reset_settings
+
+    monkeypatch.setenv("WORKBENCH_LOST_AFTER_S", "2")  # a heartbeat rule that would catch a waiting run at once
+    reset_settings()
+    holder = api.launch_run(_linreg(epochs=400, step_sleep_s=0.02), name="holds-a-cpu")
+    wait_status(holder.id, ("running",), timeout=60)
+    big = api.launch_run(_linreg(epochs=2, resources={"cpus": 2}), name="asks-for-two")  # the config's own ask
+    wait_for(lambda: (api.get_run(big.id).phase or "").startswith("waiting in Ray"), timeout=30, what="it to wait in Ray")
+    assert "for 2 CPU" in (api.get_run(big.id).phase or "")
+    for _ in range(5):  # housekeeping passes well past lost_after_s
+        assert api.housekeeping().lost == []
+        time.sleep(1)
+    now = api.get_run(big.id)
+    assert now.status == "queued" and (now.phase or "").startswith("waiting in Ray"), (now.status, now.phase, now.error)
+    ray.get_actor(actor_name(big.id, 1), namespace=NAMESPACE)  # Ray holds it (pending creation), not our queue
+    assert api.get_run(holder.id).status == "running", "the CPU it waits for was taken all along"
+    api.cancel_run(holder.id)
+    assert wait_status(holder.id, ENDED, timeout=60).status == "cancelled"
+    done = wait_status(big.id, ENDED, timeout=120)
+    assert done.status == "completed", (done.status, done.error)
+
+
+def test_a_run_no_node_can_hold_is_refused_at_launch_with_what_the_nodes_have(ray_home):
+    with pytest.raises(api.ExecutorError, match=r"no node of the Ray cluster has the 3 CPU this run asks for \(resources: \{cpus: 3\}.*: 2 CPU$"):
+        api.launch_run(_linreg(resources={"cpus": 3}), name="too-big")
+    with pytest.raises(api.ExecutorError, match=r"1 CPU, 1 ssd this run asks for"):
+        api.launch_run(_linreg(resources={"custom": {"ssd": 1}}), name="no-ssd-here")
+    assert api.list_runs() == [], "a refused launch inserts no run"
+
+
+def test_the_local_executor_refuses_a_run_spanning_nodes(home):
+    with pytest.raises(api.ExecutorError, match=r"nnodes: 2 spans 2 machines.*WORKBENCH_EXECUTOR=ray"):
+        api.launch_run(_linreg(nnodes=2), name="two-machines")
+    assert api.list_runs() == []
+    api.launch_run(_linreg(epochs=1, resources={"cpus": 64, "custom": {"ssd": 1}}), name="resources-are-ray-only")
+
+
 def test_a_killed_ray_worker_leaves_the_run_lost_within_30_s(ray_home):
     # a second run whose actor does the housekeeping passes: nobody else here looks (no UI server, no pass by hand)
     watcher = api.launch_run(_linreg(epochs=400, step_sleep_s=0.02), name="watcher")

@@ -110,6 +110,12 @@ def run_resources(config: dict[str, Any], settings: Settings, cluster_gpus: floa
     return Ask(cpus=float(cpus), gpus=float(gpus), custom=dict(wanted.custom), nnodes=int(config.get("nnodes", 1)))
 
 
+def _said(resources: dict[str, Any]) -> str:
+    """The `resources` a config sets, without the unset ones: `{cpus: 3}`, or `defaults`."""
+    given = {k: v for k, v in resources.items() if v not in (None, {})}
+    return "{" + ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in given.items()) + "}" if given else "defaults"
+
+
 def placement_group_name(run_id: str, attempt: int) -> str:
     return f"wb-pg-{run_id}-{attempt}"
 
@@ -162,7 +168,7 @@ class RayExecutor:
             where = "no node" if ask.nnodes == 1 else f"{len(able)} node(s) of the {ask.nnodes} a run with nnodes={ask.nnodes} needs"
             raise ExecutorError(
                 f"{where} of the Ray cluster {'has' if ask.nnodes == 1 else 'have'} the {ask} this run asks for "
-                f"(resources={config.get('resources') or {}}, nproc_per_node={config.get('nproc_per_node', 1)}, "
+                f"(resources: {_said(config.get('resources') or {})}, nproc_per_node: {config.get('nproc_per_node', 1)}, "
                 f"WORKBENCH_RAY_CPUS_PER_PROCESS={get_settings().ray_cpus_per_process:g}); the nodes have: "
                 f"{have or 'no node is alive'}"
             )
