@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     )
     ray_cpus_per_process: float = Field(
         1.0, gt=0, description="With the ray executor: CPUs a run asks of Ray for each of its training processes "
-        "(a run asks nproc_per_node times this; GPUs are nproc_per_node when it trains on CUDA)."
+        "(a run asks nproc_per_node times this per node unless its config's `resources.cpus` says; GPUs are "
+        "nproc_per_node when it trains on CUDA unless `resources.gpus` says)."
     )
 
     @property

@@ -3,10 +3,13 @@ run's supervisor on a node that has the resources the run asks for.
 
 How a run goes:
   1. Launch or resume inserts the run `queued`, as with the local executor. The housekeeping pass hands every queued
-     run to Ray at once as a detached actor `wb-run-<id>-<attempt>` in the `workbench` namespace asking
-     `ray_cpus_per_process * nproc_per_node` CPUs and, when the run trains on CUDA, `nproc_per_node` GPUs. The run
-     stays `queued` (phase "waiting in Ray's queue ...") while the actor waits in Ray's scheduler; our own slots
-     (`max_concurrent_runs`) play no part. Detached: the actor outlives the UI or CLI that submitted it.
+     run to Ray at once as a detached actor `wb-run-<id>-<attempt>` in the `workbench` namespace asking what the
+     config's `resources` says, by default `ray_cpus_per_process * nproc_per_node` CPUs and, when the run trains on
+     CUDA, `nproc_per_node` GPUs (run_resources). The run stays `queued` (phase "waiting in Ray's queue ...") while
+     the actor waits in Ray's scheduler; our own slots (`max_concurrent_runs`) play no part. Detached: the actor
+     outlives the UI or CLI that submitted it. A run with `nnodes > 1` also gets a detached placement group of
+     `nnodes` such bundles (STRICT_SPREAD); its actor takes bundle 0 and starts a NodeActor in each other bundle, each
+     running its node's torchrun against the c10d rendezvous that node_rank 0's torchrun hosts (RunActor).
   2. Once Ray has placed it, the actor moves the run `queued -> starting` (compare-and-set on the attempt: a run
      cancelled or resumed meanwhile is left alone), records the node (run.host = the node's hostname; an event
      names Ray's node id and IP), and starts the ordinary supervisor, `python -m workbench.runner.supervisor RUN_ID
