@@ -156,3 +156,31 @@ def test_validate_cli_reports_field_and_rule_errors_together(tmp_path):
     assert out.returncode == 2
     assert "2 problem(s)" in out.stderr
     assert "embedding_size (line 2)" in out.stderr and "valid_metric (line 3)" in out.stderr
+
+
+@pytest.mark.parametrize("task", ["recommendation", "ctr_stream", "spleeter"])
+def test_every_task_has_resources_and_nnodes_with_the_executors_defaults(task):
+    cfg = api.validate_dict({"task": task})
+    assert cfg.nnodes == 1
+    assert (cfg.resources.cpus, cfg.resources.gpus, cfg.resources.custom) == (None, None, {})
+    shards = {"shard_num": 2} if task == "ctr_stream" else {}  # a table shard for each of the 2 processes
+    cfg = api.validate_dict({"task": task, "nnodes": 2, "resources": {"cpus": 0.5, "gpus": 1, "custom": {"ssd": 1}}, **shards})
+    assert (cfg.nnodes, cfg.resources.cpus, cfg.resources.gpus, cfg.resources.custom) == (2, 0.5, 1.0, {"ssd": 1.0})
+
+
+def test_resources_errors_are_reported_together_under_their_paths():
+    with pytest.raises(ConfigError) as info:
+        api.validate_dict({"task": "recommendation", "nnodes": 0, "resources": {"cpus": 0, "gpus": -1, "custom": {"GPU": 1, "ssd": 0}, "disk": 1}})
+    errors = [(e.path, e.message) for e in info.value.errors]
+    paths = [p for p, _ in errors]
+    assert set(paths) == {"nnodes", "resources.cpus", "resources.gpus", "resources.custom", "resources.disk"}, errors
+    said = " | ".join(m for p, m in errors if p == "resources.custom")
+    assert "`GPU` is one of Ray's own resources" in said and "ssd: the amount must be greater than 0" in said
+
+
+def test_ctr_stream_needs_a_shard_for_every_process_on_every_node():
+    api.validate_dict({"task": "ctr_stream", "nnodes": 2, "nproc_per_node": 2, "shard_num": 4})
+    with pytest.raises(ConfigError) as info:
+        api.validate_dict({"task": "ctr_stream", "nnodes": 2, "nproc_per_node": 2, "shard_num": 3})
+    assert [e.path for e in info.value.errors] == ["shard_num"]
+    assert "at least nproc_per_node x nnodes (4)" in info.value.errors[0].message

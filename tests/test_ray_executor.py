@@ -269,6 +269,40 @@ def test_a_study_runs_4_trials_2_at_once_through_ray(ray_home, tmp_path):
     assert most <= 2, spans
 
 
+def test_what_a_run_asks_of_ray_follows_its_resources_else_the_defaults(monkeypatch):
+    from workbench.runner.ray_executor import Ask, run_resources
+    from workbench.settings import get_settings, reset_settings
+
+    monkeypatch.setenv("WORKBENCH_RAY_CPUS_PER_PROCESS", "1.5")
+    reset_settings()
+    settings = get_settings()
+    assert run_resources({"nproc_per_node": 2}, settings, cluster_gpus=0) == Ask(cpus=3.0, gpus=0.0)
+    assert run_resources({"nproc_per_node": 2, "device": "auto"}, settings, cluster_gpus=8).gpus == 2  # auto on GPUs
+    assert run_resources({"nproc_per_node": 2, "device": "cuda"}, settings, cluster_gpus=0).gpus == 2
+    assert run_resources({"nproc_per_node": 2, "device": "cpu"}, settings, cluster_gpus=8).gpus == 0
+    config = {"nproc_per_node": 2, "device": "cuda", "nnodes": 3, "resources": {"cpus": 6, "gpus": 0.5, "custom": {"ssd": 1}}}
+    ask = run_resources(config, settings, cluster_gpus=8)
+    assert ask == Ask(cpus=6.0, gpus=0.5, custom={"ssd": 1.0}, nnodes=3)
+    assert str(ask) == "6 CPU, 0.5 GPU, 1 ssd on each of 3 nodes"
+    assert Ask(cpus=1.0, gpus=0.0).bundle() == {"CPU": 1.0}  # Ray refuses a bundle entry of 0
+    assert ask.fits({"CPU": 8, "GPU": 1, "ssd": 2}) and not ask.fits({"CPU": 8, "GPU": 1})
+
+
+def test_each_node_of_a_spread_run_meets_at_the_c10d_rendezvous_on_the_first():
+    from workbench.runner.supervisor import torchrun_command, worker_command
+
+    assert "--standalone" in torchrun_command("r1", 2)
+    first = torchrun_command("r1", 2, nnodes=2, node_rank=0, endpoint="10.0.0.5:29400", node_ip="10.0.0.5")
+    other = torchrun_command("r1", 2, nnodes=2, node_rank=1, endpoint="10.0.0.5:29400", node_ip="10.0.0.6")
+    for command, rank, host in ((first, 0, 1), (other, 1, 0)):
+        assert "--standalone" not in command and command[-1] == "r1"
+        assert {"--nnodes=2", f"--node_rank={rank}", "--rdzv_backend=c10d", "--rdzv_endpoint=10.0.0.5:29400",
+                f"--rdzv_conf=is_host={host}", "--nproc_per_node=2", "--rdzv_id=r1"} <= set(command)  # fmt: skip
+    assert "--local_addr=10.0.0.6" in other
+    with pytest.raises(ValueError, match="rendezvous endpoint"):
+        worker_command("r1", 1, nnodes=2)  # outside the ray executor nobody hosts one
+
+
 def test_sqlite_is_refused_on_a_cluster_of_several_nodes():
     from workbench.runner.executor import ExecutorError
     from workbench.runner.ray_executor import refuse_unshared_store
