@@ -336,7 +336,7 @@ class ActorRecord:
 
     state: str  # DEPENDENCIES_UNREADY, PENDING_CREATION, ALIVE, RESTARTING, DEAD
     cause: str | None  # Ray's error message, once it is dead
-    ip: str | None
+    where: str  # "node <IP or Ray node id>"
     pid: int | None
     start: float  # for the newest of several records of one name
 
@@ -384,7 +384,7 @@ def _record_of_state(actor: Any) -> ActorRecord:
     cause = getattr(actor, "death_cause", None) or {}
     said = next((c.get("error_message") for c in cause.values() if isinstance(c, dict) and c.get("error_message")), None)
     return ActorRecord(
-        state=str(actor.state), cause=said, ip=None if not actor.node_id else f"node {actor.node_id[:12]}",
+        state=str(actor.state), cause=said, where=f"node {(actor.node_id or '?')[:12]}",
         pid=actor.pid, start=0.0,
     )  # fmt: skip
 
@@ -392,7 +392,7 @@ def _record_of_state(actor: Any) -> ActorRecord:
 def _record_of_gcs(info: dict[str, Any]) -> ActorRecord:
     said = re.findall(r'error_message: "((?:[^"\\]|\\.)*)"', str(info.get("DeathCause") or ""))
     return ActorRecord(
-        state=str(info.get("State")), cause=said[0] if said else None, ip=(info.get("Address") or {}).get("IPAddress"),
+        state=str(info.get("State")), cause=said[0] if said else None, where=f"node {(info.get('Address') or {}).get('IPAddress', '?')}",
         pid=info.get("Pid"), start=float(info.get("StartTime") or 0),
     )  # fmt: skip
 
@@ -408,7 +408,7 @@ def death_cause(info: ActorRecord | None) -> str:
     """Why Ray says the actor died (its worker process died, its node died, it was killed), as best Ray tells."""
     if info is None:
         return "Ray no longer knows it"
-    return f"{info.cause or 'no reason given'} ({info.ip or 'node ?'}, pid {info.pid})"
+    return f"{info.cause or 'no reason given'} ({info.where}, pid {info.pid})"
 
 
 def _cancel_requested_at(engine: Engine, run: RunRead) -> float | None:
