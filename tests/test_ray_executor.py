@@ -303,6 +303,43 @@ def test_each_node_of_a_spread_run_meets_at_the_c10d_rendezvous_on_the_first():
         worker_command("r1", 1, nnodes=2)  # outside the ray executor nobody hosts one
 
 
+def test_a_dead_actors_record_is_read_through_the_public_state_api_where_the_cluster_serves_it(monkeypatch):
+    """The test clusters run no dashboard, so the cluster tests read Ray's private GCS accessor; this checks the
+    public path on Ray's own ActorState record (what list_actors returns), with the call itself replaced."""
+    import dataclasses
+
+    import ray.util.state
+    from ray.util.state.common import ActorState
+
+    from workbench.runner import ray_executor
+
+    unset = {f.name: None for f in dataclasses.fields(ActorState)}
+    record = ActorState(**{
+        **unset, "actor_id": "cd" * 16, "class_name": "RunActor", "job_id": "01000000", "num_restarts": 0,
+        "num_restarts_due_to_lineage_reconstruction": 0, "num_restarts_due_to_node_preemption": 0,
+        "name": "wb-run-x-1", "state": "DEAD", "pid": 4242, "node_id": "ab" * 28,
+        "death_cause": {"actor_died_error_context": {"error_message": "The actor died because its node has died.", "pid": 4242}},
+    })  # fmt: skip
+    asked = []
+    monkeypatch.setattr(ray.util.state, "list_actors", lambda **kw: asked.append(kw) or [record])
+    monkeypatch.setattr(ray_executor, "_state_api", None)
+    said = ray_executor.death_cause(ray_executor._actor_info("wb-run-x-1"))
+    assert said == f"The actor died because its node has died. (node {'ab' * 6}, pid 4242)", said
+    assert asked[0]["filters"] == [("name", "=", "wb-run-x-1")] and asked[0]["detail"] is True
+    assert ray_executor._state_api is True
+
+    def no_dashboard(**kw):  # type: ignore[no-untyped-def]
+        raise ConnectionError("no dashboard")
+
+    monkeypatch.setattr(ray.util.state, "list_actors", no_dashboard)
+    monkeypatch.setattr(ray_executor, "_state_api", None)
+    monkeypatch.setattr(ray_executor, "_record_of_gcs", lambda info: pytest.fail("no GCS records expected"))
+    import ray._private.state
+
+    monkeypatch.setattr(ray._private.state, "actors", lambda actor_id=None: {})  # the fallback, on a cluster with none
+    assert ray_executor._actor_info("wb-run-x-1") is None and ray_executor._state_api is False
+
+
 def test_sqlite_is_refused_on_a_cluster_of_several_nodes():
     from workbench.runner.executor import ExecutorError
     from workbench.runner.ray_executor import refuse_unshared_store
