@@ -195,11 +195,40 @@ def test_a_run_asking_more_cpus_than_are_free_waits_in_ray_as_queued_and_is_neve
 
 
 def test_a_run_no_node_can_hold_is_refused_at_launch_with_what_the_nodes_have(ray_home):
-    with pytest.raises(api.ExecutorError, match=r"no node of the Ray cluster has the 3 CPU this run asks for \(resources: \{cpus: 3\}.*: 2 CPU$"):
+    with pytest.raises(api.ExecutorError, match=r"no node of the Ray cluster has the 3 CPU this run asks for \(resources: \{cpus: 3\}.*: 2 CPU\. On a cluster"):
         api.launch_run(_linreg(resources={"cpus": 3}), name="too-big")
     with pytest.raises(api.ExecutorError, match=r"1 CPU, 1 ssd this run asks for"):
         api.launch_run(_linreg(resources={"custom": {"ssd": 1}}), name="no-ssd-here")
     assert api.list_runs() == [], "a refused launch inserts no run"
+
+
+def test_on_an_autoscaling_cluster_a_run_asking_more_cpus_than_the_cluster_has_waits_in_ray(ray_home, monkeypatch):
+    import ray
+
+    from workbench.runner.ray_executor import NAMESPACE, actor_name
+    from workbench.settings import reset_settings
+
+    monkeypatch.setenv("WORKBENCH_RAY_AUTOSCALING", "true")  # the demand is for the autoscaler to see, in Ray's queue
+    monkeypatch.setenv("WORKBENCH_LOST_AFTER_S", "2")
+    reset_settings()
+    run = api.launch_run(_linreg(epochs=1, resources={"cpus": 3}), name="more-than-the-cluster-has")
+    wait_for(lambda: (api.get_run(run.id).phase or "").startswith("waiting in Ray"), timeout=30, what="it to wait in Ray")
+    for _ in range(4):  # housekeeping passes well past lost_after_s
+        assert api.housekeeping().lost == []
+        time.sleep(1)
+    now = api.get_run(run.id)
+    assert now.status == "queued" and now.phase == "waiting in Ray's queue for 3 CPU", (now.status, now.phase, now.error)
+    ray.get_actor(actor_name(run.id, 1), namespace=NAMESPACE)  # pending in Ray, for a node that has 3 CPUs
+    assert api.cancel_run(run.id) == "cancelled"
+
+    def withdrawn() -> bool | None:
+        try:
+            ray.get_actor(actor_name(run.id, 1), namespace=NAMESPACE)
+        except ValueError:
+            return True
+        return None
+
+    wait_for(withdrawn, timeout=10, what="its actor to be taken out of Ray's queue")
 
 
 def test_the_local_executor_refuses_a_run_spanning_nodes(home):

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         "(a run asks nproc_per_node times this per node unless its config's `resources.cpus` says; GPUs are "
         "nproc_per_node when it trains on CUDA unless `resources.gpus` says)."
     )
+    ray_autoscaling: bool = Field(
+        False, description="With the ray executor: the cluster adds nodes on demand (Ray's autoscaler), so a run that "
+        "no node has the resources for now is handed to Ray and waits in its queue (`queued`) for a node that has "
+        "them. Off: such a run is refused at launch with what the nodes have, since on a fixed cluster it would wait "
+        "forever."
+    )
 
     @property
     def home_dir(self) -> Path:

@@ -158,11 +158,12 @@ class RayExecutor:
         return sum(float(n.get("Resources", {}).get("GPU", 0)) for n in self.nodes)
 
     def check_launch(self, config: dict[str, Any]) -> None:
-        """A run no node could ever hold would wait in Ray forever: refuse it with what the nodes have. (A run that
-        fits a node but not what is free now waits in Ray's queue; so does one spanning nodes that are all busy.)"""
+        """A run no node could ever hold would wait in Ray forever: refuse it with what the nodes have, unless the
+        cluster autoscales (`ray_autoscaling`: Ray's queue is where the autoscaler sees the demand). A run that fits
+        a node but not what is free now waits in Ray's queue; so does one spanning nodes that are all busy."""
         ask = run_resources(config, get_settings(), self._cluster_gpus())
         able = [n for n in self.nodes if ask.fits(n.get("Resources", {}))]
-        if len(able) < ask.nnodes:
+        if len(able) < ask.nnodes and not get_settings().ray_autoscaling:
             have = "; ".join(
                 f"{n.get('NodeManagerAddress')}: " + ", ".join(f"{v:g} {k}" for k, v in sorted(n.get("Resources", {}).items())
                                                                if k in ("CPU", "GPU") or k in ask.custom)
@@ -173,7 +174,8 @@ class RayExecutor:
                 f"{where} of the Ray cluster {'has' if ask.nnodes == 1 else 'have'} the {ask} this run asks for "
                 f"(resources: {_said(config.get('resources') or {})}, nproc_per_node: {config.get('nproc_per_node', 1)}, "
                 f"WORKBENCH_RAY_CPUS_PER_PROCESS={get_settings().ray_cpus_per_process:g}); the nodes have: "
-                f"{have or 'no node is alive'}"
+                f"{have or 'no node is alive'}. On a cluster that adds nodes on demand, set WORKBENCH_RAY_AUTOSCALING=true "
+                "to let such a run wait in Ray's queue."
             )
 
     def start_queued(self, engine: Engine, settings: Settings) -> list[str]:
