@@ -340,7 +340,7 @@ def test_a_dead_actors_record_is_read_through_the_public_state_api_where_the_clu
     import ray.util.state
     from ray.util.state.common import ActorState
 
-    from workbench.runner import ray_executor
+    from workbench.runner import ray_records
 
     unset = {f.name: None for f in dataclasses.fields(ActorState)}
     record = ActorState(**{
@@ -351,22 +351,22 @@ def test_a_dead_actors_record_is_read_through_the_public_state_api_where_the_clu
     })  # fmt: skip
     asked = []
     monkeypatch.setattr(ray.util.state, "list_actors", lambda **kw: asked.append(kw) or [record])
-    monkeypatch.setattr(ray_executor, "_state_api", None)
-    said = ray_executor.death_cause(ray_executor._actor_info("wb-run-x-1"))
+    monkeypatch.setattr(ray_records, "_state_api", None)
+    said = ray_records.death_cause(ray_records.actor_info("wb-run-x-1"))
     assert said == f"The actor died because its node has died. (node {'ab' * 6}, pid 4242)", said
     assert asked[0]["filters"] == [("name", "=", "wb-run-x-1")] and asked[0]["detail"] is True
-    assert ray_executor._state_api is True
+    assert ray_records._state_api is True
 
     def no_dashboard(**kw):  # type: ignore[no-untyped-def]
         raise ConnectionError("no dashboard")
 
     monkeypatch.setattr(ray.util.state, "list_actors", no_dashboard)
-    monkeypatch.setattr(ray_executor, "_state_api", None)
-    monkeypatch.setattr(ray_executor, "_record_of_gcs", lambda info: pytest.fail("no GCS records expected"))
+    monkeypatch.setattr(ray_records, "_state_api", None)
+    monkeypatch.setattr(ray_records, "_record_of_gcs", lambda info: pytest.fail("no GCS records expected"))
     import ray._private.state
 
     monkeypatch.setattr(ray._private.state, "actors", lambda actor_id=None: {})  # the fallback, on a cluster with none
-    assert ray_executor._actor_info("wb-run-x-1") is None and ray_executor._state_api is False
+    assert ray_records.actor_info("wb-run-x-1") is None and ray_records._state_api is False
 
 
 def test_sqlite_is_refused_on_a_cluster_of_several_nodes():
