@@ -12,7 +12,7 @@ Measured, per run:
 - CPU seconds of the UI server process and of all Chromium processes (psutil, user + system) while the run ran,
   also per minute of watching;
 - latency "point logged -> drawn": a page script polls every 100 ms the caption under the `train/loss` chart
-  ("N of M points"), which Streamlit renders in the same update as the chart's data; when M grows, each new point's
+  ("N of M points"), which the live view writes in the same update as the chart's data; when M grows, each new point's
   latency is the time the caption first showed it minus the point's wall time in the store (stamped by ctx.log in
   the worker, so it includes the worker's 0.5 s flush interval). Only the first tab is probed.
 The load average is printed with each run: compare numbers only from a quiet machine.
@@ -47,19 +47,21 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 
-# Runs in the page: every 100 ms, find the caption under the chart whose title (two elements above) is PROBE_KEY
-# and record (time, M) whenever its "N of M points" total changes.
+# Runs in the page: every 100 ms, find the caption under the live view's chart titled PROBE_KEY (the live view is a
+# same-origin iframe) and record (time, M) whenever its "N of M points" total changes.
 PROBE_JS = """
 key => {
   window.__seen = [];
   let last = null;
   setInterval(() => {
-    for (const cap of document.querySelectorAll('[data-testid="stCaptionContainer"]')) {
-      const m = cap.innerText.match(/^[\\d,]+ of ([\\d,]+) points/);
+    const frame = document.querySelector('iframe[title*="workbench_live"]');
+    const doc = frame && frame.contentDocument;
+    if (!doc) return;
+    for (const box of doc.querySelectorAll('.chart-box')) {
+      const title = box.querySelector('.chart-title'), cap = box.querySelector('.caption');
+      if (!title || !cap || title.textContent.trim() !== key) continue;
+      const m = cap.textContent.match(/^[\\d,]+ of ([\\d,]+) points/);
       if (!m) continue;
-      const box = cap.closest('[data-testid="stElementContainer"]');
-      const title = box && box.previousElementSibling && box.previousElementSibling.previousElementSibling;
-      if (!title || title.innerText.trim() !== key) continue;
       const total = parseInt(m[1].replace(/,/g, ''));
       if (total !== last) { window.__seen.push([Date.now() / 1000, total]); last = total; }
     }

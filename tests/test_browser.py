@@ -65,9 +65,13 @@ def server(home, tmp_path):
     log.close()
 
 
+def _live(page):  # type: ignore[no-untyped-def]
+    """The Dashboard's live view (charts, log tail, events): a same-origin iframe with the charts' titles and captions."""
+    return page.frame_locator('iframe[title*="workbench_live"]')
+
+
 def _points_caption(page) -> str:  # type: ignore[no-untyped-def]
-    captions = page.get_by_text(re.compile(r"^[\d,]+ of [\d,]+ points")).all_inner_texts()
-    return " | ".join(t for t in captions if t)  # an element replaced mid-read by the live refresh reads as None
+    return " | ".join(_live(page).locator(".caption").all_inner_texts())
 
 
 def _settle(page) -> None:  # type: ignore[no-untyped-def]
@@ -107,12 +111,13 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
 
         # dashboard: status, then a chart whose point count grows while the run trains
         expect(page.get_by_role("heading", name="Dashboard")).to_be_visible(timeout=30_000)
-        expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible(timeout=90_000)
+        expect(_live(page).locator(".chart-box canvas").first).to_be_visible(timeout=90_000)
         first = _points_caption(page)
         deadline = time.time() + 120
         while _points_caption(page) == first and time.time() < deadline:
             page.wait_for_timeout(500)
         assert _points_caption(page) != first, "the chart did not update while the run trained"
+        expect(_live(page).locator("#log")).to_contain_text("epoch", timeout=30_000)  # the log tail follows too
         try:
             expect(page.get_by_test_id("stMetricValue").filter(has_text="completed").first).to_be_visible(timeout=180_000)  # a rerun briefly shows the old and the new status
         finally:

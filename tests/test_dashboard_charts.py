@@ -1,73 +1,51 @@
-"""The Dashboard's live charts: what gets smoothed, stable specs while points arrive, pins kept per task."""
+"""The Dashboard's charts: specs that do not change while points arrive, the live view's JSON routes, pins per task.
+
+The rules that work on the points themselves (what gets smoothed, the shared x range) run in the browser:
+tests/test_live_view.py runs them in Chromium.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from urllib.parse import urlencode
 
-import numpy as np
-import pandas as pd
+import pytest
+from starlette.routing import Router
 
+from tests.support.waiting import wait_status
 from workbench import api
-from workbench.store.metrics import Series
 from workbench.ui.dashboard import matches
-from workbench.ui.live_charts import ChartView, chart_frame, nice_ceiling, series_spec, smoothable, x_domain
-
-
-def _series(values: list[float], start_step: int = 1) -> Series:
-    steps = np.arange(start_step, start_step + len(values))
-    frame = pd.DataFrame({"step": steps, "value": values, "vmin": values, "vmax": values, "wall": 1.7e9 + steps})
-    return Series(frame, len(values), False)
-
-
-def test_smoothing_is_for_dense_training_series_only():
-    rng = np.random.default_rng(0)
-    noisy = 1 / np.arange(1, 201) + rng.normal(0, 0.05, 200)
-    assert smoothable("train/loss", noisy)
-    assert not smoothable("valid/si_sdr_vocals", noisy)  # an evaluation metric, however many points
-    assert not smoothable("infer/auc", noisy)
-    assert not smoothable("train/epoch", np.repeat(np.arange(6.0), 40))  # a counter: monotone
-    assert not smoothable("train/lr", np.linspace(1e-3, 1e-5, 200))  # a schedule: monotone
-    assert not smoothable("train/loss", noisy[:30])  # too few points to need it
-
-
-def test_an_evaluation_metric_ends_at_its_real_value_even_with_smoothing():
-    values = [1.0, 2.5, 4.0, 5.2, 6.35] * 20  # e.g. SI-SDR per evaluation, a hundred evaluations
-    frame, smoothed = chart_frame(_series(values), "valid/si_sdr_vocals", ChartView(smoothing=0.9))
-    assert not smoothed and "smoothed" not in frame and frame["value"].iloc[-1] == 6.35
+from workbench.ui.live_charts import ChartView, Shape, overlay_spec, series_spec
+from workbench.ui.live_data import routes
 
 
 def test_the_spec_stays_the_same_while_points_arrive():
-    """The browser keeps its Vega view (and only updates the data) while the spec is unchanged."""
+    """The browser keeps its Vega view (and only inserts points) while the spec is unchanged: nothing in it depends
+    on the points but the few things a Shape says, which change a few times in a run at most."""
     view = ChartView(smoothing=0.6)
-    rng = np.random.default_rng(1)
-    values = list(1 / np.arange(1, 400) + rng.normal(0, 0.05, 399))
-    specs = set()
-    for n in (120, 121, 150, 180):
-        series = _series(values[:n])
-        frame, smoothed = chart_frame(series, "train/loss", view)
-        summary = pd.DataFrame({"first_step": [1], "last_step": [n]})
-        domain = x_domain(summary, view, None, None)
-        spec = series_spec(frame, smoothed=smoothed, downsampled=False, view=view, domain=domain)
-        assert "data" not in spec and "datasets" not in spec  # the data travels beside the spec
-        specs.add(json.dumps(spec, sort_keys=True))
+    specs = {json.dumps(series_spec(Shape.of(n, 0.31 + 1 / n, 2.5), view), sort_keys=True) for n in range(61, 400, 7)}
     assert len(specs) == 1
+    spec = json.loads(specs.pop())
+    assert spec["data"] == {"name": "points"} and "datasets" not in spec  # the points travel beside the spec
+    assert {p["name"] for p in spec["params"]} == {"x_lo", "x_hi", "smooth", "down"}
 
 
-def test_one_x_range_for_every_chart_and_nice_bounds():
-    assert [nice_ceiling(x) for x in (0.3, 1, 7, 101, 420, 5000)] == [0.5, 1, 10, 200, 500, 5000]
-    summary = pd.DataFrame({"first_step": [1, 35, 70], "last_step": [420, 420, 385]})
-    assert x_domain(summary, ChartView(x="step"), None, None) == (0.0, 500)
-    lo, hi = x_domain(summary, ChartView(x="wall"), started_at=1000.0, last_wall=1040.0)
-    assert (lo, hi) == (1_000_000.0, 1_050_000.0)  # epoch ms, the viewer's browser shows local clock time
+def test_shape_points_log_and_zero():
+    assert Shape.of(60, 0.1, 0.5).points and not Shape.of(61, 0.1, 0.5).points  # a short series shows its points
+    assert Shape.of(5, 1.0, 1.0 + 1e-9).constant and not Shape.of(5, 1.0, 1.1).constant
+    log = ChartView(log_y=True)
+    assert series_spec(Shape.of(9, -0.5, 3.0), log)["layer"][1]["encoding"]["y"]["scale"] == {"type": "symlog"}
+    assert series_spec(Shape.of(9, 0.5, 3.0), log)["layer"][1]["encoding"]["y"]["scale"] == {"type": "log"}
+    assert series_spec(Shape.of(9, 1.0, 1.0), ChartView())["layer"][1]["encoding"]["y"]["scale"] == {"zero": True}
 
 
-def test_log_scale_is_symlog_when_a_series_is_not_positive():
-    frame, _ = chart_frame(_series([3.0, 1.0, -0.5]), "train/loss", ChartView())
-    spec = series_spec(frame, smoothed=False, downsampled=False, view=ChartView(log_y=True), domain=None)
-    assert spec["layer"][0]["encoding"]["y"]["scale"] == {"type": "symlog"}
-    frame, _ = chart_frame(_series([3.0, 1.0, 0.5]), "train/loss", ChartView())
-    spec = series_spec(frame, smoothed=False, downsampled=False, view=ChartView(log_y=True), domain=None)
-    assert spec["layer"][0]["encoding"]["y"]["scale"] == {"type": "log"}
+def test_wall_axis_is_local_clock_time_and_overlays_name_their_series():
+    spec = series_spec(Shape.of(9, 0.1, 0.5), ChartView(x="wall"))
+    x = spec["encoding"]["x"]
+    assert x["field"] == "wall" and x["type"] == "temporal" and x["axis"]["format"] == "%H:%M:%S"  # not "04:30" for 16:30
+    over = overlay_spec(["valid/recall@20", "valid/mrr@20"], Shape.of(9, 0.1, 0.9), ChartView())
+    assert over["encoding"]["color"]["scale"]["domain"] == ["valid/recall@20", "valid/mrr@20"]
 
 
 def test_search_matches_every_word():
@@ -84,3 +62,60 @@ def test_pinned_charts_are_kept_per_task(home):
     assert api.pinned_metrics("ctr_stream") == ["infer/auc"]
     (home / "dashboard_prefs.json").write_text("{not json")  # a damaged file: nothing pinned, no error
     assert api.pinned_metrics("recommendation") == []
+
+
+class _Answer:
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status_code, self.text = status, body.decode()
+
+    def json(self):  # type: ignore[no-untyped-def]
+        return json.loads(self.text)
+
+
+def _get(path: str, params: list[tuple[str, str]] | None = None) -> _Answer:
+    """The live view's routes called as the server calls them (an ASGI request), without starting a server."""
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "root_path": "", "headers": [],
+             "query_string": urlencode(params or []).encode()}  # fmt: skip
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(Router(routes=routes())(scope, receive, send))
+    return _Answer(sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+@pytest.fixture()
+def finished_run(home):
+    cfg = api.validate_dict({"task": "linreg", "epochs": 3, "train_batch_size": 8, "learning_rate": 0.05, "print_freq": 1})
+    run = api.launch_run(cfg, name="live-data")
+    return wait_status(run.id, ("completed",))
+
+
+def test_series_and_poll_routes_answer_what_the_view_lacks(finished_run):
+    base = f"/live/runs/{finished_run.id}"
+    series = _get(f"{base}/series.json", [("key", "train/loss"), ("key", "no/such")]).json()["series"]
+    loss = series["train/loss"]
+    assert loss["total"] == len(loss["rows"]) > 3 and not loss["down"] and series["no/such"]["rows"] == []
+    steps = [r[0] for r in loss["rows"]]
+    assert steps == sorted(steps) and all(len(r) == 5 for r in loss["rows"])  # step, value, min, max, wall
+
+    first = _get(f"{base}/poll.json", [("key", "train/loss"), ("after", str(steps[1])), ("log", "-1"), ("events", "-1")]).json()
+    assert [p[0] for p in first["points"]["train/loss"]] == steps[2:]  # only the points after the step it has
+    assert first["status"] == "completed" and first["ended"] and first["more"] == []
+    assert "completed" in first["log"]["text"] and first["events"]["rows"] and first["events"]["rows"][-1]["time"] > 1e12  # ms
+
+    seen = [("key", "train/loss"), ("after", str(steps[-1])), ("log", str(first["log"]["size"])), ("events", str(first["events"]["last"]))]
+    again = _get(f"{base}/poll.json", seen).json()
+    assert again["points"] == {} and "log" not in again and "events" not in again  # nothing new: a small answer
+
+
+def test_poll_route_says_what_is_wrong(finished_run):
+    missing = _get("/live/runs/no-such-run/poll.json")
+    assert missing.status_code == 404 and "no-such-run" in missing.text
+    bad = _get(f"/live/runs/{finished_run.id}/poll.json", [("key", "train/loss"), ("after", "x")])
+    assert bad.status_code == 400 and "integers" in bad.text
+    assert _get("/live/runs/no-such-run/series.json", [("key", "a")]).status_code == 404

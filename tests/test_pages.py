@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -94,10 +95,12 @@ def test_dashboard_shows_status_charts_log_and_events(home):
     at.switch_page("pages/dashboard.py").run()
     assert not at.exception, at.exception
     assert any("completed" in m.value for m in at.metric)
-    charts = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
-    assert len(charts) >= 3  # train/loss, train/lr, valid/loss
-    assert any("points" in c.value for c in at.caption)
-    assert any("completed" in c.value for c in at.code)  # the log tail
+    (live,) = at.get("component_instance")  # the live view: charts, log tail and events (its routes: test_dashboard_charts)
+    args = json.loads(live.proto.json_args)
+    assert args["run"] == run.id and args["live"] is False  # an ended run: drawn once, no polling
+    charts = {c["title"]: c for section in args["sections"] for c in section["charts"]}
+    assert {"train/loss", "train/lr", "valid/loss"} <= set(charts)
+    assert charts["train/loss"]["spec"]["data"] == {"name": "points"}
 
 
 def test_checkpoints_page_offers_a_download(home):

@@ -329,7 +329,9 @@ def test_each_node_of_a_spread_run_meets_at_the_c10d_rendezvous_on_the_first():
                 f"--rdzv_conf=is_host={host}", "--nproc_per_node=2", "--rdzv_id=r1"} <= set(command)  # fmt: skip
     assert "--local_addr=10.0.0.6" in other
     with pytest.raises(ValueError, match="rendezvous endpoint"):
-        worker_command("r1", 1, nnodes=2)  # outside the ray executor nobody hosts one
+        worker_command("r1", 1, nnodes=2)  # neither the ray executor's nor the config's
+    by_hand = worker_command("r1", 1, nnodes=2, rdzv_endpoint="node0:29400")  # ctr_stream's join by hand
+    assert "--rdzv_endpoint=node0:29400" in by_hand and not any(a.startswith("--rdzv_conf") for a in by_hand)
 
 
 def test_a_dead_actors_record_is_read_through_the_public_state_api_where_the_cluster_serves_it(monkeypatch):

@@ -1,17 +1,22 @@
 """One rank of a ctr_stream test job: `python ctr_dist_rank.py RANK WORLD JOB.json` (tests/tasks/ctr_stream/
-test_ctr_dist.py starts WORLD of them). Joins a gloo group through a file store, then, by the job's `mode`:
+test_ctr_dist.py starts WORLD of them). Joins a gloo group through a file store, then, by the job's `mode`
+(under torchrun, `ctr_dist_rank.py env env JOB.json`: rank and world from torchrun's environment, the group
+through its rendezvous, as the worker joins it):
 - "run": ctr_stream's run(cfg, ctx) with ctx for this rank (resuming from `resume` when given);
 - "load": builds the trainer and loads `init_model_path` (a saved folder) or `state` (a resumable .pt) only.
 Writes `{out}/rank-{RANK}.pt`: this rank's table state, the metrics and checkpoint rows its context recorded, its
 metric sums before the ranks' reduction, and the error message when it failed. Test hooks: `fail_rank` raises on that rank in its pass `fail_at_pass`;
-`stop_rank` requests a stop on that rank after `stop_after_steps` training steps; `no_all_to_all` makes
-all_to_all_single raise, as on a backend without it.
+`stop_rank` requests a stop on that rank after `stop_after_steps` training steps; `hang_rank` sleeps
+`hang_s` seconds in its pass `hang_at_pass` (then raises), and writes `hang-woke.json` recording whether the other
+ranks' results were already there when it woke; `no_all_to_all` makes all_to_all_single raise, as on a backend
+without it.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -22,7 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's 
 
 def main(rank: int, world: int, job_path: str) -> int:
     job = json.loads(Path(job_path).read_text())
-    dist.init_process_group("gloo", init_method=f"file://{job['store']}", rank=rank, world_size=world)
+    if rank < 0:  # under torchrun: RANK, WORLD_SIZE, MASTER_ADDR/PORT come from its rendezvous
+        dist.init_process_group("gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        dist.init_process_group("gloo", init_method=f"file://{job['store']}", rank=rank, world_size=world)
     from workbench.runner.checkpoints import load_checkpoint_file
     from workbench.runner.context import MemoryBackend, RunContext
     from workbench.tasks.ctr_stream import train as ctr_train
@@ -91,6 +100,13 @@ def _install_hooks(job: dict, rank: int, ctx, ctr_trainer) -> None:
         calls["n"] += 1
         if job.get("fail_rank") == rank and calls["n"] == job.get("fail_at_pass", 1):
             raise ValueError(f"boom on rank {rank}")
+        if job.get("hang_rank") == rank and calls["n"] == job.get("hang_at_pass", 1):
+            time.sleep(job["hang_s"])  # the others' next collective waits for this rank
+            out = Path(job["out"])
+            others = [r for r in range(job["world"]) if r != rank]
+            (out / "hang-woke.json").write_text(json.dumps(
+                {"others_done": all((out / f"rank-{r}.pt").exists() for r in others)}))
+            raise ValueError(f"woke up on rank {rank}")
         if job.get("stop_rank") == rank:
             def stepped(step: int, loss: float) -> None:
                 on_step(step, loss)
@@ -103,4 +119,5 @@ def _install_hooks(job: dict, rank: int, ctx, ctr_trainer) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
+    env = sys.argv[1] == "env"
+    sys.exit(main(-1 if env else int(sys.argv[1]), -1 if env else int(sys.argv[2]), sys.argv[3]))

@@ -69,6 +69,7 @@ from workbench.api.metrics import (
     series,
     metric_summaries,
     metrics_since,
+    points_after,
     overlay_series,
     pinned_metrics,
     set_pinned_metrics,

@@ -32,6 +32,11 @@ def metrics_since(run_id: str, after_id: int = 0) -> pd.DataFrame:
     return metric_store.read_since(engine(), run_id=run_id, after_id=after_id)
 
 
+def points_after(run_id: str, after: dict[str, int], limit: int = 5000) -> dict[str, list[tuple]]:
+    """{key: [(step, value, wall), ...]} of the points after each key's step (at most `limit` a key)."""
+    return metric_store.read_after(engine(), run_id=run_id, after=after, limit=limit)
+
+
 def overlay_series(run_id: str, keys: tuple[str, ...], max_points: int = 2000) -> pd.DataFrame:
     """Several metrics of one run in one frame, `series` column = metric key (for a task's overlay charts)."""
     import pandas as pd

@@ -203,6 +203,7 @@ class JournalSync:
         self.before_sync = before_sync  # e.g. write the latest progress as a record (progress is coalesced)
         self._lock = threading.Lock()  # the thread and close() never apply at once
         self._stop = threading.Event()
+        self._wake = threading.Event()  # nudge(): new metric points, apply them now rather than at the next tick
         self._thread: threading.Thread | None = None
         self._down_since: float | None = None
         self._warned = False
@@ -215,9 +216,19 @@ class JournalSync:
         """Records in the journal that are not in the store (as far as this process knows)."""
         return self.writer.last_seq - (self.replayer.applied_seq or 0)
 
+    def nudge(self) -> None:
+        """Apply soon: the points a run logs reach a watching Dashboard one sync earlier (the run's metric buffer
+        already batches them, every 0.5 s at most, so this does not sync more often than the interval does)."""
+        self._wake.set()
+
     def _loop(self) -> None:
-        delay = self.interval
-        while not self._stop.wait(delay):
+        delay, ok = self.interval, True
+        while True:
+            # while the store is away, back off: nudges do not shorten the wait
+            (self._wake if ok else self._stop).wait(delay)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             try:
                 ok = self.sync_once()
             except Exception:  # the journal itself failed (a full disk): say so, keep trying; close() raises it
@@ -264,6 +275,7 @@ class JournalSync:
         """Stop the thread, then apply what is left, retrying with backoff for up to `wait_s` seconds.
         Returns the number of records still not in the store (0: everything is stored)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
         deadline = time.monotonic() + wait_s

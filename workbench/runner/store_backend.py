@@ -60,6 +60,7 @@ class StoreBackend:
 
     def write_metrics(self, points: list[tuple[str, int, float, float]]) -> None:
         self.journal.append("metrics", points=points)
+        self.sync.nudge()
 
     def set_progress(self, done: float, total: float | None, unit: str) -> None:
         self._progress = (done, total, unit)  # one assignment: the training thread calls this every step

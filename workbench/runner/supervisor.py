@@ -31,41 +31,60 @@ from workbench.store.models import ACTIVE, RunRead, RunStatus, RunUpdate
 POLL_S = 0.25  # how often the supervisor looks at the worker
 
 
-RDZV_ENDPOINT_ENV = "WORKBENCH_RDZV_ENDPOINT"  # host:port of a multi-node run's c10d rendezvous (the ray executor sets it)
+RDZV_ENDPOINT_ENV = "WORKBENCH_RDZV_ENDPOINT"  # host:port of the rendezvous the ray executor chose for a multi-node run
 NODE_IP_ENV = "WORKBENCH_NODE_IP"  # this node's address as the cluster sees it (the ray executor sets it)
 
 
-def torchrun_command(run_id: str, nproc_per_node: int, *, nnodes: int = 1, node_rank: int = 0,
-                     endpoint: str | None = None, node_ip: str | None = None) -> list[str]:
-    """torchrun and its ranks. One node: `--standalone`. Several (`nnodes > 1`, placed by the ray executor): every
-    node's torchrun meets at the c10d rendezvous that node_rank 0's torchrun hosts at `endpoint` (`is_host` is said
-    outright, since on one machine every node would match the endpoint's host name). c10d hands out the global ranks
-    itself (sorted by node address and pid), so global rank 0, the one that writes the run's status, may be on any
-    node; `--node_rank` only names the node in torchrun's log."""
+def torchrun_command(run_id: str, nproc_per_node: int, *, nnodes: int = 1, endpoint: str = "",
+                     node_rank: int | None = None, node_ip: str | None = None) -> list[str]:
+    """torchrun and its ranks. One node: `--standalone`. Several: every node's torchrun meets at the c10d rendezvous
+    at `endpoint`, whose id is the run id. c10d hands out the global ranks itself (sorted by node address and pid),
+    so global rank 0, the one that records the run, may be on any node: all of them need the store and the run folder.
+    With `node_rank` (the ray executor, which knows which node hosts the rendezvous) `is_host` is said outright, since
+    on one machine every node would match the endpoint's host name, and `--node_rank` names the node in torchrun's
+    log; without it (a machine joining ctr_stream's `rdzv_endpoint` by hand) torch decides by the host name."""
     if nnodes == 1:
-        launch = ["--standalone"]
+        launch = ["--standalone", f"--nproc_per_node={nproc_per_node}"]
     else:
         if not endpoint:
-            raise ValueError(f"a run on {nnodes} nodes needs its rendezvous endpoint ({RDZV_ENDPOINT_ENV}); only the ray executor places such runs")
-        launch = [
-            f"--nnodes={nnodes}", f"--node_rank={node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
-            f"--rdzv_id={run_id}", f"--rdzv_conf=is_host={1 if node_rank == 0 else 0}",
-            *([f"--local_addr={node_ip}"] if node_ip else []),
-        ]  # fmt: skip
+            raise ValueError(
+                f"a run on {nnodes} nodes needs a rendezvous endpoint: the ray executor chooses one "
+                f"({RDZV_ENDPOINT_ENV}); without it, the config's rdzv_endpoint (ctr_stream)"
+            )
+        launch = _rendezvous_args(run_id, nproc_per_node, nnodes, endpoint)
+        if node_rank is not None:
+            launch += [f"--node_rank={node_rank}", f"--rdzv_conf=is_host={1 if node_rank == 0 else 0}",
+                       *([f"--local_addr={node_ip}"] if node_ip else [])]  # fmt: skip
     return lifeline.wrap([
-        sys.executable, "-m", "torch.distributed.run", *launch, f"--nproc_per_node={nproc_per_node}",
+        sys.executable, "-m", "torch.distributed.run", *launch,
         *lifeline.wrap_module_args(["workbench.runner.worker", run_id]),
     ])  # fmt: skip
 
 
-def worker_command(run_id: str, nproc_per_node: int, nnodes: int = 1) -> list[str]:
+def worker_command(run_id: str, nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str = "") -> list[str]:
     """The worker, or torchrun and its ranks; each dies with its parent when the executor asks (runner/lifeline.py).
-    With `nnodes > 1` this is node_rank 0's torchrun; the ray executor starts the other nodes' (ray_executor.py)."""
-    if nproc_per_node > 1 or nnodes > 1:
-        return torchrun_command(
-            run_id, nproc_per_node, nnodes=nnodes, endpoint=os.environ.get(RDZV_ENDPOINT_ENV), node_ip=os.environ.get(NODE_IP_ENV)
-        )  # fmt: skip
+
+    With nnodes > 1 under the ray executor (which sets RDZV_ENDPOINT_ENV) this is node_rank 0's torchrun, hosting the
+    rendezvous; the executor starts the other nodes' (ray_actors.NodeActor). Otherwise this machine's torchrun joins
+    the config's `rdzv_endpoint` (ctr_stream), and every other machine joins the same rendezvous by hand with
+    `multinode_join_command`."""
+    chosen = os.environ.get(RDZV_ENDPOINT_ENV)
+    if nnodes > 1 and chosen:
+        return torchrun_command(run_id, nproc_per_node, nnodes=nnodes, endpoint=chosen, node_rank=0, node_ip=os.environ.get(NODE_IP_ENV))
+    if nnodes > 1 or nproc_per_node > 1:
+        return torchrun_command(run_id, nproc_per_node, nnodes=nnodes, endpoint=rdzv_endpoint)
     return lifeline.wrap([sys.executable, "-m", "workbench.runner.worker", run_id])
+
+
+def _rendezvous_args(run_id: str, nproc_per_node: int, nnodes: int, rdzv_endpoint: str) -> list[str]:
+    return [f"--nnodes={nnodes}", f"--nproc_per_node={nproc_per_node}", "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={rdzv_endpoint}", f"--rdzv_id={run_id}"]
+
+
+def multinode_join_command(run_id: str, nproc_per_node: int, nnodes: int, rdzv_endpoint: str) -> list[str]:
+    """What each other machine of a multi-node run runs (the same rendezvous as worker_command's)."""
+    return ["torchrun", *_rendezvous_args(run_id, nproc_per_node, nnodes, rdzv_endpoint), "-m",
+            "workbench.runner.worker", run_id]
 
 
 def _kill_tree(pid: int, sig: int) -> None:
@@ -91,9 +110,10 @@ def _log_tail(path: Path, limit: int = 4000) -> str:
         return ""
 
 
-def _start_worker(run_id: str, nproc_per_node: int, nnodes: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+def _start_worker(run_id: str, nproc_per_node: int, log: IO[bytes], nnodes: int = 1,
+                  rdzv_endpoint: str = "") -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        worker_command(run_id, nproc_per_node, nnodes), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        worker_command(run_id, nproc_per_node, nnodes, rdzv_endpoint), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
 
@@ -140,9 +160,9 @@ def supervise(run_id: str, attempt: int) -> int:
         return 0
     log_path = settings.runs_dir / run_id / "train.log"
     nproc_per_node = int(run.config.get("nproc_per_node", 1))
-    nnodes = int(run.config.get("nnodes", 1))  # configs stored before the setting existed have no key
+    nnodes, rdzv_endpoint = int(run.config.get("nnodes", 1)), str(run.config.get("rdzv_endpoint", ""))  # ctr_stream
     with open(log_path, "ab", buffering=0) as log:
-        worker = _start_worker(run_id, nproc_per_node, nnodes, log)
+        worker = _start_worker(run_id, nproc_per_node, log, nnodes, rdzv_endpoint)
         term_sent_at: float | None = None
         last_beat = last_housekeeping = time.monotonic()
         store_down = False

@@ -179,6 +179,17 @@ def read_since(engine: Engine, *, run_id: str, after_id: int = 0, keys: list[str
     return _frame(rows, ["id", "key", "step", "value", "wall"])
 
 
+def read_after(engine: Engine, *, run_id: str, after: dict[str, int], limit: int = 5000) -> dict[str, list[tuple]]:
+    """Each key's points with a step after the one given, in step order, at most `limit` per key: the Dashboard's
+    live charts ask this every second for the points they do not have yet.
+
+    One (run_id, key, step) index seek per key. A filter on the row id instead (as `read_since` does) made both
+    SQLite and PostgreSQL walk every stored point of the key on each poll."""
+    sql = text("SELECT step, value, wall FROM metric WHERE run_id = :r AND key = :k AND step > :s ORDER BY step, id LIMIT :n")
+    with engine.connect() as conn:
+        return {key: [tuple(r) for r in conn.execute(sql, {"r": run_id, "k": key, "s": step, "n": limit})] for key, step in after.items()}
+
+
 def iter_points(engine: Engine, *, run_id: str, keys: list[str] | None = None, chunk_rows: int = 20_000) -> Generator[Sequence[Point], None, None]:
     """Every stored point of a run (or of `keys`), ordered by key then step, in chunks of at most `chunk_rows`
     rows that unpack as (key, step, value, wall).

@@ -1,16 +1,14 @@
-"""The dashboard's live panel: a fragment that refreshes every second while the run is active.
+"""The Dashboard: what a run is doing, drawn by a slow fragment (status) and the live view (charts, log, events).
 
-What a refresh costs is in docs/dashboard.md. In short: one summary query tells which series changed; only those
-are read again (the rest come from this session's cache); charts are Vega-Lite dicts whose spec stays the same
-while points arrive, so the browser updates the data of the views it has instead of building them again; and only
-the charts a user looks at are drawn: pinned ones, the first few of each group, or those matching the search.
+While the run is active, a fragment redraws the status line every few seconds and works out which charts to draw:
+the pinned ones, the task's overview, the first few of each group, or those matching the search. The live view
+(live_view.py) draws them and follows the run by itself with a small poll a second; docs/dashboard.md has what a
+second of watching cost before and after.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -19,36 +17,19 @@ from workbench import api
 from workbench.ui.charts import group_keys
 from workbench.ui.common import cancel_with_confirmation, fmt_time, status_line
 from workbench.ui.downloads import export_button
+from workbench.ui.live_charts import ChartView, Shape, overlay_spec, series_spec
+from workbench.ui.live_view import live_view
 from workbench.ui.profile import profile_section
-from workbench.ui.live_charts import (
-    ChartView,
-    Domain,
-    chart_frame,
-    overlay_frame,
-    overlay_spec,
-    points_caption,
-    series_spec,
-    x_domain,
-)
 
-MAX_POINTS = 2000  # per series in a live chart: the browser redraws this smoothly every second
-REFRESH_S = 1.0
+STATUS_S = 2.0  # the status line and the chart plan; the points come through the live view's own poll
+KEYS_SEEN = "dashboard_keys_seen"  # session state: (run id, the metric keys the chart controls were drawn with)
 FIRST_CHARTS = 6  # per group; the rest are drawn on request (the CTR dashboard had 48 charts on a 9,600 px page)
-CACHE = "dashboard_series"  # session-state key: {"run": id, "view": ChartView, "items": {key: CachedSeries}}
 
 
 @dataclass(frozen=True)
 class DashboardView(ChartView):
     search: str = ""
     pinned: tuple[str, ...] = ()
-
-
-@dataclass
-class CachedSeries:
-    signature: tuple  # (count, last_step, last) of the key's summary row: a new point changes it
-    series: api.Series
-    frame: pd.DataFrame
-    smoothed: bool
 
 
 def run_actions(run: api.RunRead) -> None:
@@ -76,6 +57,7 @@ def chart_controls(run: api.RunRead) -> DashboardView:
     def save_pins() -> None:
         api.set_pinned_metrics(run.task, st.session_state[pin_key])
 
+    st.session_state[KEYS_SEEN] = (run.id, frozenset(keys))  # the panel reruns the page when new keys appear
     options = sorted(set(keys) | set(stored))
     pinned = c2.multiselect(
         f"Pinned charts (kept for every {run.task} run)", options, default=stored, key=pin_key, on_change=save_pins
@@ -88,13 +70,13 @@ def chart_controls(run: api.RunRead) -> DashboardView:
 
 
 def live_panel(run_id: str, view: DashboardView, live: bool) -> None:
-    @st.fragment(run_every=REFRESH_S if live else None)
+    @st.fragment(run_every=STATUS_S if live else None)
     def panel() -> None:
         run = api.get_run(run_id)
         status_line(run)
-        charts(run, view)
+        sections = chart_sections(run, view)
+        live_view(run, sections, view, live=live, key=f"live_{run_id}")
         profile_section(run)
-        log_and_events(run_id)
         if live and run.status in api.ENDED:
             st.rerun()  # the run ended: redraw the page once without the refresh timer
 
@@ -106,107 +88,64 @@ def matches(key: str, search: str) -> bool:
     return all(word in key.lower() for word in search.lower().split())
 
 
-def charts(run: api.RunRead, view: DashboardView) -> None:
+def chart_sections(run: api.RunRead, view: DashboardView) -> list[dict]:
+    """What the live view draws: the one-value results as a table, then sections of charts with their specs."""
     summaries = api.metric_summaries([run.id])
+    seen = st.session_state.get(KEYS_SEEN)
+    if seen is not None and seen[0] == run.id and not set(summaries["key"]) <= seen[1]:
+        st.rerun(scope="app")  # new metric keys: the controls above (the pinned-charts list) offer them too
     if summaries.empty:
         st.info("No metrics yet: the first ones appear a few seconds after the run starts.")
-        return
+        return []
     summaries = summaries[[matches(k, view.search) for k in summaries["key"]]].set_index("key", drop=False)
     if summaries.empty:
         st.info(f"No metric of this run matches “{view.search}”.")
-        return
+        return []
     results = summaries[summaries["count"] == 1]
     plotted = summaries[summaries["count"] > 1]
-    cache = _series_cache(run.id, view)
-    domain = x_domain(plotted, view, run.started_at, run.ended_at or time.time())
-
-    def draw(key: str) -> None:
-        item = _cached(cache, run.id, key, plotted.loc[key], view)
-        st.markdown(f"**{_escape(key)}**")
-        spec = series_spec(item.frame, smoothed=item.smoothed, downsampled=item.series.downsampled, view=view, domain=domain)
-        st.vega_lite_chart(item.frame, spec, width="stretch")
-        st.caption(points_caption(item.series))
-
     if not results.empty:
-        st.subheader("results")
+        st.markdown("**results**")
         st.caption("Metrics with a single value so far (test metrics, evaluations): a table, not one-point charts.")
         table = results[["key", "last", "last_step"]].rename(columns={"last": "value", "last_step": "step"})
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.table(table.set_index("key"))
+
+    def chart(key: str) -> dict:
+        row = plotted.loc[key]
+        shape = Shape.of(int(row["count"]), float(row["min"]), float(row["max"]))
+        return {"id": key, "title": key, "keys": [key], "spec": series_spec(shape, view), "caption": True}
+
+    sections = []
     pinned = [k for k in view.pinned if k in plotted.index]
     if pinned:
-        st.subheader("pinned")
-        _grid(pinned, draw)
+        sections.append({"title": "pinned", "charts": [chart(k) for k in pinned]})
     if not view.search:
-        overview(run, plotted, cache, view, domain)
+        sections += overview(run, plotted, view)
     rest = [k for k in plotted.index if k not in pinned]
-    for phase, group in group_keys(rest).items():
-        st.subheader(phase)
-        shown = group
-        if len(group) > FIRST_CHARTS and not view.search:
-            if not st.toggle(f"Show all {len(group)} {phase} charts", key=f"all_{phase}"):
-                shown = group[:FIRST_CHARTS]
-                st.caption(f"{len(group) - FIRST_CHARTS} more not drawn: " + ", ".join(group[FIRST_CHARTS:]))
-        _grid(shown, draw)
+    groups = group_keys(rest)
+    more = {phase: group for phase, group in groups.items() if len(group) > FIRST_CHARTS and not view.search}
+    if more:
+        cols = st.columns(min(4, len(more)))
+        shown_all = {phase: cols[i % len(cols)].toggle(f"Show all {len(g)} {phase} charts", key=f"all_{phase}") for i, (phase, g) in enumerate(more.items())}
+    for phase, group in groups.items():
+        note = None
+        if phase in more and not shown_all[phase]:
+            note = f"{len(group) - FIRST_CHARTS} more not drawn (“Show all {len(group)} {phase} charts” above): " + ", ".join(group[FIRST_CHARTS:])
+            group = group[:FIRST_CHARTS]
+        sections.append({"title": phase, "note": note, "charts": [chart(k) for k in group]})
+    return sections
 
 
-def _grid(keys: list[str], draw) -> None:  # type: ignore[no-untyped-def]
-    cols = st.columns(3)
-    for i, key in enumerate(keys):
-        with cols[i % 3]:
-            draw(key)
-
-
-def overview(run: api.RunRead, plotted: pd.DataFrame, cache: dict, view: DashboardView, domain: Domain | None) -> None:
+def overview(run: api.RunRead, plotted: pd.DataFrame, view: DashboardView) -> list[dict]:
     """The task's overlay charts (e.g. CTR infer vs train AUC per pass), before the per-key charts."""
     wanted = {title: [k for k in ks if k in plotted.index] for title, ks in api.tasks()[run.task].overlays.items()}
-    wanted = {title: ks for title, ks in wanted.items() if len(ks) >= 2}
-    if not wanted:
-        return
-    st.subheader("overview")
-    cols = st.columns(min(2, len(wanted)))
-    for i, (title, ks) in enumerate(wanted.items()):
-        frame = overlay_frame({k: _cached(cache, run.id, k, plotted.loc[k], view).frame for k in ks})
-        with cols[i % len(cols)]:
-            st.markdown(f"**{_escape(title)}**")
-            st.vega_lite_chart(frame, overlay_spec(frame, ks, view=view, domain=domain), width="stretch")
-
-
-def _series_cache(run_id: str, view: DashboardView) -> dict[str, CachedSeries]:
-    """This session's series of the run, valid for one way of drawing them (smoothing, x axis)."""
-    drawing = replace(view, search="", pinned=())
-    cache = st.session_state.get(CACHE)
-    if cache is None or cache["run"] != run_id or cache["view"] != drawing:
-        cache = {"run": run_id, "view": drawing, "items": {}}
-        st.session_state[CACHE] = cache
-    return cache["items"]
-
-
-def _cached(cache: dict[str, CachedSeries], run_id: str, key: str, summary: pd.Series, view: ChartView) -> CachedSeries:
-    """The key's series, read again only when its summary says a point arrived since the last read."""
-    signature = (int(summary["count"]), int(summary["last_step"]), float(summary["last"]))
-    item = cache.get(key)
-    if item is None or item.signature != signature:
-        series = api.series(run_id, key, max_points=MAX_POINTS)
-        frame, smoothed = chart_frame(series, key, view)
-        item = cache[key] = CachedSeries(signature, series, frame, smoothed)
-    return item
-
-
-def _escape(text: str) -> str:
-    """Metric keys as literal text in Markdown (underscores, brackets and colons are Markdown or Streamlit syntax)."""
-    return re.sub(r"([\\`*_\[\]<>:#|~$])", r"\\\1", text)
-
-
-def log_and_events(run_id: str) -> None:
-    left, right = st.columns([3, 2])
-    with left:
-        st.markdown("**Log (tail)**")
-        st.code(api.log_tail(run_id, 6000) or "(empty)", language=None)
-    with right:
-        st.markdown("**Events**")
-        events = api.events(run_id)
-        frame = pd.DataFrame([{"time": fmt_time(e.time), "event": e.kind, "message": e.message} for e in events])
-        st.dataframe(frame, hide_index=True, width="stretch")
+    charts = []
+    for title, keys in wanted.items():
+        if len(keys) < 2:
+            continue
+        rows = plotted.loc[keys]
+        shape = Shape.of(int(rows["count"].max()), float(rows["min"].min()), float(rows["max"].max()))
+        charts.append({"id": f"overview:{title}", "title": title, "keys": keys, "spec": overlay_spec(keys, shape, view), "caption": False})
+    return [{"title": "overview", "charts": charts}] if charts else []
 
 
 def run_info(run: api.RunRead) -> None:

@@ -1,34 +1,29 @@
-"""The Dashboard's live charts as Vega-Lite dicts, built so that a refresh is cheap on both ends.
+"""The Dashboard's charts as Vega-Lite specs that do not depend on the points, for the live view (workbench/ui/live/).
 
-Why not Altair here (docs/dashboard.md has the numbers): building and validating an Altair chart and converting it
-to a spec took ~25 ms of server CPU per chart, so a CTR dashboard of 49 charts spent ~1.1 s of CPU on each 1 s
-refresh. And Altair names a chart's data by a hash of its content inside the spec, so every new point changed the
-spec, and the browser threw the Vega view away and built it again for every chart, every second. A dict spec that
-does not mention the data is ~30x cheaper to build, and while it stays the same from one refresh to the next, the
-browser keeps its Vega view and only swaps in (or appends) the data. So everything in a spec here changes rarely:
-no point counts in titles (those are a caption), and x-axis bounds rounded up to 1-2-5 steps.
+The browser holds each chart's Vega view for as long as its spec stays the same and inserts the points that a poll
+brings (live_data.py): so a spec says nothing that changes with every point. What moves as the run goes on is a
+parameter that the view sets itself: the shared x range (`x_lo`, `x_hi`), whether the series is smoothed (`smooth`:
+logic.js decides, a dense training series with enough points) and whether it is bucketed (`down`: the min/max band).
+What a spec does take from the run's summaries changes a few times in a run at most (point markers while a series is
+short, a log or symlog scale, a zero baseline for a constant series), and a changed spec is drawn anew.
+
+Why not Altair (docs/dashboard.md has the numbers): building and validating an Altair chart cost ~25 ms of server
+CPU per chart, and Altair names the data by a hash of its content inside the spec, so every new point was a new
+spec and a new Vega view.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-import pandas as pd
+from workbench.ui.charts import FEW_POINTS, TIME_FORMAT
 
-from workbench import api
-from workbench.ui.charts import FEW_POINTS, TIME_FORMAT, phase_of, smooth_ema
-
-EVAL_PHASES = {"valid", "test", "infer", "pass", "eval"}  # one point per epoch, pass or evaluation: never smoothed
-HEIGHT = 180  # px of plot area: a chart's key is drawn above it by Streamlit, so it never runs into the row above
-# fit the width only: Streamlit's default "fit" squeezes axes, legend and padding into the height as well, which
-# left the overview charts (legend on top) about 80 px of plot
-AUTOSIZE = {"type": "fit-x", "contains": "padding"}
+HEIGHT = 180  # px of plot area; the chart's key is a heading above it, so it never runs into the row above
+AUTOSIZE = {"type": "fit-x", "contains": "padding"}  # fit the width only: the plot keeps its height
+DATA = {"name": "points"}  # the rows the view inserts: step, value, smoothed, vmin, vmax, wall (ms), series
 
 XAxis = Literal["step", "wall"]
-Domain = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -40,74 +35,40 @@ class ChartView:
     log_y: bool = False
 
 
-def smoothable(key: str, values: np.ndarray) -> bool:
-    """Smoothing is for dense per-step training series, whose minibatch noise hides the trend.
+@dataclass(frozen=True)
+class Shape:
+    """What a chart's spec takes from the series' summary (count, min, max): it changes a few times in a run."""
 
-    Not for evaluation metrics (a point per epoch or pass: an EMA over them lags far behind the truth; the Spleeter
-    overview's smoothed SI-SDR ended at 3.5 dB while the last evaluation said 6.35 dB), nor for counters and
-    schedules (monotone: `train/epoch` ended at 4.8 of 6), nor for short series.
-    """
-    if phase_of(key) in EVAL_PHASES:
-        return False
-    finite = values[np.isfinite(values)]
-    if len(finite) <= FEW_POINTS:
-        return False
-    steps = np.diff(finite)
-    return not (bool(np.all(steps >= 0)) or bool(np.all(steps <= 0)))
+    points: bool  # few points: draw the point markers (one validation point is visible)
+    positive: bool  # every value > 0: a log scale can be `log`, else `symlog`
+    constant: bool  # (nearly) constant: keep zero in the y range, or its float noise fills the chart
+
+    @classmethod
+    def of(cls, count: int, lo: float, hi: float) -> Shape:
+        span, size = hi - lo, max(abs(lo), abs(hi))
+        return cls(points=count <= FEW_POINTS, positive=lo > 0, constant=span <= 1e-6 * max(size, 1e-12))
 
 
-def nice_ceiling(x: float) -> float:
-    """The smallest of 1, 2, 5 x 10^k at or above x: an axis bound that changes a few times in a run, not every second."""
-    if x <= 0:
-        return 1.0
-    base = 10 ** math.floor(math.log10(x))
-    return next(m * base for m in (1, 2, 5, 10) if m * base >= x * (1 - 1e-12))
+PARAMS = [
+    {"name": "x_lo", "value": 0},
+    {"name": "x_hi", "value": 1},
+    {"name": "smooth", "value": False},
+    {"name": "down", "value": False},
+]
 
 
-def x_domain(summaries: pd.DataFrame, view: ChartView, started_at: float | None, last_wall: float | None) -> Domain | None:
-    """One x range for all of a run's charts, so that step 300 (or 14:05:10) sits at the same place on each."""
-    if summaries.empty:
-        return None
-    if view.x == "step":
-        lo = float(summaries["first_step"].min())
-        return (min(lo, 0.0), nice_ceiling(float(summaries["last_step"].max())))
-    if started_at is None or last_wall is None:
-        return None
-    return (started_at * 1000, (started_at + nice_ceiling(max(1.0, last_wall - started_at))) * 1000)
-
-
-def chart_frame(series: api.Series, key: str, view: ChartView) -> tuple[pd.DataFrame, bool]:
-    """Only the columns the chart draws (fewer bytes per refresh); True if a smoothed line was added."""
-    src = series.frame
-    df = pd.DataFrame({"step": src["step"].to_numpy(), "value": src["value"].to_numpy(dtype=float)})
-    if view.x == "wall":
-        df["wall"] = src["wall"].to_numpy(dtype=float) * 1000  # epoch ms: Vega shows it in the viewer's local time
-    smoothed = view.smoothing > 0 and smoothable(key, df["value"].to_numpy())
-    if smoothed:
-        df["smoothed"] = smooth_ema(df["value"].to_numpy(), view.smoothing)
-    if series.downsampled:
-        df["vmin"], df["vmax"] = src["vmin"].to_numpy(dtype=float), src["vmax"].to_numpy(dtype=float)
-    return df, smoothed
-
-
-def _x_encoding(view: ChartView, domain: Domain | None) -> dict[str, Any]:
-    scale: dict[str, Any] = {"domain": list(domain), "nice": False} if domain else {}
+def _x_encoding(view: ChartView) -> dict[str, Any]:
+    scale = {"domainMin": {"expr": "x_lo"}, "domainMax": {"expr": "x_hi"}, "nice": False}
     if view.x == "wall":
         axis = {"format": TIME_FORMAT, "labelOverlap": True}
         return {"field": "wall", "type": "temporal", "title": "local time", "axis": axis, "scale": scale}
     return {"field": "step", "type": "quantitative", "title": "step", "axis": {"format": "~s", "tickMinStep": 1}, "scale": scale}
 
 
-def _y_scale(values: pd.Series, log_y: bool) -> dict[str, Any]:
-    """Zoom on the data, except for a (nearly) constant series, whose float noise would fill the chart. Log: `log`
-    when every value is positive, else `symlog` (a loss can be negative, a counter zero)."""
-    finite = values[np.isfinite(values)]
+def _y_scale(shape: Shape, log_y: bool) -> dict[str, Any]:
     if log_y:
-        return {"type": "log" if not finite.empty and bool((finite > 0).all()) else "symlog"}
-    if finite.empty:
-        return {"zero": False}
-    span, size = float(finite.max() - finite.min()), float(finite.abs().max())
-    return {"zero": span <= 1e-6 * max(size, 1e-12)}
+        return {"type": "log" if shape.positive else "symlog"}
+    return {"zero": shape.constant}
 
 
 def _tooltip(view: ChartView, *fields: str) -> list[dict[str, Any]]:
@@ -115,41 +76,31 @@ def _tooltip(view: ChartView, *fields: str) -> list[dict[str, Any]]:
     return [x, *({"field": f, "type": "quantitative", "format": ".5~g"} for f in fields)]
 
 
-def series_spec(df: pd.DataFrame, *, smoothed: bool, downsampled: bool, view: ChartView, domain: Domain | None) -> dict[str, Any]:
-    """Raw line (faint when a smoothed line is drawn over it), the smoothed line, the min/max band if downsampled."""
-    y_scale = _y_scale(df["value"], view.log_y)
-    points = len(df) <= FEW_POINTS
-    layers: list[dict[str, Any]] = []
-    if downsampled:
-        band_y = {"field": "vmin", "type": "quantitative", "scale": y_scale, "title": None}
-        layers.append({"mark": {"type": "area", "opacity": 0.18, "clip": True}, "encoding": {"y": band_y, "y2": {"field": "vmax"}}})
-    raw = {"type": "line", "clip": True, "opacity": 0.3 if smoothed else 1.0, "point": points and not smoothed}
-    y = {"field": "value", "type": "quantitative", "scale": y_scale, "title": None}
-    layers.append({"mark": raw, "encoding": {"y": y, "tooltip": _tooltip(view, "value")}})
-    if smoothed:
-        line = {"type": "line", "clip": True, "point": points}
-        layers.append({"mark": line, "encoding": {"y": {"field": "smoothed", "type": "quantitative"}, "tooltip": _tooltip(view, "value", "smoothed")}})
-    return {"height": HEIGHT, "autosize": AUTOSIZE, "encoding": {"x": _x_encoding(view, domain)}, "layer": layers}
+def series_spec(shape: Shape, view: ChartView) -> dict[str, Any]:
+    """The min/max band (when bucketed), the raw line (faint under a smoothed one) and the smoothed line."""
+    y_scale = _y_scale(shape, view.log_y)
+    band = {
+        "mark": {"type": "area", "clip": True, "opacity": {"expr": "down ? 0.18 : 0"}},
+        "encoding": {"y": {"field": "vmin", "type": "quantitative", "scale": y_scale, "title": None}, "y2": {"field": "vmax"}},
+    }
+    raw = {
+        "mark": {"type": "line", "clip": True, "point": shape.points, "opacity": {"expr": "smooth ? 0.3 : 1"}},
+        "encoding": {"y": {"field": "value", "type": "quantitative", "scale": y_scale, "title": None}, "tooltip": _tooltip(view, "value")},
+    }
+    smoothed = {
+        "mark": {"type": "line", "clip": True, "opacity": {"expr": "smooth ? 1 : 0"}},
+        "encoding": {"y": {"field": "smoothed", "type": "quantitative"}, "tooltip": _tooltip(view, "value", "smoothed")},
+    }
+    return {
+        "data": DATA, "params": PARAMS, "width": "container", "height": HEIGHT, "autosize": AUTOSIZE,
+        "encoding": {"x": _x_encoding(view)}, "layer": [band, raw, smoothed],
+    }  # fmt: skip
 
 
-def overlay_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Several chart frames of one run in one long frame, `series` = the metric key, for an overlay chart."""
-    parts = [f.drop(columns=["smoothed", "vmin", "vmax"], errors="ignore").assign(series=k) for k, f in frames.items() if not f.empty]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["series", "step", "value"])
-
-
-def overlay_spec(df: pd.DataFrame, keys: list[str], *, view: ChartView, domain: Domain | None) -> dict[str, Any]:
+def overlay_spec(keys: list[str], shape: Shape, view: ChartView) -> dict[str, Any]:
     """A task's metrics on one chart (e.g. Recall@20 and MRR@20), raw values: these are evaluation metrics."""
-    points = bool(len(df)) and int(df.groupby("series").size().max()) <= FEW_POINTS
     colour = {"field": "series", "type": "nominal", "scale": {"domain": keys}, "legend": {"orient": "top", "title": None, "labelLimit": 400}}
-    y = {"field": "value", "type": "quantitative", "scale": _y_scale(df["value"], view.log_y), "title": None}
-    mark = {"type": "line", "clip": True, "point": points}
-    encoding = {"x": _x_encoding(view, domain), "y": y, "color": colour, "tooltip": [{"field": "series"}, *_tooltip(view, "value")]}
-    return {"height": HEIGHT + 40, "autosize": AUTOSIZE, "mark": mark, "encoding": encoding}
-
-
-def points_caption(series: api.Series) -> str:
-    n = len(series.frame)
-    if series.downsampled:
-        return f"{n:,} of {series.total_points:,} points (bucket means; band = min/max per bucket)"
-    return f"{n:,} of {series.total_points:,} points"
+    y = {"field": "value", "type": "quantitative", "scale": _y_scale(shape, view.log_y), "title": None}
+    encoding = {"x": _x_encoding(view), "y": y, "color": colour, "tooltip": [{"field": "series"}, *_tooltip(view, "value")]}
+    mark = {"type": "line", "clip": True, "point": shape.points}
+    return {"data": DATA, "params": PARAMS, "width": "container", "height": HEIGHT + 40, "autosize": AUTOSIZE, "mark": mark, "encoding": encoding}

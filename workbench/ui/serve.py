@@ -21,7 +21,7 @@ def serve(address: str = "127.0.0.1", port: int = 8501) -> None:
     import streamlit as st
     from streamlit.runtime.pages_manager import PagesManager
 
-    from workbench.ui.files import routes
+    from workbench.ui import files, live_data
 
     PagesManager.uses_pages_directory = False
     # the same settings as .streamlit/config.toml, which Streamlit reads only from the current folder
@@ -38,4 +38,4 @@ def serve(address: str = "127.0.0.1", port: int = 8501) -> None:
     # its config folder are what `streamlit run app.py` gives (not the CLI's own folder, workbench/, whose module
     # names such as `config` would then shadow top-level packages)
     sys.argv = [str(APP)]
-    st.App(APP, routes=routes()).run(config=flags)
+    st.App(APP, routes=files.routes() + live_data.routes()).run(config=flags)

@@ -289,6 +289,95 @@ def test_cancel_checkpoints_all_shards_and_resumes_with_one_rank(stream, tmp_pat
     assert "resuming training at step" in one["log"]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_nodes(tmp: Path, nnodes: int, job: dict) -> list[dict]:
+    """Run `job` as `nnodes` torchrun launches of one process each, joined by a c10d rendezvous on this machine:
+    the command docs/ctr_stream.md gives for each machine of a multi-node run (`--node_rank` is ignored by c10d:
+    torchrun assigns the ranks). Returns each rank's result, by rank."""
+    out = tmp / f"nodes-{uuid.uuid4().hex[:6]}"
+    out.mkdir(parents=True)
+    job = {"run_dir": str(tmp / "run"), **job, "store": str(out / "store"), "out": str(out)}
+    (out / "job.json").write_text(json.dumps(job))
+    endpoint, run_id = f"127.0.0.1:{free_port()}", f"ctr-{uuid.uuid4().hex[:6]}"  # the same for every node
+    logs = [open(out / f"node-{n}.log", "wb") for n in range(nnodes)]
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", "--nproc_per_node=1",
+         "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", f"--rdzv_id={run_id}",
+         f"--node_rank={n}", str(RANK_SCRIPT), "env", "env", str(out / "job.json")],
+        stdout=logs[n], stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}) for n in range(nnodes)]
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            proc.kill()
+        tails = "\n".join((out / f"node-{n}.log").read_text()[-2000:] for n in range(nnodes))
+        pytest.fail(f"the nodes did not end within {TIMEOUT_S} s (a hang):\n{tails}")
+    finally:
+        for f in logs:
+            f.close()
+    node_logs = "\n".join((out / f"node-{n}.log").read_text()[-3000:] for n in range(nnodes))
+    results = []
+    for r in range(nnodes):
+        path = out / f"rank-{r}.pt"
+        assert path.exists(), node_logs
+        results.append({**torch.load(path, weights_only=False), "log": node_logs})
+    return results
+
+
+def test_two_nodes_over_c10d_train_as_two_processes_of_one_node(two_rank_run, stream, tmp_path):
+    """torchrun --nnodes 2 --nproc_per_node 1 over a c10d rendezvous (two launches, as on two machines) gives the
+    run that two processes of one node give: the ranks' roles depend on the rank alone."""
+    _, (r0, r1) = two_rank_run
+    n0, n1 = launch_nodes(tmp_path, 2, {"mode": "run", "config": config(stream, nproc_per_node=1, nnodes=2,
+                                                                         rdzv_endpoint="127.0.0.1:29400")})
+    assert n0["error"] is None and n1["error"] is None, n0["log"]
+    assert n1["metrics"] == [] and "rank 1 of 2" in n0["log"]
+    for key in ("infer/auc", "train/auc", "train/copc", "table/rows", "pass/examples"):
+        assert series(n0, key) == series(r0, key), key
+    assert_owned([n0, n1], 4)
+    assert_same_tables(table_by_key([n0["table"], n1["table"]]), table_by_key([r0["table"], r1["table"]]))
+
+
+def test_a_hung_rank_fails_the_others_after_collective_timeout_s(stream, tmp_path):
+    cfg = config(stream, collective_timeout_s=3, data_sleep_second=0.05)
+    r0, r1 = launch(tmp_path, 2, {"mode": "run", "config": cfg, "world": 2, "hang_rank": 1, "hang_at_pass": 2,
+                                  "hang_s": 20})
+    assert r0["error"] is not None and r0["error"].startswith("PeerFailed: no answer from another rank within "
+                                                              "collective_timeout_s (3 s)"), r0["log"][-3000:]
+    (woke_file,) = tmp_path.glob("out-*/hang-woke.json")
+    woke = json.loads(woke_file.read_text())
+    assert woke["others_done"]  # rank 0 had failed and ended before the hung rank woke up
+
+
+def test_multi_node_settings_are_checked():
+    with pytest.raises(ValueError, match=r"rdzv_endpoint\n.*host:port"):
+        CtrStreamConfig(nnodes=2, shard_num=2)
+    with pytest.raises(ValueError, match=r"nnodes x nproc_per_node \(2 x 2 = 4\)"):
+        CtrStreamConfig(nnodes=2, nproc_per_node=2, shard_num=3, rdzv_endpoint="node0:29400")
+    with pytest.raises(ValueError, match=r"collective_timeout_s\n.*twice data_sleep_second"):
+        CtrStreamConfig(collective_timeout_s=15, data_sleep_second=10)
+    CtrStreamConfig(nnodes=2, nproc_per_node=2, shard_num=4, rdzv_endpoint="node0:29400")
+
+
+def test_the_runner_starts_a_multi_node_run_under_c10d_and_prints_what_other_nodes_run():
+    from workbench.runner.supervisor import multinode_join_command, worker_command
+
+    command = worker_command("r1", 2, nnodes=3, rdzv_endpoint="node0:29400")
+    for arg in ("--nnodes=3", "--nproc_per_node=2", "--rdzv_backend=c10d", "--rdzv_endpoint=node0:29400",
+                "--rdzv_id=r1"):
+        assert arg in command and arg in multinode_join_command("r1", 2, 3, "node0:29400")
+    assert "--standalone" not in command and "--standalone" in worker_command("r1", 2)
+
+
 # -- through the runner: torchrun, the worker, the store ------------------------------------------------------------
 @pytest.mark.slow
 def test_two_processes_through_the_runner_record_once(home, stream):
@@ -319,3 +408,33 @@ def test_a_rank_that_fails_fails_the_run_with_its_error(home, stream, tmp_path):
     done = wait_status(run.id, ("completed", "failed", "lost"), timeout=TIMEOUT_S)
     assert done.status == "failed"
     assert done.error.startswith("PeerFailed: rank 1 failed: DataError: pass 2 of 20190720"), done.error
+
+
+@pytest.mark.slow
+def test_a_two_node_run_through_the_runner_and_the_join_command(home, stream, tmp_path):
+    """The runner starts its node of an nnodes=2 run; the second node joins with the command docs/ctr_stream.md
+    gives (multinode_join_command), here a second torchrun on this machine sharing the store and the run folder."""
+    from tests.support.waiting import wait_status
+    from workbench import api
+    from workbench.runner.supervisor import multinode_join_command
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    run = api.launch_run(CtrStreamConfig(**{**SMALL, "train_data_dir": str(stream), "nproc_per_node": 1, "nnodes": 2,
+                                            "rdzv_endpoint": endpoint}))
+    join = multinode_join_command(run.id, 1, 2, endpoint)
+    assert join[0] == "torchrun"
+    with open(tmp_path / "node-1.log", "wb") as log:
+        node = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *join[1:]], stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            done = wait_status(run.id, ("completed", "failed", "lost"), timeout=TIMEOUT_S)
+            node.wait(timeout=60)
+        finally:
+            if node.poll() is None:
+                node.kill()
+    joined = (tmp_path / "node-1.log").read_text()
+    assert done.status == "completed", (done.error, done.traceback, joined[-3000:])
+    assert node.returncode == 0, joined[-3000:]
+    logs = (api.run_dir(run.id) / "train.log").read_text() + joined
+    assert "[rank 0]" in logs and "[rank 1]" in logs and "rank 1 of 2" in logs
+    assert api.series(run.id, "infer/auc").total_points == 4  # one series, recorded by rank 0 wherever it ran

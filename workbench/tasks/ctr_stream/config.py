@@ -144,6 +144,7 @@ class CtrStreamConfig(CommonTrainingSettings):
             "slot_num", "sparse_slots", "layer_sizes", "wide", "fm", "dnn_init_range", "learner", "learning_rate", "adam_d2sum",
             "train_batch_size", "clip_grad_norm",
         ),
+        "Several machines (torchrun)": ("nnodes", "rdzv_endpoint", "collective_timeout_s"),
     }  # fmt: skip
 
     # -- settings shared with the other tasks, with streaming meanings ------------------------------------------
@@ -195,6 +196,27 @@ class CtrStreamConfig(CommonTrainingSettings):
         description="Training processes on this machine (torchrun; more machines: torchrun --nnodes). Each process "
         "is a trainer on its share of every pass's files and a parameter server holding its shards of the sparse "
         "table (see shard_num); the dense network is data-parallel. Needs shard_num >= the number of processes.",
+    )
+    nnodes: int = Field(
+        1, ge=1, le=1024,
+        description="Machines taking part (torchrun --nnodes), each running nproc_per_node processes. With more than "
+        "one, the runner starts this machine's processes under torchrun's c10d rendezvous at rdzv_endpoint and "
+        "every other machine joins with `torchrun --nnodes N --nproc_per_node P --rdzv_backend c10d --rdzv_endpoint "
+        "HOST:PORT --rdzv_id RUN_ID -m workbench.runner.worker RUN_ID` (docs/ctr_stream.md). The machines share the "
+        "store (WORKBENCH_DB_URL) and the run folder (a shared filesystem). Needs shard_num >= nnodes x nproc_per_node.",
+    )
+    rdzv_endpoint: str = Field(
+        "",
+        description="host:port of torchrun's c10d rendezvous when nnodes > 1: a free port on one of the machines that "
+        "all of them reach (torchrun's TCP store listens there). Unused with one machine.",
+    )
+    collective_timeout_s: float = Field(
+        600.0, gt=0,
+        description="Seconds a collective between the processes (pull/push exchange, dense gradients, agreements, "
+        "saves) may wait for the others before the run fails. A rank that hangs instead of dying blocks the others "
+        "this long (torch's own default is 30 min). At least twice data_sleep_second (waiting for data is done in "
+        "rounds of one sleep, each ending in a collective); raise it if a rank may be legitimately slower than the others "
+        "by longer, e.g. writing a very large model. Unused with one process.",
     )
 
     # -- data and passes (seed 001 section 2) ---------------------------------------------------------------------
@@ -489,13 +511,24 @@ class CtrStreamConfig(CommonTrainingSettings):
             if unknown:
                 names = ", ".join(DUMP_FIELD_NAMES + tuple(f"fc_{i}" for i in range(len(self.layer_sizes))))
                 add("dump_fields", f"unknown field(s) {unknown}; available: {names}")
-        ranks = self.nproc_per_node * self.nnodes
-        if ok("shard_num", "nproc_per_node", "nnodes") and self.shard_num < ranks:
-            needed = f"nproc_per_node ({ranks})" if self.nnodes == 1 else f"nproc_per_node x nnodes ({ranks})"
-            add("shard_num", f"must be at least {needed}: every process holds one or more of the table's shards "
-                f"(key % shard_num), got {self.shard_num}")
+        if ok("shard_num", "nproc_per_node", "nnodes") and self.shard_num < self.nproc_per_node * self.nnodes:
+            ranks = (f"nproc_per_node ({self.nproc_per_node})" if self.nnodes == 1 else
+                     f"nnodes x nproc_per_node ({self.nnodes} x {self.nproc_per_node} = {self.nnodes * self.nproc_per_node})")
+            add("shard_num", f"must be at least {ranks}: every process holds one or "
+                f"more of the table's shards (key % shard_num), got {self.shard_num}")
+        if ok("nnodes", "rdzv_endpoint") and self.nnodes > 1 and not _is_host_port(self.rdzv_endpoint):
+            add("rdzv_endpoint", f"nnodes {self.nnodes} needs the c10d rendezvous address as host:port (a free port on "
+                f"one of the machines, reachable from all of them), got {self.rdzv_endpoint!r}")
+        if ok("collective_timeout_s", "data_sleep_second") and self.collective_timeout_s < 2 * self.data_sleep_second:
+            add("collective_timeout_s", f"must be at least twice data_sleep_second ({self.data_sleep_second:g}): the "
+                f"ranks wait for data in rounds of one sleep that end in a collective; got {self.collective_timeout_s:g}")
         problems.raise_if_any()
         return self
+
+
+def _is_host_port(text: str) -> bool:
+    host, sep, port = text.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) < 65536)
 
 
 def _is_fc_name(name: str, layers: int) -> bool:

@@ -74,12 +74,18 @@ class Dist:
     dense: Any = None  # default group: the dense gradients' all_gather (nccl on CUDA)
     error_dir: Path | None = None  # where a failing rank leaves its error for the others
     has_all_to_all: bool = True  # False: the sparse group's backend lacks all_to_all_single (all_gather instead)
+    timeout_s: float | None = None  # the groups' collective timeout (None: the default group's, torch: 30 min)
 
     @classmethod
-    def setup(cls, rank: int, world: int, shard_num: int, error_dir: Path | None = None) -> Dist:
-        """Groups for a run of `world` ranks; the default process group must be initialised (the worker does)."""
+    def setup(cls, rank: int, world: int, shard_num: int, error_dir: Path | None = None,
+              timeout_s: float | None = None) -> Dist:
+        """Groups for a run of `world` ranks; the default process group must be initialised (the worker does).
+        With `timeout_s` every group this run's collectives use is made with that timeout (collective_timeout_s),
+        so that a rank that hangs fails the others after it instead of after the default group's 30 minutes."""
         if world == 1:
             return cls()
+        import datetime
+
         import torch.distributed as dist
 
         if shard_num < world:
@@ -87,13 +93,15 @@ class Dist:
                                 "holds one or more table shards; raise shard_num")
         if not dist.is_initialized():
             raise ShardingError(f"world size {world} but no torch.distributed process group; run under torchrun")
+        timed = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
         gloo = dist.get_backend() == "gloo"
-        sparse = None if gloo else dist.new_group(backend="gloo")
-        save, data = dist.new_group(backend="gloo"), dist.new_group(backend="gloo")
+        sparse = dist.new_group(backend="gloo", **timed) if timed or not gloo else dist.group.WORLD
+        save, data = dist.new_group(backend="gloo", **timed), dist.new_group(backend="gloo", **timed)
+        dense = dist.new_group(**timed) if timed else dist.group.WORLD  # the default backend: nccl on CUDA
         if error_dir is not None:
             error_dir.mkdir(parents=True, exist_ok=True)
-        out = cls(rank, world, sparse=sparse or dist.group.WORLD, save=save, data=data, dense=dist.group.WORLD,
-                  error_dir=error_dir)
+        out = cls(rank, world, sparse=sparse, save=save, data=data, dense=dense, error_dir=error_dir,
+                  timeout_s=timeout_s)
         out.has_all_to_all = _probe_all_to_all(out.sparse, world)
         return out
 

@@ -69,7 +69,8 @@ class Progress:
 def run(cfg: CtrStreamConfig, ctx: RunContext) -> None:
     torch.set_num_threads(cfg.torch_threads(cpu_threads()))
     seed_everything(cfg.seed)
-    dist = Dist.setup(ctx.rank, ctx.world_size, cfg.shard_num, rank_error_dir(ctx.run_dir))
+    dist = Dist.setup(ctx.rank, ctx.world_size, cfg.shard_num, rank_error_dir(ctx.run_dir),
+                      timeout_s=cfg.collective_timeout_s)
     try:
         _stream(cfg, ctx, dist)
     except BaseException as exc:
@@ -78,6 +79,11 @@ def run(cfg: CtrStreamConfig, ctx: RunContext) -> None:
                 cause = dist.peer_error()
                 if cause is not None:
                     raise PeerFailed(cause) from exc
+                if "timeout" in str(exc).lower() or "timed out" in str(exc).lower():  # not recorded: not our fault
+                    raise PeerFailed(
+                        f"no answer from another rank within collective_timeout_s ({cfg.collective_timeout_s:g} s): a "
+                        f"rank hangs or is that far behind (rank {dist.rank} saw: {str(exc).splitlines()[0][:300]})"
+                    ) from exc
             dist.record_error(exc)
         raise
 

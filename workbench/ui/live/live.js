@@ -1,0 +1,294 @@
+// The Dashboard's live view (see workbench/ui/live_view.py): charts, log tail and events of one run, following it
+// with one small poll a second. Streamlit's component protocol by hand: componentReady, render, setFrameHeight.
+"use strict";
+
+const QUIET_POLLS = 10; // after this many polls with nothing new, poll half as often
+const NO_STEP = -Number.MAX_SAFE_INTEGER;
+
+let args = null;
+let argsJson = "";
+let vegaConfig = {};
+let charts = new Map(); // chart id -> Chart
+let domain = null;
+let logSize = -1;
+let lastEvent = -1;
+let timer = null;
+let quiet = 0;
+let generation = 0; // a render or a run change makes older polls' answers stale
+let inflight = false;
+let again = false;
+
+function post(type, data) {
+  window.parent.postMessage(Object.assign({ isStreamlitMessage: true, type }, data), "*");
+}
+
+function setHeight() {
+  post("streamlit:setFrameHeight", { height: Math.ceil(document.body.getBoundingClientRect().height) + 8 });
+}
+
+function showError(error) {
+  document.getElementById("status").textContent = error ? `Live view: ${error.message || error}` : "";
+}
+
+function element(tag, className, text) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+async function getJson(path, params) {
+  const response = await fetch(`${args.base}/${path}?${params}`, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${(await response.text()).trim()}`);
+  return response.json();
+}
+
+function seriesParams(keys) {
+  const q = new URLSearchParams();
+  for (const key of keys) q.append("key", key);
+  return q;
+}
+
+class Chart {
+  constructor(def, signature) {
+    this.def = def;
+    this.signature = signature;
+    this.view = null;
+    this.pending = [];
+    this.el = element("div", "chart-box");
+    this.el.append(element("div", "chart-title", def.title));
+    this.plot = element("div", "chart");
+    this.el.append(this.plot);
+    this.caption = element("div", "caption");
+    if (def.caption) this.el.append(this.caption);
+    const weight = def.caption ? args.smoothing : 0; // overlays draw raw evaluation values
+    this.series = new Map(def.keys.map((key) => [key, new Series(key, weight, args.few)]));
+  }
+
+  async load(data) {
+    for (const [key, s] of this.series) {
+      const d = data[key] || { rows: [], total: 0, down: false };
+      s.reset(d.rows, d.total, d.down);
+    }
+    const rows = [...this.series.values()].flatMap((s) => s.rows);
+    if (this.view === null) {
+      const spec = vegaLite.compile(this.def.spec, { config: vegaConfig }).spec;
+      this.view = new vega.View(vega.parse(spec), { renderer: "canvas", container: this.plot, hover: true });
+    }
+    // one changeset per run: a second change to the same data before the view runs replaces the first
+    this.view.change("points", vega.changeset().remove(vega.truthy).insert(rows));
+    this.pending = [];
+    this.update();
+    await this.view.runAsync();
+  }
+
+  add(key, points) {
+    const s = this.series.get(key);
+    const rows = s.append(points.map(([step, value, wall]) => [step, value, null, null, wall]), true);
+    this.pending.push(...rows); // inserted by update(), in one changeset with the chart's other keys
+    return rows.length;
+  }
+
+  tooLong() {
+    return [...this.series.values()].some((s) => s.rows.length > 2 * args.max_points);
+  }
+
+  update() {
+    if (this.pending.length) this.view.insert("points", this.pending);
+    this.pending = [];
+    const list = [...this.series.values()];
+    this.view.signal("smooth", list.length === 1 && list[0].smoothable);
+    this.view.signal("down", list.some((s) => s.downsampled));
+    if (domain) this.view.signal("x_lo", domain[0]).signal("x_hi", domain[1]);
+    if (this.def.caption) this.caption.textContent = list.map((s) => s.caption).join(" · ");
+  }
+
+  destroy() {
+    if (this.view) this.view.finalize();
+    this.el.remove();
+  }
+}
+
+function applyTheme(theme) {
+  if (!theme) return;
+  const root = document.documentElement.style;
+  root.setProperty("--text", theme.textColor);
+  root.setProperty("--faint", theme.textColor + "99");
+  root.setProperty("--line", theme.textColor + "26");
+  root.setProperty("--code", theme.secondaryBackgroundColor);
+  if (theme.font) document.body.style.fontFamily = theme.font;
+  const text = theme.textColor;
+  const axis = { labelColor: text, titleColor: text, gridColor: text + "1f", domainColor: text + "66", tickColor: text + "66" };
+  vegaConfig = { background: null, font: theme.font, axis, legend: { labelColor: text }, view: { stroke: null } };
+}
+
+async function render() {
+  const gen = ++generation;
+  const container = document.getElementById("charts");
+  const next = new Map();
+  const fresh = [];
+  const nodes = [];
+  for (const section of args.sections) {
+    nodes.push(element("h3", null, section.title));
+    if (section.note) nodes.push(element("div", "note", section.note));
+    const grid = element("div", section.title === "overview" ? "grid two" : "grid");
+    for (const def of section.charts) {
+      const signature = JSON.stringify([def.keys, def.spec, def.caption, args.smoothing, args.x]);
+      let chart = charts.get(def.id);
+      if (!chart || chart.signature !== signature) chart = new Chart(def, signature);
+      if (chart.view === null) fresh.push(chart); // new, or an earlier render was replaced before loading it
+      next.set(def.id, chart);
+      grid.append(chart.el);
+    }
+    nodes.push(grid);
+  }
+  for (const [id, chart] of charts) if (next.get(id) !== chart) chart.destroy();
+  charts = next;
+  container.replaceChildren(...nodes);
+  if (fresh.length) {
+    const keys = [...new Set(fresh.flatMap((c) => c.def.keys))];
+    const data = (await getJson("series.json", seriesParams(keys))).series;
+    if (gen !== generation) return; // a newer render replaced these charts while they loaded
+    await Promise.all(fresh.map((c) => c.load(data)));
+  }
+  refreshDomain(fresh);
+  setHeight();
+  kick();
+}
+
+// Poll now (after the one in flight, if any), instead of at the next tick.
+function kick() {
+  if (inflight) {
+    again = true;
+    return;
+  }
+  if (timer !== null) clearTimeout(timer);
+  poll();
+}
+
+function readyCharts() {
+  return [...charts.values()].filter((c) => c.view !== null);
+}
+
+// Set the shared x range; redraw the charts given (those with new points) and, if the range moved, all of them.
+function refreshDomain(dirty) {
+  const ready = readyCharts();
+  const next = xDomain(ready.flatMap((c) => [...c.series.values()]), args.x, args.started_ms);
+  const moved = JSON.stringify(next) !== JSON.stringify(domain);
+  domain = next;
+  for (const c of moved ? ready : dirty) {
+    c.update();
+    c.view.runAsync();
+  }
+}
+
+async function reload(list) {
+  const keys = [...new Set(list.flatMap((c) => c.def.keys))];
+  const data = (await getJson("series.json", seriesParams(keys))).series;
+  await Promise.all(list.map((c) => c.load(data)));
+}
+
+function schedule(ms) {
+  timer = setTimeout(poll, ms);
+}
+
+async function poll() {
+  timer = null;
+  if (!args) return;
+  if (document.hidden) return schedule(1000); // a hidden tab asks for nothing
+  const gen = generation;
+  const ready = readyCharts();
+  const after = new Map();
+  for (const c of ready) {
+    for (const [key, s] of c.series) {
+      const step = s.rows.length ? s.lastStep : NO_STEP;
+      after.set(key, Math.min(after.has(key) ? after.get(key) : Infinity, step));
+    }
+  }
+  const q = new URLSearchParams();
+  for (const [key, step] of after) {
+    q.append("key", key);
+    q.append("after", String(step));
+  }
+  q.set("log", String(logSize));
+  q.set("events", String(lastEvent));
+  let answer;
+  inflight = true;
+  try {
+    answer = await getJson("poll.json", q);
+  } catch (error) {
+    showError(error);
+    if (args.live) schedule(3 * args.poll_ms);
+    return;
+  } finally {
+    inflight = false;
+  }
+  if (gen !== generation || again) {
+    again = false;
+    return schedule(0); // the charts changed while this poll was out: ask again for them
+  }
+  showError(null);
+  const dirty = [];
+  const stale = [];
+  for (const c of ready) {
+    let added = 0;
+    for (const key of c.def.keys) if (answer.points[key]) added += c.add(key, answer.points[key]);
+    if (added) {
+      dirty.push(c);
+      if (c.tooLong() || c.def.keys.some((k) => answer.more.includes(k))) stale.push(c);
+    }
+  }
+  if (stale.length) await reload(stale);
+  let changed = dirty.length > 0;
+  if (changed) refreshDomain(dirty);
+  if (answer.log) {
+    changed = true;
+    logSize = answer.log.size;
+    const pre = document.getElementById("log");
+    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.textContent = answer.log.text || "(empty)";
+    if (atEnd) pre.scrollTop = pre.scrollHeight;
+  }
+  if (answer.events) {
+    changed = true;
+    lastEvent = answer.events.last;
+    const body = document.querySelector("#events tbody");
+    body.replaceChildren(
+      ...answer.events.rows.map((e) => {
+        const tr = element("tr");
+        tr.append(element("td", null, localTime(e.time)), element("td", null, e.event), element("td", null, e.message));
+        return tr;
+      }),
+    );
+  }
+  if (changed) setHeight();
+  if (!args.live || answer.ended) return; // the page's fragment sees the end and redraws the page
+  quiet = changed ? 0 : quiet + 1;
+  schedule(quiet > QUIET_POLLS ? 2 * args.poll_ms : args.poll_ms);
+}
+
+function localTime(ms) {
+  const d = new Date(ms);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+window.addEventListener("message", (event) => {
+  const message = event.data;
+  if (!message || message.type !== "streamlit:render") return;
+  applyTheme(message.theme);
+  const json = JSON.stringify(message.args);
+  if (json === argsJson) return; // the status fragment re-sends the same plan every few seconds
+  if (args && args.run !== message.args.run) {
+    for (const chart of charts.values()) chart.destroy();
+    charts = new Map();
+    domain = null;
+    logSize = -1;
+    lastEvent = -1;
+  }
+  argsJson = json;
+  args = message.args;
+  render().catch(showError);
+});
+new ResizeObserver(setHeight).observe(document.body);
+post("streamlit:componentReady", { apiVersion: 1 });
