@@ -156,3 +156,26 @@ def test_validate_cli_reports_field_and_rule_errors_together(tmp_path):
     assert out.returncode == 2
     assert "2 problem(s)" in out.stderr
     assert "embedding_size (line 2)" in out.stderr and "valid_metric (line 3)" in out.stderr
+
+
+@pytest.mark.parametrize("task", ["recommendation", "ctr_stream", "spleeter"])
+def test_every_task_has_resources_and_nnodes_with_the_executors_defaults(task):
+    cfg = api.validate_dict({"task": task})
+    assert cfg.nnodes == 1
+    assert (cfg.resources.cpus, cfg.resources.gpus, cfg.resources.custom) == (None, None, {})
+    # ctr_stream: a table shard for each of the 2 processes, and the rendezvous its own rule asks for (for machines
+    # joining by hand under the local executor; the ray executor chooses its own)
+    shards = {"shard_num": 2, "rdzv_endpoint": "node0:29400"} if task == "ctr_stream" else {}
+    cfg = api.validate_dict({"task": task, "nnodes": 2, "resources": {"cpus": 0.5, "gpus": 1, "custom": {"ssd": 1}}, **shards})
+    assert (cfg.nnodes, cfg.resources.cpus, cfg.resources.gpus, cfg.resources.custom) == (2, 0.5, 1.0, {"ssd": 1.0})
+
+
+def test_resources_errors_are_reported_together_under_their_paths():
+    with pytest.raises(ConfigError) as info:
+        api.validate_dict({"task": "recommendation", "nnodes": 0, "resources": {"cpus": 0, "gpus": -1, "custom": {"GPU": 1, "ssd": 0}, "disk": 1}})
+    errors = [(e.path, e.message) for e in info.value.errors]
+    paths = [p for p, _ in errors]
+    assert set(paths) == {"nnodes", "resources.cpus", "resources.gpus", "resources.custom", "resources.disk"}, errors
+    said = " | ".join(m for p, m in errors if p == "resources.custom")
+    assert "`GPU` is one of Ray's own resources" in said and "ssd: the amount must be greater than 0" in said
+

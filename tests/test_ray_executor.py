@@ -168,6 +168,76 @@ def test_a_cancel_while_waiting_in_ray_takes_it_out_of_the_queue(ray_home, monke
     assert after.status == "cancelled" and after.started_at is None
 
 
+def test_a_run_asking_more_cpus_than_are_free_waits_in_ray_as_queued_and_is_never_judged_lost(ray_home, monkeypatch):
+    import ray
+
+    from workbench.runner.ray_executor import NAMESPACE, actor_name
+    from workbench.settings import reset_settings
+
+    monkeypatch.setenv("WORKBENCH_LOST_AFTER_S", "2")  # a heartbeat rule that would catch a waiting run at once
+    reset_settings()
+    holder = api.launch_run(_linreg(epochs=400, step_sleep_s=0.02), name="holds-a-cpu")
+    wait_status(holder.id, ("running",), timeout=60)
+    big = api.launch_run(_linreg(epochs=2, resources={"cpus": 2}), name="asks-for-two")  # the config's own ask
+    wait_for(lambda: (api.get_run(big.id).phase or "").startswith("waiting in Ray"), timeout=30, what="it to wait in Ray")
+    assert "for 2 CPU" in (api.get_run(big.id).phase or "")
+    for _ in range(5):  # housekeeping passes well past lost_after_s
+        assert api.housekeeping().lost == []
+        time.sleep(1)
+    now = api.get_run(big.id)
+    assert now.status == "queued" and (now.phase or "").startswith("waiting in Ray"), (now.status, now.phase, now.error)
+    ray.get_actor(actor_name(big.id, 1), namespace=NAMESPACE)  # Ray holds it (pending creation), not our queue
+    assert api.get_run(holder.id).status == "running", "the CPU it waits for was taken all along"
+    api.cancel_run(holder.id)
+    assert wait_status(holder.id, ENDED, timeout=60).status == "cancelled"
+    done = wait_status(big.id, ENDED, timeout=120)
+    assert done.status == "completed", (done.status, done.error)
+
+
+def test_a_run_no_node_can_hold_is_refused_at_launch_with_what_the_nodes_have(ray_home):
+    with pytest.raises(api.ExecutorError, match=r"no node of the Ray cluster has the 3 CPU this run asks for \(resources: \{cpus: 3\}.*: 2 CPU\. On a cluster"):
+        api.launch_run(_linreg(resources={"cpus": 3}), name="too-big")
+    with pytest.raises(api.ExecutorError, match=r"1 CPU, 1 ssd this run asks for"):
+        api.launch_run(_linreg(resources={"custom": {"ssd": 1}}), name="no-ssd-here")
+    assert api.list_runs() == [], "a refused launch inserts no run"
+
+
+def test_on_an_autoscaling_cluster_a_run_asking_more_cpus_than_the_cluster_has_waits_in_ray(ray_home, monkeypatch):
+    import ray
+
+    from workbench.runner.ray_executor import NAMESPACE, actor_name
+    from workbench.settings import reset_settings
+
+    monkeypatch.setenv("WORKBENCH_RAY_AUTOSCALING", "true")  # the demand is for the autoscaler to see, in Ray's queue
+    monkeypatch.setenv("WORKBENCH_LOST_AFTER_S", "2")
+    reset_settings()
+    run = api.launch_run(_linreg(epochs=1, resources={"cpus": 3}), name="more-than-the-cluster-has")
+    wait_for(lambda: (api.get_run(run.id).phase or "").startswith("waiting in Ray"), timeout=30, what="it to wait in Ray")
+    for _ in range(4):  # housekeeping passes well past lost_after_s
+        assert api.housekeeping().lost == []
+        time.sleep(1)
+    now = api.get_run(run.id)
+    assert now.status == "queued" and now.phase == "waiting in Ray's queue for 3 CPU", (now.status, now.phase, now.error)
+    ray.get_actor(actor_name(run.id, 1), namespace=NAMESPACE)  # pending in Ray, for a node that has 3 CPUs
+    assert api.cancel_run(run.id) == "cancelled"
+
+    def withdrawn() -> bool | None:
+        try:
+            ray.get_actor(actor_name(run.id, 1), namespace=NAMESPACE)
+        except ValueError:
+            return True
+        return None
+
+    wait_for(withdrawn, timeout=10, what="its actor to be taken out of Ray's queue")
+
+
+def test_the_local_executor_refuses_a_run_spanning_nodes(home):
+    with pytest.raises(api.ExecutorError, match=r"nnodes: 2 spans 2 machines.*WORKBENCH_EXECUTOR=ray"):
+        api.launch_run(_linreg(nnodes=2), name="two-machines")
+    assert api.list_runs() == []
+    api.launch_run(_linreg(epochs=1, resources={"cpus": 64, "custom": {"ssd": 1}}), name="resources-are-ray-only")
+
+
 def test_a_killed_ray_worker_leaves_the_run_lost_within_30_s(ray_home):
     # a second run whose actor does the housekeeping passes: nobody else here looks (no UI server, no pass by hand)
     watcher = api.launch_run(_linreg(epochs=400, step_sleep_s=0.02), name="watcher")
@@ -226,6 +296,79 @@ def test_a_study_runs_4_trials_2_at_once_through_ray(ray_home, tmp_path):
     spans = sorted((r.started_at, r.ended_at) for r in trials)
     most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert most <= 2, spans
+
+
+def test_what_a_run_asks_of_ray_follows_its_resources_else_the_defaults(monkeypatch):
+    from workbench.runner.ray_executor import Ask, run_resources
+    from workbench.settings import get_settings, reset_settings
+
+    monkeypatch.setenv("WORKBENCH_RAY_CPUS_PER_PROCESS", "1.5")
+    reset_settings()
+    settings = get_settings()
+    assert run_resources({"nproc_per_node": 2}, settings, cluster_gpus=0) == Ask(cpus=3.0, gpus=0.0)
+    assert run_resources({"nproc_per_node": 2, "device": "auto"}, settings, cluster_gpus=8).gpus == 2  # auto on GPUs
+    assert run_resources({"nproc_per_node": 2, "device": "cuda"}, settings, cluster_gpus=0).gpus == 2
+    assert run_resources({"nproc_per_node": 2, "device": "cpu"}, settings, cluster_gpus=8).gpus == 0
+    config = {"nproc_per_node": 2, "device": "cuda", "nnodes": 3, "resources": {"cpus": 6, "gpus": 0.5, "custom": {"ssd": 1}}}
+    ask = run_resources(config, settings, cluster_gpus=8)
+    assert ask == Ask(cpus=6.0, gpus=0.5, custom={"ssd": 1.0}, nnodes=3)
+    assert str(ask) == "6 CPU, 0.5 GPU, 1 ssd on each of 3 nodes"
+    assert Ask(cpus=1.0, gpus=0.0).bundle() == {"CPU": 1.0}  # Ray refuses a bundle entry of 0
+    assert ask.fits({"CPU": 8, "GPU": 1, "ssd": 2}) and not ask.fits({"CPU": 8, "GPU": 1})
+
+
+def test_each_node_of_a_spread_run_meets_at_the_c10d_rendezvous_on_the_first():
+    from workbench.runner.supervisor import torchrun_command, worker_command
+
+    assert "--standalone" in torchrun_command("r1", 2)
+    first = torchrun_command("r1", 2, nnodes=2, node_rank=0, endpoint="10.0.0.5:29400", node_ip="10.0.0.5")
+    other = torchrun_command("r1", 2, nnodes=2, node_rank=1, endpoint="10.0.0.5:29400", node_ip="10.0.0.6")
+    for command, rank, host in ((first, 0, 1), (other, 1, 0)):
+        assert "--standalone" not in command and command[-1] == "r1"
+        assert {"--nnodes=2", f"--node_rank={rank}", "--rdzv_backend=c10d", "--rdzv_endpoint=10.0.0.5:29400",
+                f"--rdzv_conf=is_host={host}", "--nproc_per_node=2", "--rdzv_id=r1"} <= set(command)  # fmt: skip
+    assert "--local_addr=10.0.0.6" in other
+    with pytest.raises(ValueError, match="rendezvous endpoint"):
+        worker_command("r1", 1, nnodes=2)  # neither the ray executor's nor the config's
+    by_hand = worker_command("r1", 1, nnodes=2, rdzv_endpoint="node0:29400")  # ctr_stream's join by hand
+    assert "--rdzv_endpoint=node0:29400" in by_hand and not any(a.startswith("--rdzv_conf") for a in by_hand)
+
+
+def test_a_dead_actors_record_is_read_through_the_public_state_api_where_the_cluster_serves_it(monkeypatch):
+    """The test clusters run no dashboard, so the cluster tests read Ray's private GCS accessor; this checks the
+    public path on Ray's own ActorState record (what list_actors returns), with the call itself replaced."""
+    import dataclasses
+
+    import ray.util.state
+    from ray.util.state.common import ActorState
+
+    from workbench.runner import ray_records
+
+    unset = {f.name: None for f in dataclasses.fields(ActorState)}
+    record = ActorState(**{
+        **unset, "actor_id": "cd" * 16, "class_name": "RunActor", "job_id": "01000000", "num_restarts": 0,
+        "num_restarts_due_to_lineage_reconstruction": 0, "num_restarts_due_to_node_preemption": 0,
+        "name": "wb-run-x-1", "state": "DEAD", "pid": 4242, "node_id": "ab" * 28,
+        "death_cause": {"actor_died_error_context": {"error_message": "The actor died because its node has died.", "pid": 4242}},
+    })  # fmt: skip
+    asked = []
+    monkeypatch.setattr(ray.util.state, "list_actors", lambda **kw: asked.append(kw) or [record])
+    monkeypatch.setattr(ray_records, "_state_api", None)
+    said = ray_records.death_cause(ray_records.actor_info("wb-run-x-1"))
+    assert said == f"The actor died because its node has died. (node {'ab' * 6}, pid 4242)", said
+    assert asked[0]["filters"] == [("name", "=", "wb-run-x-1")] and asked[0]["detail"] is True
+    assert ray_records._state_api is True
+
+    def no_dashboard(**kw):  # type: ignore[no-untyped-def]
+        raise ConnectionError("no dashboard")
+
+    monkeypatch.setattr(ray.util.state, "list_actors", no_dashboard)
+    monkeypatch.setattr(ray_records, "_state_api", None)
+    monkeypatch.setattr(ray_records, "_record_of_gcs", lambda info: pytest.fail("no GCS records expected"))
+    import ray._private.state
+
+    monkeypatch.setattr(ray._private.state, "actors", lambda actor_id=None: {})  # the fallback, on a cluster with none
+    assert ray_records.actor_info("wb-run-x-1") is None and ray_records._state_api is False
 
 
 def test_sqlite_is_refused_on_a_cluster_of_several_nodes():

@@ -48,7 +48,14 @@ class Settings(BaseSettings):
     )
     ray_cpus_per_process: float = Field(
         1.0, gt=0, description="With the ray executor: CPUs a run asks of Ray for each of its training processes "
-        "(a run asks nproc_per_node times this; GPUs are nproc_per_node when it trains on CUDA)."
+        "(a run asks nproc_per_node times this per node unless its config's `resources.cpus` says; GPUs are "
+        "nproc_per_node when it trains on CUDA unless `resources.gpus` says)."
+    )
+    ray_autoscaling: bool = Field(
+        False, description="With the ray executor: the cluster adds nodes on demand (Ray's autoscaler), so a run that "
+        "no node has the resources for now is handed to Ray and waits in its queue (`queued`) for a node that has "
+        "them. Off: such a run is refused at launch with what the nodes have, since on a fixed cluster it would wait "
+        "forever."
     )
 
     @property

@@ -76,9 +76,12 @@ class RayHead:
             time.sleep(0.2)
         raise RuntimeError(f"the Ray head did not start within {timeout:.0f} s: {self.log_tail()}")
 
-    def add_node(self, cpus: int, timeout: float = 60.0) -> subprocess.Popen[bytes]:
+    def add_node(self, cpus: int, timeout: float = 60.0, resources: dict[str, float] | None = None) -> subprocess.Popen[bytes]:
         """A second Ray node on this machine (its own raylet joining the head), in its own process group: killing
-        that group is a node dying. Returns once the cluster counts it."""
+        that group is a node dying. `resources`: custom Ray resources only this node has. Returns once the cluster
+        counts it."""
+        import json
+
         import ray
 
         ray_bin = Path(sys.executable).with_name("ray")
@@ -86,6 +89,7 @@ class RayHead:
             str(ray_bin), "start", f"--address={self.address}", "--block", f"--num-cpus={cpus}", "--num-gpus=0",
             "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}", "--object-store-memory=100000000",
             f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats",
+            *([f"--resources={json.dumps(resources)}"] if resources else []),
         ]  # fmt: skip
         before = len([n for n in ray.nodes() if n["Alive"]])
         with open(self.temp_dir / "node.log", "ab") as log:

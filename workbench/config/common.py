@@ -109,6 +109,44 @@ class ClipGradNorm(StrictModel):
     norm_type: float = Field(2.0, gt=0, description="Type of the norm (2 = Euclidean; use a large value for max-norm).")
 
 
+class RunResources(StrictModel):
+    """What a run asks of the cluster on each of its nodes. Only the ray executor places runs by it (the actor that
+    runs the supervisor, or each bundle of a multi-node run's placement group, asks Ray for exactly this); the local
+    executor ignores it and runs `max_concurrent_runs` at a time on its machine."""
+
+    cpus: float | None = Field(
+        None,
+        gt=0,
+        description="CPUs per node (Ray's num_cpus; fractions allowed). Empty: WORKBENCH_RAY_CPUS_PER_PROCESS "
+        "(default 1) x nproc_per_node. Ignored by the local executor.",
+    )
+    gpus: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs per node (Ray's num_gpus; fractions share a GPU). Empty: nproc_per_node when the run "
+        "trains on CUDA (`device: cuda`, or `auto` on a cluster that has GPUs), else 0. Ignored by the local executor.",
+    )
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per node, name -> amount (e.g. {ssd: 1}): the run goes only to nodes "
+        "started with them (`ray start --resources='{\"ssd\": 1}'`). Ignored by the local executor.",
+    )
+
+    @model_validator(mode="after")
+    def _custom_names_and_amounts(self, info: ValidationInfo) -> RunResources:
+        problems = Problems(self, info)
+        if problems.readable("custom"):
+            for name, amount in self.custom.items():
+                if not name.strip():
+                    problems.add("custom", "a custom resource needs a name")
+                elif name in ("CPU", "GPU", "memory", "object_store_memory"):
+                    problems.add("custom", f"`{name}` is one of Ray's own resources: use cpus / gpus, not custom")
+                if amount <= 0:
+                    problems.add("custom", f"{name}: the amount must be greater than 0 (got {amount:g})")
+        problems.raise_if_any()
+        return self
+
+
 class CommonTrainingSettings(StrictModel):
     """Settings every task's config carries. Task configs subclass this and may override defaults.
 
@@ -240,6 +278,19 @@ class CommonTrainingSettings(StrictModel):
         ge=1,
         description="Number of processes (one per GPU, or CPU processes with gloo). More than 1 launches torchrun "
         "with DistributedDataParallel.",
+    )
+    nnodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Machines one run spans, nproc_per_node processes on each (torchrun --nnodes, c10d rendezvous on "
+        "the first). More than 1 needs the ray executor: it reserves one placement-group bundle per node "
+        "(STRICT_SPREAD, each with `resources`). The local executor refuses it.",
+    )
+    resources: RunResources = Field(
+        default_factory=RunResources,
+        description="What the run asks of a Ray cluster on each node: cpus, gpus, custom resources. Used only by "
+        "the ray executor (WORKBENCH_EXECUTOR=ray); the local executor ignores it.",
     )
     keep_ckpt: int = Field(
         3,

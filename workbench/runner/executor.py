@@ -55,7 +55,15 @@ class LocalExecutor:
     name = "local"
 
     def check_launch(self, config: dict[str, Any]) -> None:
-        return None
+        """This machine only: a run spanning nodes needs the ray executor, unless its config names a rendezvous that
+        the other machines join by hand (ctr_stream's `rdzv_endpoint`). `resources` is the ray executor's; ignored."""
+        nnodes = int(config.get("nnodes", 1))  # configs stored before the setting existed have no key
+        if nnodes > 1 and not config.get("rdzv_endpoint"):
+            raise ExecutorError(
+                f"nnodes: {nnodes} spans {nnodes} machines, and the local executor starts processes on this one only. "
+                "Set nnodes: 1 (nproc_per_node processes on this machine), or use WORKBENCH_EXECUTOR=ray with "
+                "RAY_ADDRESS of a cluster that has that many nodes (docs/cluster.md)."
+            )
 
     def start_queued(self, engine: Engine, settings: Settings) -> list[str]:
         from workbench.runner import scheduler

@@ -3,11 +3,14 @@ run's supervisor on a node that has the resources the run asks for.
 
 How a run goes:
   1. Launch or resume inserts the run `queued`, as with the local executor. The housekeeping pass hands every queued
-     run to Ray at once as a detached actor `wb-run-<id>-<attempt>` in the `workbench` namespace asking
-     `ray_cpus_per_process * nproc_per_node` CPUs and, when the run trains on CUDA, `nproc_per_node` GPUs. The run
-     stays `queued` (phase "waiting in Ray's queue ...") while the actor waits in Ray's scheduler; our own slots
-     (`max_concurrent_runs`) play no part. Detached: the actor outlives the UI or CLI that submitted it.
-  2. Once Ray has placed it, the actor moves the run `queued -> starting` (compare-and-set on the attempt: a run
+     run to Ray at once as a detached actor `wb-run-<id>-<attempt>` in the `workbench` namespace asking what the
+     config's `resources` says, by default `ray_cpus_per_process * nproc_per_node` CPUs and, when the run trains on
+     CUDA, `nproc_per_node` GPUs (run_resources). The run stays `queued` (phase "waiting in Ray's queue ...") while
+     the actor waits in Ray's scheduler; our own slots (`max_concurrent_runs`) play no part. Detached: the actor
+     outlives the UI or CLI that submitted it. A run with `nnodes > 1` also gets a detached placement group of
+     `nnodes` such bundles (STRICT_SPREAD); its actor takes bundle 0 and starts a NodeActor in each other bundle, each
+     running its node's torchrun against the c10d rendezvous that node_rank 0's torchrun hosts (RunActor).
+  2. Once Ray has placed it, the actor (runner/ray_actors.py) moves the run `queued -> starting` (compare-and-set on the attempt: a run
      cancelled or resumed meanwhile is left alone), records the node (run.host = the node's hostname; an event
      names Ray's node id and IP), and starts the ordinary supervisor, `python -m workbench.runner.supervisor RUN_ID
      ATTEMPT`, as its child: claim, worker or torchrun, heartbeats, cooperative cancel and the journal are as under
@@ -31,33 +34,30 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+from ray.util import get_placement_group, placement_group, placement_group_table, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from workbench.runner import lifeline
+from workbench.config.common import RunResources
 from workbench.runner.executor import ExecutorError
+from workbench.runner.ray_actors import NAMESPACE, RunActor, actor_name
+from workbench.runner.ray_records import actor_info, death_cause, wait_until_ray_holds
 from workbench.settings import Settings, get_settings
 from workbench.store import runs
 from workbench.store.events import add_event, list_events
 from workbench.store.models import ACTIVE, EventCreate, RunRead, RunStatus, RunUpdate
 
-NAMESPACE = "workbench"
 WAITING = "waiting in Ray's queue"  # run.phase of a queued run whose actor Ray holds (marks it as submitted)
 KILL_MARGIN_S = 15.0  # beyond cancel_grace_s: the supervisor's own SIGKILL of the worker and its last writes
 # settings the actor must not take from the process that submitted it: they describe that machine
 _NOT_FORWARDED = {"WORKBENCH_HOST"}
-
-
-def actor_name(run_id: str, attempt: int) -> str:
-    return f"wb-run-{run_id}-{attempt}"
 
 
 def refuse_unshared_store(database_url: str, alive_nodes: int) -> None:
@@ -71,13 +71,49 @@ def refuse_unshared_store(database_url: str, alive_nodes: int) -> None:
         )
 
 
-def run_resources(config: dict[str, Any], settings: Settings, cluster_gpus: float) -> tuple[float, int]:
-    """(CPUs, GPUs) a run asks of Ray: `ray_cpus_per_process` per training process; one GPU per process when it
-    trains on CUDA (`device: cuda`, or `auto` on a cluster that has GPUs)."""
+@dataclass(frozen=True)
+class Ask:
+    """What a run asks of Ray on each node it spans: one actor's resources, or one bundle of its placement group."""
+
+    cpus: float
+    gpus: float
+    custom: dict[str, float] = field(default_factory=dict)
+    nnodes: int = 1
+
+    def bundle(self) -> dict[str, float]:
+        """As Ray names them; zero amounts left out (Ray refuses a bundle entry of 0)."""
+        return {k: v for k, v in {"CPU": self.cpus, "GPU": self.gpus, **self.custom}.items() if v > 0}
+
+    def fits(self, node_resources: dict[str, Any]) -> bool:
+        """Could a node with these total resources ever hold one node's share of the run?"""
+        return all(float(node_resources.get(k, 0)) >= v for k, v in self.bundle().items())
+
+    def __str__(self) -> str:
+        parts = [f"{self.cpus:g} CPU"] + ([f"{self.gpus:g} GPU"] if self.gpus else []) + [f"{v:g} {k}" for k, v in self.custom.items()]
+        return ", ".join(parts) + (f" on each of {self.nnodes} nodes" if self.nnodes > 1 else "")
+
+
+def run_resources(config: dict[str, Any], settings: Settings, cluster_gpus: float) -> Ask:
+    """What a run asks of Ray on each node: the config's `resources` where it says, else `ray_cpus_per_process` per
+    training process and, when it trains on CUDA (`device: cuda`, or `auto` on a cluster that has GPUs), one GPU per
+    process. (configs stored before `resources` and `nnodes` existed have neither key: the defaults apply.)"""
+    wanted = RunResources.model_validate(config.get("resources") or {})
     nproc = int(config.get("nproc_per_node", 1))
     device = config.get("device", "auto")
     on_cuda = device == "cuda" or (device == "auto" and cluster_gpus > 0)
-    return settings.ray_cpus_per_process * nproc, nproc if on_cuda else 0
+    cpus = wanted.cpus if wanted.cpus is not None else settings.ray_cpus_per_process * nproc
+    gpus = wanted.gpus if wanted.gpus is not None else (nproc if on_cuda else 0)
+    return Ask(cpus=float(cpus), gpus=float(gpus), custom=dict(wanted.custom), nnodes=int(config.get("nnodes", 1)))
+
+
+def _said(resources: dict[str, Any]) -> str:
+    """The `resources` a config sets, without the unset ones: `{cpus: 3}`, or `defaults`."""
+    given = {k: v for k, v in resources.items() if v not in (None, {})}
+    return "{" + ", ".join(f"{k}: {v:g}" if isinstance(v, float) else f"{k}: {v}" for k, v in given.items()) + "}" if given else "defaults"
+
+
+def placement_group_name(run_id: str, attempt: int) -> str:
+    return f"wb-pg-{run_id}-{attempt}"
 
 
 def connect(settings: Settings) -> RayExecutor:
@@ -115,39 +151,54 @@ class RayExecutor:
         return sum(float(n.get("Resources", {}).get("GPU", 0)) for n in self.nodes)
 
     def check_launch(self, config: dict[str, Any]) -> None:
-        """A run no node could ever hold would wait in Ray forever: refuse it with what the nodes have."""
-        cpus, gpus = run_resources(config, get_settings(), self._cluster_gpus())
-        fits = any(
-            float(n["Resources"].get("CPU", 0)) >= cpus and float(n["Resources"].get("GPU", 0)) >= gpus for n in self.nodes
-        )
-        if not fits:
-            have = ", ".join(
-                f"{n.get('NodeManagerAddress')}: {n['Resources'].get('CPU', 0):g} CPU, {n['Resources'].get('GPU', 0):g} GPU"
+        """A run no node could ever hold would wait in Ray forever: refuse it with what the nodes have, unless the
+        cluster autoscales (`ray_autoscaling`: Ray's queue is where the autoscaler sees the demand). A run that fits
+        a node but not what is free now waits in Ray's queue; so does one spanning nodes that are all busy."""
+        ask = run_resources(config, get_settings(), self._cluster_gpus())
+        able = [n for n in self.nodes if ask.fits(n.get("Resources", {}))]
+        if len(able) < ask.nnodes and not get_settings().ray_autoscaling:
+            have = "; ".join(
+                f"{n.get('NodeManagerAddress')}: " + ", ".join(f"{v:g} {k}" for k, v in sorted(n.get("Resources", {}).items())
+                                                               if k in ("CPU", "GPU") or k in ask.custom)
                 for n in self.nodes
-            )
+            )  # fmt: skip
+            where = "no node" if ask.nnodes == 1 else f"{len(able)} node(s) of the {ask.nnodes} a run with nnodes={ask.nnodes} needs"
             raise ExecutorError(
-                f"no node of the Ray cluster has the {cpus:g} CPUs and {gpus} GPUs this run asks for "
-                f"(nproc_per_node={config.get('nproc_per_node', 1)}, WORKBENCH_RAY_CPUS_PER_PROCESS="
-                f"{get_settings().ray_cpus_per_process:g}); the nodes have: {have or 'no node is alive'}"
+                f"{where} of the Ray cluster {'has' if ask.nnodes == 1 else 'have'} the {ask} this run asks for "
+                f"(resources: {_said(config.get('resources') or {})}, nproc_per_node: {config.get('nproc_per_node', 1)}, "
+                f"WORKBENCH_RAY_CPUS_PER_PROCESS={get_settings().ray_cpus_per_process:g}); the nodes have: "
+                f"{have or 'no node is alive'}. On a cluster that adds nodes on demand, set WORKBENCH_RAY_AUTOSCALING=true "
+                "to let such a run wait in Ray's queue."
             )
 
     def start_queued(self, engine: Engine, settings: Settings) -> list[str]:
-        """Hand every queued run not yet handed over to Ray; it waits there for a node. Under the scheduler lock, so
-        no two passes submit one run."""
+        """Hand every queued run not yet handed over to Ray; it waits there for a node (or, spanning nodes, for its
+        placement group). Under the scheduler lock, so no two passes submit one run."""
         submitted: list[str] = []
         for run in runs.queued_runs(engine):
             if run.kind == "import" or (run.phase or "").startswith(WAITING):
                 continue
-            cpus, gpus = run_resources(run.config, settings, self._cluster_gpus())
+            ask = run_resources(run.config, settings, self._cluster_gpus())
             name = actor_name(run.id, run.attempt)
-            waiting = f"{WAITING} for {cpus:g} CPU" + (f", {gpus} GPU" if gpus else "")
+            waiting = f"{WAITING} for {ask}"
             if not runs.update_run(engine, run_id=run.id, on_attempt=run.attempt, run_in=RunUpdate(phase=waiting)):
                 continue  # resumed or deleted meanwhile
             try:
+                options: dict[str, Any] = {"num_cpus": ask.cpus, "num_gpus": ask.gpus, "resources": ask.custom}
+                group = None
+                if ask.nnodes > 1:
+                    # one bundle per node, each on a different node; the run's actor takes bundle 0 and starts the
+                    # other nodes' torchrun in bundles 1.. once Ray has reserved them all. Detached: it outlives the
+                    # process that submits it (a CLI); the run's actor or the housekeeping sweep removes it.
+                    group = _existing_group(placement_group_name(run.id, run.attempt)) or placement_group(
+                        [ask.bundle()] * ask.nnodes, strategy="STRICT_SPREAD",
+                        name=placement_group_name(run.id, run.attempt), lifetime="detached",
+                    )  # fmt: skip
+                    options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
                 actor = RunActor.options(  # type: ignore[attr-defined]
-                    name=name, namespace=NAMESPACE, lifetime="detached", num_cpus=cpus, num_gpus=gpus,
-                ).remote(run.id, run.attempt, _forwarded_env(settings), os.getcwd())  # fmt: skip
-                _wait_until_ray_holds(actor)
+                    name=name, namespace=NAMESPACE, lifetime="detached", **options,
+                ).remote(run.id, run.attempt, _forwarded_env(settings), os.getcwd(), group)  # fmt: skip
+                wait_until_ray_holds(actor)
             except ValueError as exc:
                 if "already" not in str(exc):  # a duplicate name: this attempt is in Ray already
                     self._fail_submit(engine, run, exc)
@@ -161,6 +212,7 @@ class RayExecutor:
 
     @staticmethod
     def _fail_submit(engine: Engine, run: RunRead, exc: BaseException) -> None:
+        _remove_group(placement_group_name(run.id, run.attempt))
         how = f"Ray did not take the run: {type(exc).__name__}: {exc}"
         runs.transition(
             engine, run_id=run.id, to=RunStatus.FAILED, expect=[RunStatus.QUEUED], on_attempt=run.attempt,
@@ -176,7 +228,7 @@ class RayExecutor:
             return reason
         if _actor(run) is not None:
             return None
-        info = _actor_info(actor_name(run.id, run.attempt))
+        info = actor_info(actor_name(run.id, run.attempt))
         if info is None:  # never a Ray run (a local executor's, from before a switch): the rules above judge it
             return None
         return f"its Ray actor {actor_name(run.id, run.attempt)} died: {death_cause(info)}"
@@ -186,7 +238,7 @@ class RayExecutor:
         for run in runs.queued_runs(engine):
             if (run.phase or "").startswith(WAITING) and _actor(run) is None:
                 name = actor_name(run.id, run.attempt)
-                how = f"its Ray actor {name} is gone before the run started: {death_cause(_actor_info(name))}"
+                how = f"its Ray actor {name} is gone before the run started: {death_cause(actor_info(name))}"
                 if runs.transition(
                     engine, run_id=run.id, to=RunStatus.FAILED, expect=[RunStatus.QUEUED], on_attempt=run.attempt,
                     run_in=RunUpdate(error=how, phase=None), message=how[:500],
@@ -208,6 +260,7 @@ class RayExecutor:
                 run_in=RunUpdate(error=how), message=how,
             ):  # fmt: skip
                 ended.append(run.id)
+        _sweep_placement_groups(engine)
         return ended
 
     # -- cancel -----------------------------------------------------------------------------------------------------
@@ -225,6 +278,43 @@ class RayExecutor:
         actor = _actor(run)
         if actor is not None:
             ray.kill(actor, no_restart=True)
+        _remove_group(placement_group_name(run.id, run.attempt))
+
+
+def _existing_group(name: str) -> Any | None:
+    """The placement group of that name in our namespace, if Ray has one (a submission that got this far before)."""
+    try:
+        return get_placement_group(name)
+    except ValueError:
+        return None
+
+
+def _remove_group(name: str) -> None:
+    """Give a run's placement group (and whatever still runs in its bundles) back to Ray; nothing if it has none."""
+    group = _existing_group(name)
+    if group is not None:
+        try:
+            remove_placement_group(group)
+        except Exception:
+            pass  # removed meanwhile (the run's actor does it at its end)
+
+
+def _sweep_placement_groups(engine: Engine) -> None:
+    """Remove the placement groups of runs no longer waiting or active on that attempt: the run's own actor removes
+    its group at its end, but an actor that died with its node, or a cancel through ray.kill, leaves it holding the
+    other nodes' bundles."""
+    for info in placement_group_table().values():
+        found = re.fullmatch(r"wb-pg-(.+)-(\d+)", info.get("name") or "")
+        if found is None or info.get("state") == "REMOVED":
+            continue
+        run_id, attempt = found.group(1), int(found.group(2))
+        try:
+            run = runs.get_run(engine, run_id=run_id)
+        except runs.RunNotFound:
+            continue  # deleted, or another store's run on a shared cluster: only our own runs' groups are ours
+        if run.attempt == attempt and (run.status in ACTIVE or (run.status == RunStatus.QUEUED and (run.phase or "").startswith(WAITING))):
+            continue
+        _remove_group(info["name"])
 
 
 def _actor(run: RunRead) -> Any | None:
@@ -233,27 +323,6 @@ def _actor(run: RunRead) -> Any | None:
         return ray.get_actor(actor_name(run.id, run.attempt), namespace=NAMESPACE)
     except ValueError:
         return None
-
-
-def _actor_info(name: str) -> dict[str, Any] | None:
-    """Ray's record of the newest actor of that name, dead ones included; None if Ray has none (never submitted, or
-    a cluster restarted since)."""
-    try:
-        from ray._private import state  # no public call reads a dead actor's record without the dashboard
-
-        infos = [a for a in state.actors().values() if a.get("Name") == name]
-    except Exception:  # the private API moved: say nothing rather than guess
-        return None
-    return max(infos, key=lambda a: a.get("StartTime") or 0) if infos else None
-
-
-def death_cause(info: dict[str, Any] | None) -> str:
-    """Why Ray says the actor died (its worker process died, its node died, it was killed), as best Ray tells."""
-    if info is None:
-        return "Ray no longer knows it"
-    said = re.findall(r'error_message: "((?:[^"\\]|\\.)*)"', str(info.get("DeathCause") or ""))
-    where = (info.get("Address") or {}).get("IPAddress", "?")
-    return f"{said[0] if said else 'no reason given'} (node {where}, pid {info.get('Pid')})"
 
 
 def _cancel_requested_at(engine: Engine, run: RunRead) -> float | None:
@@ -270,90 +339,3 @@ def _forwarded_env(settings: Settings) -> dict[str, str]:
     if settings.db_url:
         env["WORKBENCH_DB_URL"] = settings.db_url
     return env
-
-
-def _wait_until_ray_holds(actor: Any, timeout: float = 10.0) -> None:
-    """Return once the cluster (not this process) holds the actor's creation: the submitter may be a CLI that exits
-    right after, without a goodbye to Ray (cli.main ends with os._exit), and a creation still on its way would be lost."""
-    try:
-        from ray._private import state
-    except ImportError:
-        return
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if state.actors(actor_id=actor._actor_id.hex()).get("State") not in (None, "DEPENDENCIES_UNREADY"):
-                return
-        except Exception:
-            return  # the private API moved: nothing better to wait on
-        time.sleep(0.02)
-
-
-@ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)  # run() and cancel() at once
-class RunActor:
-    """One run's attempt on a node Ray chose: moves the run to `starting`, then runs its supervisor as a child.
-
-    The work is a call the actor makes on itself once it is created: a call from the submitter would be owned by the
-    submitter and die with it (a `workbench run --detach` is gone long before Ray finds a node), while the creation
-    of a detached actor is the cluster's."""
-
-    def __init__(self, run_id: str, attempt: int, env: dict[str, str], cwd: str) -> None:
-        self.supervisor: subprocess.Popen[bytes] | None = None
-        ray.get_runtime_context().current_actor.run.remote(run_id, attempt, env, cwd)
-
-    def run(self, run_id: str, attempt: int, env: dict[str, str], cwd: str) -> int:
-        try:
-            return self._run(run_id, attempt, env, cwd)
-        finally:
-            ray.actor.exit_actor()  # give the CPUs/GPUs back to Ray (a detached actor lives on otherwise)
-
-    def _run(self, run_id: str, attempt: int, env: dict[str, str], cwd: str) -> int:
-        from workbench.runner.scheduler import PeriodicHousekeeping
-        from workbench.settings import reset_settings
-        from workbench.store import get_engine
-
-        os.environ.update(env)
-        os.environ.pop("WORKBENCH_HOST", None)
-        reset_settings()
-        settings = get_settings()
-        engine = get_engine(settings.database_url)
-        context = ray.get_runtime_context()
-        node_id, ip, host = context.get_node_id(), ray.util.get_node_ip_address(), socket.gethostname()
-        if not runs.transition(
-            engine, run_id=run_id, to=RunStatus.STARTING, expect=[RunStatus.QUEUED], on_attempt=attempt,
-            message=f"placed by Ray on node {node_id[:12]} ({ip}, host {host})",
-            run_in=RunUpdate(host=host, heartbeat_at=time.time(), phase=None),
-        ):  # fmt: skip
-            return 0  # cancelled, resumed or deleted while it waited in Ray
-        child_env = {
-            **os.environ,
-            "WORKBENCH_HOST": host,
-            "RAY_ADDRESS": context.gcs_address,  # the cluster as this node sees it
-            lifeline.ENV: str(os.getpid()),
-            # housekeeping needs Ray (actor liveness); this process has a connection, a supervisor would need its own
-            # (~200 MB as a Ray driver): the passes run here instead
-            "WORKBENCH_SUPERVISOR_HOUSEKEEPING": "false",
-            "PYTHONUNBUFFERED": "1",
-        }
-        folder = settings.runs_dir / run_id
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "supervisor.log", "ab") as out:
-            self.supervisor = subprocess.Popen(
-                [sys.executable, "-m", "workbench.runner.supervisor", run_id, str(attempt)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env,
-                cwd=cwd if os.path.isdir(cwd) else str(settings.home_dir),
-            )  # fmt: skip
-        periodic = PeriodicHousekeeping()
-        periodic.start()
-        try:
-            return self.supervisor.wait()
-        finally:
-            periodic.stop()
-
-    def cancel(self, supervisor_pid: int | None) -> bool:
-        """SIGTERM the supervisor (it checkpoints the run and stops it); only the one this actor started."""
-        proc = self.supervisor
-        if proc is None or proc.poll() is not None or (supervisor_pid is not None and proc.pid != supervisor_pid):
-            return False
-        proc.send_signal(signal.SIGTERM)
-        return True

@@ -31,22 +31,48 @@ from workbench.store.models import ACTIVE, RunRead, RunStatus, RunUpdate
 POLL_S = 0.25  # how often the supervisor looks at the worker
 
 
+RDZV_ENDPOINT_ENV = "WORKBENCH_RDZV_ENDPOINT"  # host:port of the rendezvous the ray executor chose for a multi-node run
+NODE_IP_ENV = "WORKBENCH_NODE_IP"  # this node's address as the cluster sees it (the ray executor sets it)
+
+
+def torchrun_command(run_id: str, nproc_per_node: int, *, nnodes: int = 1, endpoint: str = "",
+                     node_rank: int | None = None, node_ip: str | None = None) -> list[str]:
+    """torchrun and its ranks. One node: `--standalone`. Several: every node's torchrun meets at the c10d rendezvous
+    at `endpoint`, whose id is the run id. c10d hands out the global ranks itself (sorted by node address and pid),
+    so global rank 0, the one that records the run, may be on any node: all of them need the store and the run folder.
+    With `node_rank` (the ray executor, which knows which node hosts the rendezvous) `is_host` is said outright, since
+    on one machine every node would match the endpoint's host name, and `--node_rank` names the node in torchrun's
+    log; without it (a machine joining ctr_stream's `rdzv_endpoint` by hand) torch decides by the host name."""
+    if nnodes == 1:
+        launch = ["--standalone", f"--nproc_per_node={nproc_per_node}"]
+    else:
+        if not endpoint:
+            raise ValueError(
+                f"a run on {nnodes} nodes needs a rendezvous endpoint: the ray executor chooses one "
+                f"({RDZV_ENDPOINT_ENV}); without it, the config's rdzv_endpoint (ctr_stream)"
+            )
+        launch = _rendezvous_args(run_id, nproc_per_node, nnodes, endpoint)
+        if node_rank is not None:
+            launch += [f"--node_rank={node_rank}", f"--rdzv_conf=is_host={1 if node_rank == 0 else 0}",
+                       *([f"--local_addr={node_ip}"] if node_ip else [])]  # fmt: skip
+    return lifeline.wrap([
+        sys.executable, "-m", "torch.distributed.run", *launch,
+        *lifeline.wrap_module_args(["workbench.runner.worker", run_id]),
+    ])  # fmt: skip
+
+
 def worker_command(run_id: str, nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str = "") -> list[str]:
     """The worker, or torchrun and its ranks; each dies with its parent when the executor asks (runner/lifeline.py).
 
-    With nnodes > 1 this machine's torchrun joins a c10d rendezvous at `rdzv_endpoint` whose id is the run id; every
-    other machine joins the same one with `multinode_join_command` (torchrun there assigns the ranks; rank 0, which
-    records the run, may be on any machine, so all of them need the store and the run folder)."""
-    if nnodes > 1:
-        return lifeline.wrap([
-            sys.executable, "-m", "torch.distributed.run", *_rendezvous_args(run_id, nproc_per_node, nnodes, rdzv_endpoint),
-            *lifeline.wrap_module_args(["workbench.runner.worker", run_id]),
-        ])  # fmt: skip
-    if nproc_per_node > 1:
-        return lifeline.wrap([
-            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-            *lifeline.wrap_module_args(["workbench.runner.worker", run_id]),
-        ])  # fmt: skip
+    With nnodes > 1 under the ray executor (which sets RDZV_ENDPOINT_ENV) this is node_rank 0's torchrun, hosting the
+    rendezvous; the executor starts the other nodes' (ray_actors.NodeActor). Otherwise this machine's torchrun joins
+    the config's `rdzv_endpoint` (ctr_stream), and every other machine joins the same rendezvous by hand with
+    `multinode_join_command`."""
+    chosen = os.environ.get(RDZV_ENDPOINT_ENV)
+    if nnodes > 1 and chosen:
+        return torchrun_command(run_id, nproc_per_node, nnodes=nnodes, endpoint=chosen, node_rank=0, node_ip=os.environ.get(NODE_IP_ENV))
+    if nnodes > 1 or nproc_per_node > 1:
+        return torchrun_command(run_id, nproc_per_node, nnodes=nnodes, endpoint=rdzv_endpoint)
     return lifeline.wrap([sys.executable, "-m", "workbench.runner.worker", run_id])
 
 
