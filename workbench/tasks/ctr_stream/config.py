@@ -207,8 +207,10 @@ class CtrStreamConfig(CommonTrainingSettings):
     )
     rdzv_endpoint: str = Field(
         "",
-        description="host:port of torchrun's c10d rendezvous when nnodes > 1: a free port on one of the machines that "
-        "all of them reach (torchrun's TCP store listens there). Unused with one machine.",
+        description="host:port of torchrun's c10d rendezvous when nnodes > 1 under the local executor: a free port on "
+        "one of the machines that all of them reach (torchrun's TCP store listens there); the local executor refuses "
+        "nnodes > 1 without it. Under WORKBENCH_EXECUTOR=ray leave it empty: Ray places the nodes and the executor "
+        "picks the rendezvous on the first. Unused with one machine.",
     )
     collective_timeout_s: float = Field(
         600.0, gt=0,
@@ -516,9 +518,9 @@ class CtrStreamConfig(CommonTrainingSettings):
                      f"nnodes x nproc_per_node ({self.nnodes} x {self.nproc_per_node} = {self.nnodes * self.nproc_per_node})")
             add("shard_num", f"must be at least {ranks}: every process holds one or "
                 f"more of the table's shards (key % shard_num), got {self.shard_num}")
-        if ok("nnodes", "rdzv_endpoint") and self.nnodes > 1 and not _is_host_port(self.rdzv_endpoint):
-            add("rdzv_endpoint", f"nnodes {self.nnodes} needs the c10d rendezvous address as host:port (a free port on "
-                f"one of the machines, reachable from all of them), got {self.rdzv_endpoint!r}")
+        if ok("rdzv_endpoint") and self.rdzv_endpoint and not _is_host_port(self.rdzv_endpoint):
+            add("rdzv_endpoint", "the c10d rendezvous address must be host:port (a free port on one of the machines, "
+                f"reachable from all of them), got {self.rdzv_endpoint!r}")
         if ok("collective_timeout_s", "data_sleep_second") and self.collective_timeout_s < 2 * self.data_sleep_second:
             add("collective_timeout_s", f"must be at least twice data_sleep_second ({self.data_sleep_second:g}): the "
                 f"ranks wait for data in rounds of one sleep that end in a collective; got {self.collective_timeout_s:g}")
