@@ -8,17 +8,18 @@ from workbench.tasks.recommendation.model import STAMP
 from workbench.tasks.recommendation.softmax import full_softmax_ce, matmul, onednn_usable
 
 
-def _inputs(seed: int, batch: int = 16, classes: int = 301, dim: int = 24):
+def _inputs(seed: int, batch: int = 16, classes: int = 301, dim: int = 24, scale: float = 1.0):
     gen = torch.Generator().manual_seed(seed)
-    h = torch.randn(batch, dim, generator=gen, requires_grad=True)
+    h = (torch.randn(batch, dim, generator=gen) * scale).requires_grad_()
     table = (torch.randn(classes, dim, generator=gen) * 0.5).requires_grad_()
     target = torch.randint(0, classes, (batch,), generator=gen)
     return h, table, target
 
 
 @pytest.mark.parametrize("first", [0, 1])
-def test_full_softmax_ce_equals_cross_entropy_value_and_gradients(first):
-    h, table, target = _inputs(first)
+@pytest.mark.parametrize("scale", [1.0, 40.0])  # 40: logits far apart, many target probabilities underflow to 0
+def test_full_softmax_ce_equals_cross_entropy_value_and_gradients(first, scale):
+    h, table, target = _inputs(first, scale=scale)
     target = target.clamp(min=first) - first  # with first=1: a table view without row 0, as pad_row "zero" uses
     expected = F.cross_entropy(h @ table[first:].T, target)
     want = torch.autograd.grad(3.0 * expected, [h, table])

@@ -42,17 +42,26 @@ def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class FullSoftmaxCE(torch.autograd.Function):
-    """mean_b CE(softmax(h_b @ E^T), target_b): the same value and gradients as
-    F.cross_entropy(h @ E.T, target), as one node. h [B, D], E [n_classes, D] (a view of the table is fine),
-    target [B] class indices. Backward may run once (the saved softmax becomes the gradient in place)."""
+    """mean_b CE(softmax(h_b @ E^T), target_b): the value and gradients of F.cross_entropy(h @ E.T, target), as one
+    node. h [B, D], E [n_classes, D] (a view of the table is fine), target [B] class indices. Backward may run
+    once (the saved softmax becomes the gradient in place).
+
+    Forward: one softmax kernel, and the loss from it without a log-softmax pass: with m the row's largest logit
+    and p_m its probability, log-sum-exp = m - log p_m, so CE = (m - logit_target) - log p_m. p_m >= 1 / n_classes,
+    so its log is as exact as log-softmax's (p_target itself may underflow; it is never logged).
+    Backward: dL/dlogits = (softmax - one_hot(target)) x g / B; the scalar g / B is applied to the [B, D] operands
+    of the two products instead of the [B, n_classes] matrix (a pass over it saved; the same products).
+    """
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, table: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = matmul(h, table.T)  # [B, C]
-        log_probs = torch.log_softmax(logits, dim=1)  # [B, C]
+        top, top_index = logits.max(dim=1)  # [B]
+        picked = logits.gather(1, target.unsqueeze(1)).squeeze(1)  # [B]
+        probs = torch.softmax(logits, dim=1)  # [B, C]
         del logits
-        loss = -log_probs.gather(1, target.unsqueeze(1)).mean()
-        ctx.save_for_backward(h, table, target, log_probs.exp_())  # softmax, in the log-softmax's buffer
+        loss = ((top - picked) - probs.gather(1, top_index.unsqueeze(1)).squeeze(1).log()).mean()
+        ctx.save_for_backward(h, table, target, probs)
         ctx.used = False
         return loss
 
@@ -64,12 +73,14 @@ class FullSoftmaxCE(torch.autograd.Function):
         ctx.used = True
         h, table, target, grad = ctx.saved_tensors
         batch = grad.size(0)
-        grad[torch.arange(batch, device=grad.device), target] -= 1.0  # softmax - one_hot(target)
-        grad.mul_(grad_loss / batch)  # [B, C] = dL/dlogits
-        grad_h = matmul(grad, table) if ctx.needs_input_grad[0] else None  # [B, D]
-        # dL/dE = grad^T @ h, computed as (h^T @ grad)^T: oneDNN writes [D, C] fastest; one transposing copy lays
-        # it out as the table, so autograd can add the input lookups' sparse gradient into it in place and keep it
-        grad_table = matmul(h.T, grad).T.contiguous() if ctx.needs_input_grad[1] else None  # [C, D]
+        grad[torch.arange(batch, device=grad.device), target] -= 1.0  # [B, C] softmax - one_hot(target)
+        scale = grad_loss / batch  # dL/dlogits = grad x scale
+        grad_h = matmul(grad, table).mul_(scale) if ctx.needs_input_grad[0] else None  # [B, D]
+        grad_table = None
+        if ctx.needs_input_grad[1]:
+            # dL/dE = grad^T @ (h x scale), computed as ((h x scale)^T @ grad)^T: oneDNN writes [D, C] fastest, and
+            # one transposing copy lays it out as the table (autograd then adds the input lookups' gradient in place)
+            grad_table = matmul((h * scale).T, grad).T.contiguous()  # [C, D]
         return grad_h, grad_table, None
 
 
