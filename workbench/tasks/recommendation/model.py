@@ -18,7 +18,7 @@ from torch import nn
 
 from workbench.tasks.recommendation.config import RecommendationConfig
 from workbench.tasks.recommendation.data import SessionBatch
-from workbench.tasks.recommendation.softmax import full_softmax_ce, matmul
+from workbench.tasks.recommendation.kernels import full_softmax_ce, matmul
 
 
 class STAMP(nn.Module):
@@ -106,7 +106,7 @@ class STAMP(nn.Module):
         target = batch.target - first
         table = self.item_embedding.weight
         if not self.item_embedding.sparse and seq_output.dtype == table.dtype:
-            # the same loss and gradients as F.cross_entropy(seq_output @ table.T, target), cheaper (softmax.py)
+            # the same loss and gradients as F.cross_entropy(seq_output @ table.T, target), cheaper (kernels.py)
             return full_softmax_ce(seq_output, table[first:] if first else table, target)
         logits = seq_output @ self._output_embeddings(first).T  # [B, n_items - first] (sparse table, or autocast)
         return F.cross_entropy(logits.float(), target)
@@ -119,7 +119,7 @@ class STAMP(nn.Module):
     def full_sort_predict(self, batch: SessionBatch) -> torch.Tensor:
         """Scores of every item id [B, n_items] (column 0 is PAD; the evaluator sets it to -inf)."""
         seq_output = self.forward(batch.item_seq, batch.item_len)  # [B, D]
-        return matmul(seq_output, self.item_embedding.weight.T)  # [B, n_items] (oneDNN on CPU: softmax.py)
+        return matmul(seq_output, self.item_embedding.weight.T)  # [B, n_items] (oneDNN on CPU: kernels.py)
 
     def _output_embeddings(self, first: int) -> torch.Tensor:
         """[n_items - first, D] output embeddings of items first.. for the full softmax.

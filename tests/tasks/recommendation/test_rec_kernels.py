@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.tasks.recommendation.model import STAMP
-from workbench.tasks.recommendation.softmax import full_softmax_ce, matmul, onednn_usable
+from workbench.tasks.recommendation.kernels import full_softmax_ce, matmul, onednn_usable
 
 
 def _inputs(seed: int, batch: int = 16, classes: int = 301, dim: int = 24, scale: float = 1.0):
