@@ -88,3 +88,15 @@ def test_stamp_ce_under_cpu_autocast_takes_the_cross_entropy_path():
     bf16.backward()
     assert model.item_embedding.weight.grad is not None
     assert bf16.item() == pytest.approx(fp32.item(), rel=0.05)
+
+
+def test_full_softmax_ce_off_the_onednn_path():
+    """float64 (like any non-CPU-float32 input) takes plain `@` inside the same node: same value and gradients."""
+    h, table, target = _inputs(3)
+    h = h.detach().double().requires_grad_()
+    table = table.detach().double().requires_grad_()
+    assert not onednn_usable(h, table)
+    expected = torch.autograd.grad(F.cross_entropy(h @ table.T, target), [h, table])
+    got = torch.autograd.grad(full_softmax_ce(h, table, target), [h, table])
+    for g, w in zip(got, expected):
+        torch.testing.assert_close(g, w)
