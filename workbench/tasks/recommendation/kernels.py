@@ -13,7 +13,9 @@ Two things here make it cheaper without changing what is computed (fp32 througho
    buffer becomes dL/dlogits in place in backward. F.cross_entropy keeps the log-softmax, fills a zero NLL
    gradient and writes the log-softmax gradient: three [B, n_items] buffers instead of one.
 
-Off CPU, in other dtypes (autocast) or without oneDNN, `matmul` is plain `a @ b`.
+Off CPU, in other dtypes (autocast) or without oneDNN, `matmul` is plain `a @ b`; `_linear_pointwise` is a private
+op, so a torch without it falls back the same way. Use it for shapes that repeat: oneDNN builds a primitive per
+new shape (STAMP's small Linear layers, whose T rows change every batch, were slower through it).
 """
 
 from __future__ import annotations
