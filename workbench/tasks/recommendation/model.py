@@ -18,6 +18,7 @@ from torch import nn
 
 from workbench.tasks.recommendation.config import RecommendationConfig
 from workbench.tasks.recommendation.data import SessionBatch
+from workbench.tasks.recommendation.kernels import full_softmax_ce, matmul
 
 
 class STAMP(nn.Module):
@@ -55,7 +56,6 @@ class STAMP(nn.Module):
         self.mlp_b = nn.Linear(d, d)
         self.register_buffer("item_ids", torch.arange(1, n_items), persistent=False)  # [n_items - 1] real items
         self.register_buffer("all_ids", torch.arange(n_items), persistent=False)
-        self.register_buffer("pad_index", torch.zeros(1, dtype=torch.long), persistent=False)
         self.apply(_init_stamp)
         if pad_row == "zero":
             with torch.no_grad():
@@ -77,7 +77,9 @@ class STAMP(nn.Module):
         real = torch.arange(width, device=item_seq.device) < item_len.unsqueeze(1)  # [B, L]
         x = self.item_embedding(item_seq[real])  # [T, D] real clicks, session by session, in click order
         seg = torch.repeat_interleave(torch.arange(batch, device=x.device), item_len)  # [T] session of each click
-        pad = self.item_embedding(self.pad_index)  # [1, D] (a lookup, so a sparse table keeps sparse gradients)
+        # [1, D] the PAD row's value. padding_idx blocks the gradient of a PAD lookup (RecBole's too), so reading
+        # the row detached is the same; a lookup would add a zero-filled n_items x D gradient every step
+        pad = self.item_embedding.weight[:1].detach()
         n_pad = (width - item_len).unsqueeze(1).to(x.dtype)  # [B, 1] pad positions of each session
         x_t = x[torch.cumsum(item_len, 0) - 1]  # [B, D] last click
         m_s = (x.new_zeros(batch, x.size(1)).index_add(0, seg, x) + n_pad * pad) / item_len.unsqueeze(1).to(x.dtype)
@@ -97,14 +99,17 @@ class STAMP(nn.Module):
             pos_score = (seq_output * self.item_embedding(batch.target)).sum(-1)  # [B]
             neg_score = _score(seq_output, self.item_embedding(batch.neg_items))  # [B, N]
             return bpr_loss(pos_score, neg_score)
-        if self.pad_row == "learned":
-            # RecBole: PAD is a class of the softmax too. It is never a target, so the loss pushes its score down,
-            # and that gradient is what trains the PAD row every pad position feeds into m_s and the attention.
-            logits = seq_output @ self._output_embeddings(first=0).T  # [B, n_items]
-            return F.cross_entropy(logits.float(), batch.target)
-        # Softmax over real items only (PAD excluded, as in the official code's embe_dict[1:]).
-        logits = seq_output @ self._output_embeddings(first=1).T  # [B, n_items - 1]
-        return F.cross_entropy(logits.float(), batch.target - 1)
+        # "learned" (RecBole): PAD is a class of the softmax too. It is never a target, so the loss pushes its score
+        # down, and that gradient is what trains the PAD row every pad position feeds into m_s and the attention.
+        # "zero": softmax over real items only (PAD excluded, as in the official code's embe_dict[1:]).
+        first = 0 if self.pad_row == "learned" else 1
+        target = batch.target - first
+        table = self.item_embedding.weight
+        if not self.item_embedding.sparse and seq_output.dtype == table.dtype:
+            # the same loss and gradients as F.cross_entropy(seq_output @ table.T, target), cheaper (kernels.py)
+            return full_softmax_ce(seq_output, table[first:] if first else table, target)
+        logits = seq_output @ self._output_embeddings(first).T  # [B, n_items - first] (sparse table, or autocast)
+        return F.cross_entropy(logits.float(), target)
 
     def predict(self, batch: SessionBatch, items: torch.Tensor) -> torch.Tensor:
         """Scores of `items` [B, K] -> [B, K]."""
@@ -114,7 +119,7 @@ class STAMP(nn.Module):
     def full_sort_predict(self, batch: SessionBatch) -> torch.Tensor:
         """Scores of every item id [B, n_items] (column 0 is PAD; the evaluator sets it to -inf)."""
         seq_output = self.forward(batch.item_seq, batch.item_len)  # [B, D]
-        return seq_output @ self.item_embedding.weight.T  # [B, n_items]
+        return matmul(seq_output, self.item_embedding.weight.T)  # [B, n_items] (oneDNN on CPU: kernels.py)
 
     def _output_embeddings(self, first: int) -> torch.Tensor:
         """[n_items - first, D] output embeddings of items first.. for the full softmax.
@@ -125,7 +130,7 @@ class STAMP(nn.Module):
         """
         if self.item_embedding.sparse:  # no padding_idx here: as an output class, PAD's row gets its gradient
             return F.embedding(self.item_ids if first else self.all_ids, self.item_embedding.weight, sparse=True)
-        return self.item_embedding.weight[first:]
+        return self.item_embedding.weight[first:] if first else self.item_embedding.weight
 
 
 class BPRMF(nn.Module):
