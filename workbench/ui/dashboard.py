@@ -21,7 +21,7 @@ from workbench.ui.live_charts import ChartView, Shape, overlay_spec, series_spec
 from workbench.ui.live_view import live_view
 from workbench.ui.profile import profile_section
 
-STATUS_S = 2.0  # the status line and the chart plan; the points come through the live view's own poll
+STATUS_S = 5.0  # the status line and the chart plan; the points come through the live view's own poll (2 s cost the browser 3 CPU s a minute more)
 KEYS_SEEN = "dashboard_keys_seen"  # session state: (run id, the metric keys the chart controls were drawn with)
 FIRST_CHARTS = 6  # per group; the rest are drawn on request (the CTR dashboard had 48 charts on a 9,600 px page)
 
