@@ -207,11 +207,10 @@ def test_dashboard_deep_link_follows_a_live_run(server, tmp_path):
         page.goto(f"{server}/dashboard?run={run.id}")
         expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
         expect(page.get_by_role("combobox", name="Run", exact=True)).to_have_value(re.compile(re.escape(run.id)))
-        expect(page.get_by_text("train/loss", exact=True)).to_be_visible(timeout=60_000)  # the chart's title
-        loss_caption = page.get_by_text("train/loss", exact=True).locator(
-            "xpath=ancestor::*[@data-testid='stElementContainer'][1]/following-sibling::*[2]"
-        )  # title, chart, caption: the caption counts the points the chart holds
-        expect(loss_caption).to_have_text(re.compile(r"^[\d,]+ of [\d,]+ points"))
+        live = _live(page)
+        expect(live.get_by_text("train/loss", exact=True)).to_be_visible(timeout=60_000)  # the chart's title
+        loss_caption = live.locator(".chart-box").filter(has=live.get_by_text("train/loss", exact=True)).locator(".caption")
+        expect(loss_caption).to_have_text(re.compile(r"^[\d,]+ of [\d,]+ points"))  # the points the chart holds
         first = loss_caption.inner_text()
         deadline = time.time() + 60
         while loss_caption.inner_text() == first and time.time() < deadline:
@@ -221,8 +220,8 @@ def test_dashboard_deep_link_follows_a_live_run(server, tmp_path):
 
         page.get_by_label("Search metrics").fill("loss")
         page.get_by_label("Search metrics").press("Enter")
-        expect(page.get_by_text("train/lr", exact=True)).to_have_count(0)
-        expect(page.get_by_text("train/loss", exact=True)).to_be_visible()
+        expect(live.get_by_text("train/lr", exact=True)).to_have_count(0)
+        expect(live.get_by_text("train/loss", exact=True)).to_be_visible()
         page.screenshot(path=str(tmp_path / "dashboard_live.png"))
         assert f"run={run.id}" in page.url, page.url
         browser.close()
