@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench.tasks.ctr_stream.config import SparseSgdParam
+from workbench.tasks.ctr_stream.config_parts import SparseSgdParam
 
 
 @dataclass(frozen=True)

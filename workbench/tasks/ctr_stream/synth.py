@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.tasks.ctr_stream.config import SyntheticStream
+from workbench.tasks.ctr_stream.config_parts import SyntheticStream
 from workbench.tasks.ctr_stream.data import pass_intervals
 from workbench.tasks.ctr_stream.index import mix64
 from workbench.tasks.ctr_stream.metrics import exact_auc
