@@ -10,11 +10,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+
+from tests.support import local
 
 
 def _bindir() -> Path | None:
@@ -39,20 +40,7 @@ def available() -> str | None:
 def require() -> None:
     """Skip the calling test if no server can be started here; fail it under CI, where the README's test command
     installs PostgreSQL, so a missing server is a broken set-up and not a reason to test less."""
-    import pytest
-
-    why = available()
-    if why is not None:
-        message = f"PostgreSQL tests cannot run: {why}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    local.require("PostgreSQL", available())
 
 
 class PostgresServer:
@@ -63,7 +51,7 @@ class PostgresServer:
         self.bindir = bindir
         self.root = Path(root or tempfile.mkdtemp(prefix="wb-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = local.free_port()
         self._as_postgres = os.geteuid() == 0
 
     # -- process control ----------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from tests.support import local
+
 
 def available() -> str | None:
     """None if Ray can be started here, else why not."""
@@ -30,26 +32,13 @@ def available() -> str | None:
 
 def require() -> None:
     """Skip the calling test if Ray is missing; fail it under CI, where scripts/setup.sh --test installs Ray."""
-    import pytest
-
-    why = available()
-    if why is not None:
-        message = f"Ray tests cannot run: {why}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    local.require("Ray", available())
 
 
 class RayHead:
     def __init__(self, cpus: int = 2) -> None:
         self.cpus = cpus
-        self.port = _free_port()
+        self.port = local.free_port()
         self.address = f"127.0.0.1:{self.port}"
         # short: Ray's socket paths live under it and a Unix socket path may not pass 107 bytes
         self.temp_dir = Path(tempfile.mkdtemp(prefix="wbray", dir="/tmp"))
@@ -88,7 +77,7 @@ class RayHead:
         cmd = [
             str(ray_bin), "start", f"--address={self.address}", "--block", f"--num-cpus={cpus}", "--num-gpus=0",
             "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}", "--object-store-memory=100000000",
-            f"--dashboard-agent-listen-port={_free_port()}", "--disable-usage-stats",
+            f"--dashboard-agent-listen-port={local.free_port()}", "--disable-usage-stats",
             *([f"--resources={json.dumps(resources)}"] if resources else []),
         ]  # fmt: skip
         before = len([n for n in ray.nodes() if n["Alive"]])

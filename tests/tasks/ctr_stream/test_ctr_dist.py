@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from tests.support.local import free_port
 from workbench.tasks.ctr_stream.config import CtrStreamConfig, SyntheticStream
 from workbench.tasks.ctr_stream.metrics import CtrMetrics
 from workbench.tasks.ctr_stream.ps import file_share, merge_table_states, owner_of, owned_shards, split_table_state
@@ -44,6 +45,22 @@ def config(stream: Path, **kw) -> dict:
     return CtrStreamConfig(**{**SMALL, "train_data_dir": str(stream), **kw}).model_dump()
 
 
+def wait_all(procs: list[subprocess.Popen], logs: list, what: str) -> None:  # type: ignore[type-arg]
+    """Wait for every process (TIMEOUT_S in all); on a hang kill them and fail with the end of each log."""
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            proc.kill()
+        tails = "\n".join(Path(f.name).read_text()[-2000:] for f in logs)
+        pytest.fail(f"the {what} did not end within {TIMEOUT_S} s (a hang):\n{tails}")
+    finally:
+        for f in logs:
+            f.close()
+
+
 def launch(tmp: Path, world: int, job: dict) -> list[dict]:
     """Run `world` ranks of `job` to the end; returns each rank's result (see ctr_dist_rank.py)."""
     out = tmp / f"out-{uuid.uuid4().hex[:6]}"
@@ -54,18 +71,7 @@ def launch(tmp: Path, world: int, job: dict) -> list[dict]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the logs are read while the ranks run
     procs = [subprocess.Popen([sys.executable, str(RANK_SCRIPT), str(r), str(world), str(out / "job.json")],
                               stdout=logs[r], stderr=subprocess.STDOUT, env=env) for r in range(world)]
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        for p in procs:
-            p.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        tails = "\n".join((out / f"rank-{r}.log").read_text()[-2000:] for r in range(world))
-        pytest.fail(f"the ranks did not end within {TIMEOUT_S} s (a hang):\n{tails}")
-    finally:
-        for f in logs:
-            f.close()
+    wait_all(procs, logs, "ranks")
     results = []
     for r in range(world):
         path = out / f"rank-{r}.pt"
@@ -289,14 +295,6 @@ def test_cancel_checkpoints_all_shards_and_resumes_with_one_rank(stream, tmp_pat
     assert "resuming training at step" in one["log"]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def launch_nodes(tmp: Path, nnodes: int, job: dict) -> list[dict]:
     """Run `job` as `nnodes` torchrun launches of one process each, joined by a c10d rendezvous on this machine:
     the command docs/ctr_stream.md gives for each machine of a multi-node run (`--node_rank` is ignored by c10d:
@@ -312,18 +310,7 @@ def launch_nodes(tmp: Path, nnodes: int, job: dict) -> list[dict]:
          "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}", f"--rdzv_id={run_id}",
          f"--node_rank={n}", str(RANK_SCRIPT), "env", "env", str(out / "job.json")],
         stdout=logs[n], stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}) for n in range(nnodes)]
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        for proc in procs:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        tails = "\n".join((out / f"node-{n}.log").read_text()[-2000:] for n in range(nnodes))
-        pytest.fail(f"the nodes did not end within {TIMEOUT_S} s (a hang):\n{tails}")
-    finally:
-        for f in logs:
-            f.close()
+    wait_all(procs, logs, "nodes")
     node_logs = "\n".join((out / f"node-{n}.log").read_text()[-3000:] for n in range(nnodes))
     results = []
     for r in range(nnodes):
