@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -94,6 +95,4 @@ def routes() -> list[Route]:
 
 
 def base_url(run_id: str) -> str:
-    from urllib.parse import quote
-
     return f"{PREFIX}/{quote(run_id, safe='')}"
