@@ -190,6 +190,34 @@ def test_compare_two_runs_and_download_a_bundle(server, tmp_path):
     assert any(n.endswith(".pt") for n in names)
 
 
+# Per chart of the live view: [title, on screen, last step it holds, last step Vega has drawn].
+_DRAWN_JS = """() => [...charts.values()].filter((c) => c.view).map((c) => [c.def.id, c.visible,
+  Math.max(...[...c.series.values()].map((s) => s.lastStep)), Math.max(...c.view.data("points").map((r) => r.step))])"""
+
+
+def _off_screen_charts_catch_up(page) -> None:  # type: ignore[no-untyped-def]
+    """Charts on screen are drawn up to their last point; one off screen is drawn up to it once scrolled into view."""
+    frame = next(f for f in page.frames if "workbench_live" in f.url or "/live/" in f.url)
+    charts = frame.evaluate(_DRAWN_JS)
+    shown = [c for c in charts if c[1]]
+    assert shown, charts
+
+    def behind() -> list:  # on-screen charts not drawn up to their last point (a poll's redraw may be under way)
+        for _ in range(20):
+            late = [c for c in frame.evaluate(_DRAWN_JS) if c[1] and c[3] < c[2]]
+            if not late:
+                return []
+            page.wait_for_timeout(250)
+        return late
+
+    assert not behind()
+    title = charts[-1][0]
+    frame.locator(".chart-box").filter(has_text=title).first.scroll_into_view_if_needed()
+    assert not behind(), f"{title} was not drawn up to its last point once on screen"
+    assert next(c for c in frame.evaluate(_DRAWN_JS) if c[0] == title)[1], f"{title} is not on screen"
+    page.mouse.wheel(0, -100_000)  # back to the top
+
+
 def test_dashboard_deep_link_follows_a_live_run(server, tmp_path):
     """Open /dashboard?run=ID of a training run: the chart follows it, search narrows the charts, the URL keeps the run."""
     from playwright.sync_api import expect, sync_playwright
@@ -217,6 +245,7 @@ def test_dashboard_deep_link_follows_a_live_run(server, tmp_path):
             page.wait_for_timeout(300)
         assert loss_caption.inner_text() != first, "the chart did not follow the run"
         assert api.get_run(run.id).status == "running", "the update must be seen while the run trains"
+        _off_screen_charts_catch_up(page)
 
         page.get_by_label("Search metrics").fill("loss")
         page.get_by_label("Search metrics").press("Enter")

@@ -18,6 +18,20 @@ let generation = 0; // a render or a run change makes older polls' answers stale
 let inflight = false;
 let again = false;
 
+// Charts off screen are not redrawn: each redraw is a Vega run that repaints a canvas, and with a chart per key
+// (13 for a quick STAMP run) the redraws of charts nobody was looking at were most of the browser's cost of
+// watching. Their points and captions are kept current; the chart is drawn when it scrolls into view.
+const onScreen = new IntersectionObserver(
+  (entries) => {
+    for (const entry of entries) {
+      const chart = entry.target.chart;
+      chart.visible = entry.isIntersecting;
+      if (chart.visible && chart.stale) chart.redraw();
+    }
+  },
+  { rootMargin: "200px" },
+);
+
 function post(type, data) {
   window.parent.postMessage(Object.assign({ isStreamlitMessage: true, type }, data), "*");
 }
@@ -55,7 +69,10 @@ class Chart {
     this.signature = signature;
     this.view = null;
     this.pending = [];
+    this.visible = true; // until the observer says otherwise
+    this.stale = false; // points or the x range changed while off screen
     this.el = element("div", "chart-box");
+    this.el.chart = this;
     this.el.append(element("div", "chart-title", def.title));
     this.plot = element("div", "chart");
     this.el.append(this.plot);
@@ -63,6 +80,7 @@ class Chart {
     if (def.caption) this.el.append(this.caption);
     const weight = def.caption ? args.smoothing : 0; // overlays draw raw evaluation values
     this.series = new Map(def.keys.map((key) => [key, new Series(key, weight, args.few)]));
+    onScreen.observe(this.el);
   }
 
   async load(data) {
@@ -78,8 +96,26 @@ class Chart {
     // one changeset per run: a second change to the same data before the view runs replaces the first
     this.view.change("points", vega.changeset().remove(vega.truthy).insert(rows));
     this.pending = [];
+    this.stale = false;
     this.update();
-    await this.view.runAsync();
+    await this.view.runAsync(); // drawn once even off screen: the page keeps its height
+  }
+
+  // New points or a new x range: the caption now; Vega (which keeps one pending change per data set, so points
+  // wait here in `pending`) when the chart is on screen.
+  redraw() {
+    if (this.def.caption) this.caption.textContent = this.captionText();
+    if (!this.visible) {
+      this.stale = true;
+      return;
+    }
+    this.stale = false;
+    this.update();
+    this.view.runAsync();
+  }
+
+  captionText() {
+    return [...this.series.values()].map((s) => s.caption).join(" · ");
   }
 
   add(key, points) {
@@ -100,10 +136,11 @@ class Chart {
     this.view.signal("smooth", list.length === 1 && list[0].smoothable);
     this.view.signal("down", list.some((s) => s.downsampled));
     if (domain) this.view.signal("x_lo", domain[0]).signal("x_hi", domain[1]);
-    if (this.def.caption) this.caption.textContent = list.map((s) => s.caption).join(" · ");
+    if (this.def.caption) this.caption.textContent = this.captionText();
   }
 
   destroy() {
+    onScreen.unobserve(this.el);
     if (this.view) this.view.finalize();
     this.el.remove();
   }
@@ -176,10 +213,7 @@ function refreshDomain(dirty) {
   const next = xDomain(ready.flatMap((c) => [...c.series.values()]), args.x, args.started_ms);
   const moved = JSON.stringify(next) !== JSON.stringify(domain);
   domain = next;
-  for (const c of moved ? ready : dirty) {
-    c.update();
-    c.view.runAsync();
-  }
+  for (const c of moved ? ready : dirty) c.redraw();
 }
 
 async function reload(list) {
