@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +20,47 @@ import torch
 from torch import nn
 
 Mode = Literal["max", "min"]
+
+
+# -- eager optimizers without torch._dynamo ---------------------------------------------------------------------
+#
+# torch.optim imports torch._dynamo the first time an optimizer steps (`step` is wrapped to mark a graph break for
+# torch.compile) and the first time `add_param_group`, `zero_grad`, `state_dict` or `load_state_dict` run (wrapped
+# in torch._disable_dynamo). That import is ~1 s on a quiet 2-core machine, as long as `import torch` itself, and
+# every run paid it before its first step. Nothing here compiles (no task calls torch.compile), and outside a
+# compiled frame both wrappers only call the function: `eager_step` makes that call itself, and
+# `skip_dynamo_import` records, where torch caches the "disabled" function, that it is the function itself.
+# Under torch.compile (torch._dynamo already loaded) neither changes anything. tests/tasks/test_eager_optim.py checks
+# that a run's optimizers never load torch._dynamo and step exactly as `opt.step()` does.
+
+_DYNAMO_GUARDED = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+
+
+def skip_dynamo_import() -> None:
+    if "torch._dynamo" in sys.modules:
+        return
+    for name in _DYNAMO_GUARDED:
+        fn = getattr(getattr(torch.optim.Optimizer, name, None), "__wrapped__", None)
+        if callable(fn) and not hasattr(fn, "__dynamo_disable"):
+            fn.__dynamo_disable = fn  # type: ignore[attr-defined]  # the cache torch._compile._disable_dynamo reads
+
+
+def eager_step(opt: torch.optim.Optimizer) -> None:
+    """`opt.step()` without its graph-break wrapper: the optimizer's own step under no_grad, which is what the wrapper
+    runs for a non-differentiable optimizer. With step hooks registered (none of ours are), torch's own path."""
+    graph_break = getattr(type(opt).step, "__wrapped__", None)  # torch's hooks wrapper -> graph-break wrapper -> step
+    is_graph_break = getattr(getattr(graph_break, "__code__", None), "co_name", None) == "_use_grad"
+    raw = getattr(graph_break, "__wrapped__", None) if is_graph_break else None
+    base = sys.modules[torch.optim.Optimizer.__module__]
+    hooks = (base._global_optimizer_pre_hooks, base._global_optimizer_post_hooks, opt._optimizer_step_pre_hooks, opt._optimizer_step_post_hooks)  # fmt: skip
+    if raw is None or "torch._dynamo" in sys.modules or opt.defaults.get("differentiable") or any(hooks):
+        opt.step()
+        return
+    with torch.autograd.profiler.record_function(f"Optimizer.step#{type(opt).__name__}.step"), torch.no_grad():
+        raw(opt)
+
+
+skip_dynamo_import()
 
 
 # -- optimizers ---------------------------------------------------------------------------------------------
@@ -50,7 +92,7 @@ class OptimizerSet:
             if scaler is not None:
                 scaler.step(opt)  # skips the step when the scaled gradients overflowed
             else:
-                opt.step()
+                eager_step(opt)
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizers": [opt.state_dict() for opt in self.optimizers]}

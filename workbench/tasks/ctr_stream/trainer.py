@@ -34,6 +34,7 @@ from workbench.tasks.ctr_stream.metrics import CtrMetrics
 from workbench.tasks.ctr_stream.model import build_dense_optimizer, build_model, log_loss
 from workbench.tasks.ctr_stream.ps import Dist, ShardedTable, split_table_state
 from workbench.tasks.ctr_stream.table import SparseTable
+from workbench.tasks.optim import eager_step
 from workbench.tasks.profiling import NO_PROFILER, NoProfiler, StepProfiler
 
 StepHook = Callable[[int, float], None]  # (global step, loss) after each training step
@@ -137,7 +138,7 @@ class CtrTrainer:
         clip = self.cfg.clip_grad_norm
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip.max_norm, clip.norm_type)
-        self.optimizer.step()
+        eager_step(self.optimizer)
 
     def _dense_updates(self, batch_size: int) -> int:
         """Apply the dense gradients of this step: this rank's alone, or (several ranks) each rank's in rank order.

@@ -28,7 +28,7 @@ from workbench.config.io import config_to_dict
 from workbench.runner.checkpoints import atomic_torch_save
 from workbench.runner.context import RunContext
 from workbench.tasks.common import cpu_threads, resolve_device, seed_everything
-from workbench.tasks.optim import EarlyStopping, rng_state, set_rng_state
+from workbench.tasks.optim import EarlyStopping, eager_step, rng_state, set_rng_state
 from workbench.tasks.profiling import step_profiler
 from workbench.tasks.spleeter import MONITOR
 from workbench.tasks.spleeter.audio import magnitude
@@ -268,7 +268,10 @@ def run(cfg: SpleeterConfig, ctx: RunContext) -> None:
                     scaler.unscale_(opt)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm.max_norm,
                                                    cfg.clip_grad_norm.norm_type)
-                scaler.step(opt)
+                if scaler.is_enabled():
+                    scaler.step(opt)
+                else:
+                    eager_step(opt)  # what a disabled scaler's step calls, without importing torch._dynamo
                 scaler.update()
             profiler.step()
             loop.step += 1
