@@ -48,7 +48,9 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 # Runs in the page: every 100 ms, find the caption under the live view's chart titled PROBE_KEY (the live view is a
-# same-origin iframe) and record (time, M) whenever its "N of M points" total changes.
+# same-origin iframe) and record (time, M) whenever its "N of M points" total changes. The chart is scrolled into view
+# first, as a user watching it would: the live view redraws only the charts on screen (their captions and the drawing
+# change in the same call), so an off-screen caption would say nothing about drawing.
 PROBE_JS = """
 key => {
   window.__seen = [];
@@ -60,6 +62,7 @@ key => {
     for (const box of doc.querySelectorAll('.chart-box')) {
       const title = box.querySelector('.chart-title'), cap = box.querySelector('.caption');
       if (!title || !cap || title.textContent.trim() !== key) continue;
+      if (!box.dataset.probed) { box.scrollIntoView({ block: "center" }); box.dataset.probed = "1"; }
       const m = cap.textContent.match(/^[\\d,]+ of ([\\d,]+) points/);
       if (!m) continue;
       const total = parseInt(m[1].replace(/,/g, ''));
@@ -79,6 +82,7 @@ class Result:
     browser_cpu_s: float
     load: tuple[float, float]  # 1-min load average at start and end
     latencies: list[float] = field(default_factory=list)
+    threads: list[str] = field(default_factory=list)  # the thread cap's changes in the run's log: "12:00:01 -> 1"
 
 
 def free_port() -> int:
@@ -156,14 +160,23 @@ def one_run(tabs: int, url: str, server: psutil.Process, env: dict[str, str], pl
     run = api.get_run(run_id)
     result = Result(tabs, run_id, run.ended_at - run.started_at, server_cpu, browser_cpu, (load0, os.getloadavg()[0]))
     result.latencies = latencies(run_id, seen)
+    result.threads = thread_changes(run_id)
     return result
 
 
+def thread_changes(run_id: str) -> list[str]:
+    """When the worker's thread cap changed its torch threads (runner/context.py ThreadShare logs each change)."""
+    from workbench.settings import get_settings
+
+    log = (get_settings().runs_dir / run_id / "train.log").read_text(errors="replace")
+    return [f"{m[1]} -> {m[2]}" for m in re.finditer(r"(\d\d:\d\d:\d\d) INFO .*: (\d+) torch thread\(s\)$", log, re.M)]
+
+
 def report(results: list[Result], tab_counts: list[int]) -> None:
-    print("\nrun                   tabs  duration_s  server_cpu_s  browser_cpu_s  load(start,end)  latency med/max s (n)")
+    print("\nrun                   tabs  duration_s  server_cpu_s  browser_cpu_s  load(start,end)  latency med/max s (n)  thread cap")
     for r in results:
         lat = f"{statistics.median(r.latencies):.2f}/{max(r.latencies):.2f} ({len(r.latencies)})" if r.latencies else "-"
-        print(f"{r.run_id}  {r.tabs:4d}  {r.duration_s:10.2f}  {r.server_cpu_s:12.2f}  {r.browser_cpu_s:13.2f}  {r.load[0]:5.2f},{r.load[1]:5.2f}      {lat}")
+        print(f"{r.run_id}  {r.tabs:4d}  {r.duration_s:10.2f}  {r.server_cpu_s:12.2f}  {r.browser_cpu_s:13.2f}  {r.load[0]:5.2f},{r.load[1]:5.2f}      {lat:20s}  {', '.join(r.threads) or '-'}")
     rounds = max(1, len([r for r in results if r.tabs == 0]))
     base = [r for r in results if r.tabs == 0]
     summary = {}
@@ -193,6 +206,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=2, help="rounds; each round runs every condition once")
     ap.add_argument("--tabs", type=int, nargs="+", default=[1, 2], help="tab counts to compare with no browser")
     ap.add_argument("--set", action="append", default=[], dest="sets", help="extra config overrides (key=value)")
+    ap.add_argument("--threads", type=int, default=None, help="fix the worker's torch threads (WORKBENCH_CPU_THREADS; "
+                    "turns the thread cap off) instead of letting it follow the load")
     args = ap.parse_args()
     OVERRIDES.extend(args.sets)
 
@@ -200,9 +215,13 @@ def main() -> None:
 
     home = tempfile.mkdtemp(prefix="bench-dashboard-")
     env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_CPU_THREADS"}
+    if args.threads:
+        env["WORKBENCH_CPU_THREADS"] = str(args.threads)
     env.update(WORKBENCH_HOME=home, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
     os.environ.update(WORKBENCH_HOME=home)
     os.environ.pop("WORKBENCH_CPU_THREADS", None)
+    if args.threads:
+        print(f"the worker's torch threads fixed at {args.threads} (no thread cap)")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(Path(home) / "ui.log", "wb")
