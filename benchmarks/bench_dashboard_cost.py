@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/bench_dashboard_cost.py [--pairs 2] [--tabs 1 2] [--set epochs=12]
 
-One UI server (`workbench ui`) serves a fresh store the whole time. Conditions alternate within each round (no
-browser, 1 tab, 2 tabs, then the reverse order in the next round), so drifting machine load hits every condition
-alike. Every run is the quick recommendation preset (STAMP, fixed seed, 12 epochs, early stopping off) launched
+One UI server (`workbench ui`) serves a fresh store the whole time; `train/loss` is pinned (drawn first), as a user
+watching it would (`--pin`). Conditions alternate within each round (no browser, 1 tab, 2 tabs, then the reverse
+order in the next round), so drifting machine load hits every condition alike. Every run is the quick recommendation preset (STAMP, fixed seed, 12 epochs, early stopping off) launched
 through the CLI, with the worker's default torch threads (WORKBENCH_CPU_THREADS is removed from the environment).
 
 Measured, per run:
@@ -49,8 +49,8 @@ CHROMIUM_ARGS = [
 
 # Runs in the page: every 100 ms, find the caption under the live view's chart titled PROBE_KEY (the live view is a
 # same-origin iframe) and record (time, M) whenever its "N of M points" total changes. The chart is scrolled into view
-# first, as a user watching it would: the live view redraws only the charts on screen (their captions and the drawing
-# change in the same call), so an off-screen caption would say nothing about drawing.
+# first if it is not on screen, as a user watching it would: the live view redraws only the charts on screen (their
+# captions and the drawing change in the same call), so an off-screen caption would say nothing about drawing.
 PROBE_JS = """
 key => {
   window.__seen = [];
@@ -62,7 +62,7 @@ key => {
     for (const box of doc.querySelectorAll('.chart-box')) {
       const title = box.querySelector('.chart-title'), cap = box.querySelector('.caption');
       if (!title || !cap || title.textContent.trim() !== key) continue;
-      if (!box.dataset.probed) { box.scrollIntoView({ block: "center" }); box.dataset.probed = "1"; }
+      if (!box.dataset.probed) { box.scrollIntoView({ block: "nearest" }); box.dataset.probed = "1"; }
       const m = cap.textContent.match(/^[\\d,]+ of ([\\d,]+) points/);
       if (!m) continue;
       const total = parseInt(m[1].replace(/,/g, ''));
@@ -208,6 +208,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], dest="sets", help="extra config overrides (key=value)")
     ap.add_argument("--threads", type=int, default=None, help="fix the worker's torch threads (WORKBENCH_CPU_THREADS; "
                     "turns the thread cap off) instead of letting it follow the load")
+    ap.add_argument("--pin", action="append", default=None, help=f"pinned charts, drawn first on the Dashboard (default: "
+                    f"{PROBE_KEY}, the chart the latency is read from, as a user watching it would pin it; --pin none: none)")
     args = ap.parse_args()
     OVERRIDES.extend(args.sets)
 
@@ -222,6 +224,11 @@ def main() -> None:
     os.environ.pop("WORKBENCH_CPU_THREADS", None)
     if args.threads:
         print(f"the worker's torch threads fixed at {args.threads} (no thread cap)")
+    from workbench import api
+
+    pins = [k for k in (args.pin or [PROBE_KEY]) if k != "none"]
+    api.set_pinned_metrics("recommendation", pins)
+    print(f"pinned charts: {', '.join(pins) or 'none'}")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(Path(home) / "ui.log", "wb")
