@@ -14,6 +14,6 @@ if run is not None:
     run_actions(run)
     run_info(run)
     view = chart_controls(run)
-    live_panel(run.id, view, live=run.status not in api.ENDED)
+    live_panel(run, view, live=run.status not in api.ENDED)
     with st.expander("Config"):
         st.code(api.to_yaml(api.run_config(run.id)), language="yaml")

@@ -15,7 +15,7 @@ from starlette.routing import Router
 
 from tests.support.waiting import wait_status
 from workbench import api
-from workbench.ui.dashboard import matches
+from workbench.ui.dashboard import matches, plan_signature
 from workbench.ui.live_charts import ChartView, Shape, overlay_spec, series_spec
 from workbench.ui.live_data import routes
 
@@ -46,6 +46,26 @@ def test_wall_axis_is_local_clock_time_and_overlays_name_their_series():
     assert x["field"] == "wall" and x["type"] == "temporal" and x["axis"]["format"] == "%H:%M:%S"  # not "04:30" for 16:30
     over = overlay_spec(["valid/recall@20", "valid/mrr@20"], Shape.of(9, 0.1, 0.9), ChartView())
     assert over["encoding"]["color"]["scale"]["domain"] == ["valid/recall@20", "valid/mrr@20"]
+
+
+def test_the_page_is_redrawn_only_when_its_chart_plan_changes():
+    """The status fragment reruns the page when plan_signature changes: new keys, a one-value result getting a second
+    point, a series passing the few-points mark; not for points that change nothing but the data."""
+    import types
+
+    import pandas as pd
+
+    run = types.SimpleNamespace(id="r", config={})
+
+    def sig(*rows: tuple) -> tuple:
+        return plan_signature(run, pd.DataFrame(rows, columns=["key", "count", "min", "max"]))  # type: ignore[arg-type]
+
+    base = sig(("train/loss", 10, 0.5, 2.0), ("valid/auc", 1, 0.7, 0.7))
+    assert sig(("train/loss", 11, 0.4, 2.0), ("valid/auc", 1, 0.7, 0.7)) == base  # one more point: same plan
+    assert sig(("train/loss", 10, 0.5, 2.0), ("valid/auc", 2, 0.7, 0.71)) != base  # a result becomes a chart
+    assert sig(("train/loss", 61, 0.5, 2.0), ("valid/auc", 1, 0.7, 0.7)) != base  # no markers past 60 points
+    assert sig(("train/loss", 10, 0.5, 2.0), ("valid/auc", 1, 0.7, 0.7), ("valid/mrr", 1, 0.3, 0.3)) != base  # a new key
+    assert sig() != base
 
 
 def test_search_matches_every_word():

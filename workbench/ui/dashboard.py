@@ -1,9 +1,10 @@
 """The Dashboard: what a run is doing, drawn by a slow fragment (status) and the live view (charts, log, events).
 
-While the run is active, a fragment redraws the status line every few seconds and works out which charts to draw:
-the pinned ones, the task's overview, the first few of each group, or those matching the search. The live view
-(live_view.py) draws them and follows the run by itself with a small poll a second; docs/dashboard.md has what a
-second of watching cost before and after.
+The page works out which charts to draw (the pinned ones, the task's overview, the first few of each group, or those
+matching the search) and hands them to the live view (live_view.py), which follows the run by itself with a small
+poll a second. While the run is active, a fragment redraws the status line every few seconds and reruns the page
+only when the chart plan would change (a new metric key, a series passing the few-points mark, the run's end), so
+an unchanged plan is not rebuilt and re-sent every few seconds; docs/dashboard.md has what watching costs.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from workbench.ui.live_charts import ChartView, Shape, overlay_spec, series_spec
 from workbench.ui.live_view import live_view
 from workbench.ui.profile import profile_section
 
-STATUS_S = 5.0  # the status line and the chart plan; the points come through the live view's own poll (2 s cost the browser 3 CPU s a minute more)
-KEYS_SEEN = "dashboard_keys_seen"  # session state: (run id, the metric keys the chart controls were drawn with)
+STATUS_S = 5.0  # the status line; the points come through the live view's own poll (2 s cost the browser 3 CPU s a minute more)
+PLAN_SEEN = "dashboard_plan_seen"  # session state: (run id, plan_signature) the page was last drawn with
 FIRST_CHARTS = 6  # per group; the rest are drawn on request (the CTR dashboard had 48 charts on a 9,600 px page)
 
 
@@ -57,7 +58,6 @@ def chart_controls(run: api.RunRead) -> DashboardView:
     def save_pins() -> None:
         api.set_pinned_metrics(run.task, st.session_state[pin_key])
 
-    st.session_state[KEYS_SEEN] = (run.id, frozenset(keys))  # the panel reruns the page when new keys appear
     options = sorted(set(keys) | set(stored))
     pinned = c2.multiselect(
         f"Pinned charts (kept for every {run.task} run)", options, default=stored, key=pin_key, on_change=save_pins
@@ -69,18 +69,36 @@ def chart_controls(run: api.RunRead) -> DashboardView:
     return DashboardView(smoothing=smoothing, x=x_axis, log_y=log_y, search=search.strip(), pinned=tuple(pinned))
 
 
-def live_panel(run_id: str, view: DashboardView, live: bool) -> None:
+def live_panel(run: api.RunRead, view: DashboardView, live: bool) -> None:
+    summaries = api.metric_summaries([run.id])
+    st.session_state[PLAN_SEEN] = (run.id, plan_signature(run, summaries))
+    status_panel(run.id, live)
+    sections = chart_sections(run, summaries, view)
+    live_view(run, sections, view, live=live, key=f"live_{run.id}")
+    profile_section(run)
+
+
+def status_panel(run_id: str, live: bool) -> None:
     @st.fragment(run_every=STATUS_S if live else None)
     def panel() -> None:
         run = api.get_run(run_id)
         status_line(run)
-        sections = chart_sections(run, view)
-        live_view(run, sections, view, live=live, key=f"live_{run_id}")
-        profile_section(run)
-        if live and run.status in api.ENDED:
-            st.rerun()  # the run ended: redraw the page once without the refresh timer
+        if not live:
+            return
+        if run.status in api.ENDED or st.session_state.get(PLAN_SEEN) != (run.id, plan_signature(run, api.metric_summaries([run.id]))):
+            st.rerun(scope="app")  # the run ended (redraw without the timer), or the charts to draw changed
 
     panel()
+
+
+def plan_signature(run: api.RunRead, summaries: pd.DataFrame) -> tuple:
+    """What the chart plan depends on besides the user's controls: the keys, which are one-value results, each
+    series' Shape (its spec), and whether a profile summary is there to show."""
+    shapes = tuple(
+        (key, count == 1, Shape.of(int(count), float(lo), float(hi)))
+        for key, count, lo, hi in summaries[["key", "count", "min", "max"]].itertuples(index=False)
+    )
+    return shapes, bool(run.config.get("profiling")) and api.profile_summary(run.id) is not None
 
 
 def matches(key: str, search: str) -> bool:
@@ -88,12 +106,8 @@ def matches(key: str, search: str) -> bool:
     return all(word in key.lower() for word in search.lower().split())
 
 
-def chart_sections(run: api.RunRead, view: DashboardView) -> list[dict]:
+def chart_sections(run: api.RunRead, summaries: pd.DataFrame, view: DashboardView) -> list[dict]:
     """What the live view draws: the one-value results as a table, then sections of charts with their specs."""
-    summaries = api.metric_summaries([run.id])
-    seen = st.session_state.get(KEYS_SEEN)
-    if seen is not None and seen[0] == run.id and not set(summaries["key"]) <= seen[1]:
-        st.rerun(scope="app")  # new metric keys: the controls above (the pinned-charts list) offer them too
     if summaries.empty:
         st.info("No metrics yet: the first ones appear a few seconds after the run starts.")
         return []
