@@ -263,6 +263,11 @@ class ShardedTable:
         return self.dist.max_int(batches)
 
     # -- pull / push ------------------------------------------------------------------------------------------------
+    def pull_pass(self) -> np.ndarray | None:
+        """One process: the values of all the pass's keys [K, P] in one gather, for the infer phase (which changes
+        nothing, so each batch's pull is a row subset of it); None with several ranks, whose pulls are collectives."""
+        return None if self.dist.distributed else self.local.pull(self._pass_rows)
+
     def pull(self, idx: np.ndarray, stop: bool = False) -> np.ndarray | None:
         """Pulled values [len(idx), P] of the pass keys `idx`; None on every rank when any rank asked to stop."""
         if not self.dist.distributed:

@@ -64,7 +64,10 @@ def parse_slot_lines(data: bytes, keep_slots: np.ndarray | None = None, with_ins
     bounds = np.flatnonzero(solid[1:] != solid[:-1]) + 1
     del solid
     starts, ends = bounds[0::2], bounds[1::2]
-    tok_line = np.searchsorted(newlines, starts)
+    # line of each token: tokens are in file order, so count the tokens before each newline (L searches among the
+    # T tokens) and repeat the line numbers, rather than searching each token among the newlines (T log L)
+    before = np.searchsorted(starts, newlines)
+    tok_line = np.repeat(np.arange(num_lines), np.diff(before, prepend=0))
 
     # Everything before a line's first tab is its ins_id; those tokens are not features.
     tabs = np.flatnonzero(buf == 9)

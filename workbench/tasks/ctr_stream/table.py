@@ -6,7 +6,9 @@ embedx_w[embedx_dim], embedx_g2sum]`, the last two (the "mf" part) only once the
   float matrix for delta_score, show, click, embed_w and its optimizer state;
 - the mf part in a separate pool (embedx_w and its optimizer state), reached through `mf_index` (-1 = not
   extended), so features that never reach embedx_threshold cost no embedx memory;
-- keys -> rows through a vectorised hash index (index.py).
+- keys -> rows through a vectorised hash index (index.py), brought up to date lazily: a push appends the rows it
+  creates and the index takes them in one bulk insert at the next lookup (the next pass's), since a pass's own pulls
+  and pushes reach rows through the rows its start looked up (ps.ShardedTable) and never need the index.
 Memory per feature: 8 (key) + 2 (slot) + 2 (unseen_days) + 4 x 4 (delta_score, show, click, embed_w) + 4 x
 embed_state_dim + 4 (mf_index) + ~6.5 (index), plus 4 x (embedx_dim + embedx_state_dim) when extended, plus the
 growth slack of the columns (GROWTH = 1.25).
@@ -47,6 +49,7 @@ class SparseTable:
         self.rng = np.random.default_rng(seed)
         self.index = KeyIndex()
         self.n = 0  # live rows
+        self.indexed = 0  # rows 0..indexed-1 are in the index; the rest are inserted at the next lookup
         self.mf_n = 0  # live mf rows
         self.created_total = 0
         self.deleted_total = 0
@@ -109,7 +112,19 @@ class SparseTable:
     # -- pull / push ----------------------------------------------------------------------------------------------
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """Row of each key (int64), -1 for keys not in the table."""
+        self._sync_index()
         return self.index.lookup(np.asarray(keys, dtype=np.uint64), self.keys)
+
+    def _sync_index(self) -> None:
+        """Insert the rows created since the last lookup: one bulk insert instead of one per push (the probe rounds
+        of an insert cost the same few numpy calls for 20 keys as for 20,000)."""
+        if self.indexed < self.n:
+            self.index.insert(self.keys[self.indexed : self.n], np.arange(self.indexed, self.n), self.keys, self.n)
+            self.indexed = self.n
+
+    def _rebuild_index(self) -> None:
+        self.index.rebuild(self.keys, self.n)
+        self.indexed = self.n
 
     def pull(self, rows: np.ndarray) -> np.ndarray:
         """Pulled values [len(rows), pull_dim]: [embed_w, embedx] or, for CtrCommonAccessor, [show, click, embed_w, embedx].
@@ -217,7 +232,6 @@ class SparseTable:
         self.mf_index[rows] = -1
         self.n += k
         self.created_total += k
-        self.index.insert(keys, rows, self.keys, self.n)
         return rows
 
     def _extend(self, rows: np.ndarray) -> None:
@@ -261,7 +275,7 @@ class SparseTable:
         new_mf[has] = np.arange(mf_keep.size, dtype=np.int32)
         self.mf_index[:k] = new_mf
         self.n, self.mf_n = k, int(mf_keep.size)
-        self.index.rebuild(self.keys, self.n)
+        self._rebuild_index()
 
     # -- save modes -----------------------------------------------------------------------------------------------
     def save_mask(self, mode: int) -> np.ndarray:
@@ -315,11 +329,12 @@ class SparseTable:
         self.mf_index[:n] = -1
         self.mf_index[rows] = np.arange(rows.size)
         self.n, self.mf_n = n, int(rows.size)
-        self.index.rebuild(self.keys, self.n)
+        self._rebuild_index()
 
     # -- statistics -----------------------------------------------------------------------------------------------
     def memory_bytes(self) -> int:
         """Bytes held: every column at its capacity, the mf pool and the index."""
+        self._sync_index()  # the index's size as if every row were in it (it grows when they are)
         arrays = [getattr(self, c) for c in self._ROW_COLUMNS + self._MF_COLUMNS]
         return int(sum(a.nbytes for a in arrays) + self.index.nbytes)
 
@@ -365,7 +380,7 @@ class SparseTable:
         self.deleted_total = int(state["counters"]["deleted_total"])
         if state.get("rng") is not None:  # None: a shard of a state saved with another rank count keeps its own
             self.rng.bit_generator.state = _rng_state_from_text(state["rng"])
-        self.index.rebuild(self.keys, self.n)
+        self._rebuild_index()
 
 
 def _take(array: np.ndarray, rows: np.ndarray, capacity: int) -> np.ndarray:

@@ -88,24 +88,40 @@ class CtrTrainer:
               dump: Dumper | None = None) -> bool:
         """Forward-only over the pass; False if stopped early (on every rank at the same step)."""
         self.model.eval()
-        for i in range(steps):
-            batch = data.batches[i] if i < len(data.batches) else None
-            pulled = self.ps.pull(batch.uniq if batch is not None else NO_FEATURES, should_stop())
-            if pulled is None:
-                return False
-            if batch is None:
-                continue
-            _, prob, kept = self.forward_pulled(batch, pulled, keep=dump is not None, grad=False)
-            p = prob.cpu().numpy()
-            metrics.add(p, batch.labels)
-            if dump is not None:
-                dump.write(batch, p, kept, data.ins_ids)
-        return True
+        seen = _Seen()
+        whole = self.ps.pull_pass()
+        try:
+            for i in range(steps):
+                batch = data.batches[i] if i < len(data.batches) else None
+                if whole is not None and batch is not None:  # one process: the batch's rows of the pass's pull
+                    pulled = None if should_stop() else np.take(whole, batch.uniq, axis=0)
+                else:
+                    pulled = self.ps.pull(batch.uniq if batch is not None else NO_FEATURES, should_stop())
+                if pulled is None:
+                    return False
+                if batch is None:
+                    continue
+                _, prob, kept = self.forward_pulled(batch, pulled, keep=dump is not None, grad=False)
+                p = prob.cpu().numpy()
+                seen.append(p, batch.labels)
+                if dump is not None:
+                    dump.write(batch, p, kept, data.ins_ids)
+            return True
+        finally:
+            seen.add_to(metrics)
 
     def train(self, data: PassData, steps: int, metrics: CtrMetrics, start_batch: int,
               should_stop: Callable[[], bool], on_step: StepHook, dump: Dumper | None = None) -> int:
         """Train from step `start_batch`; returns the next step (`steps` when done)."""
         self.model.train()
+        seen = _Seen()
+        try:
+            return self._train_steps(data, steps, start_batch, should_stop, on_step, dump, seen)
+        finally:
+            seen.add_to(metrics)  # a stop inside the pass keeps the steps trained so far in its partial state
+
+    def _train_steps(self, data: PassData, steps: int, start_batch: int, should_stop: Callable[[], bool],
+                     on_step: StepHook, dump: Dumper | None, seen: _Seen) -> int:
         for i in range(start_batch, steps):
             batch = data.batches[i] if i < len(data.batches) else None
             pulled = self.ps.pull(batch.uniq if batch is not None else NO_FEATURES, should_stop())
@@ -128,7 +144,7 @@ class CtrTrainer:
             self.ps.push(batch.slot, batch.show, batch.click, grad)
             self.profiler.step()  # ends the open phase
             p = prob.detach().cpu().numpy()
-            metrics.add(p, batch.labels)
+            seen.append(p, batch.labels)
             if dump is not None:
                 dump.write(batch, p, {k: v.detach() for k, v in kept.items()}, data.ins_ids)
             on_step(self.step, float(loss.detach()))
@@ -200,6 +216,25 @@ class CtrTrainer:
         if with_optimizer:
             dense["optimizer"] = self.optimizer.state_dict()
         return dense
+
+
+class _Seen:
+    """A phase's predictions and labels, added to its CtrMetrics once at the end of the phase: one pass of numpy
+    over the pass instead of ~15 small calls per batch (0.1 ms a batch at batch 64, ~5% of a step). The bucket
+    counts are the same; the float64 sums differ from per-batch ones only in the order of the additions."""
+
+    def __init__(self) -> None:
+        self.probs: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+
+    def append(self, prob: np.ndarray, labels: np.ndarray) -> None:
+        self.probs.append(prob)
+        self.labels.append(labels)
+
+    def add_to(self, metrics: CtrMetrics) -> None:
+        if self.probs:
+            metrics.add(np.concatenate(self.probs), np.concatenate(self.labels))
+            self.probs, self.labels = [], []
 
 
 class Dumper:
