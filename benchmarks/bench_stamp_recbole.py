@@ -19,7 +19,9 @@ What it does, per set:
 
 RecBole's result for a (file contents, protocol) pair is kept in .bench/stamp_recbole/recbole-results/ and reused
 (it is deterministic with reproducibility on; `--fresh` reruns it); the table marks reused rows. `--variant` trains
-our side once per named model variant (see VARIANTS) to measure one difference to RecBole at a time.
+our side once per named model variant (see VARIANTS) to measure one difference to RecBole at a time. With
+`--seeds N` / `--recbole-seeds M` (seeds 2020, 2021, ...) it prints every seed's test metrics on both sides and the
+difference of the means with its standard error. `check_stamp_recbole.py` compares the two pipelines step by step.
 
 Targets (issue 14): our CPU time per epoch <= 0.25x RecBole's; our test Recall@20 and MRR@20 >= RecBole's - 0.005.
 CPU time (process time of the training epochs, all threads) rather than wall time, since the machine is shared.
