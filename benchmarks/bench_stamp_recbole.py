@@ -19,7 +19,9 @@ What it does, per set:
 
 RecBole's result for a (file contents, protocol) pair is kept in .bench/stamp_recbole/recbole-results/ and reused
 (it is deterministic with reproducibility on; `--fresh` reruns it); the table marks reused rows. `--variant` trains
-our side once per named model variant (see VARIANTS) to measure one difference to RecBole at a time.
+our side once per named model variant (see VARIANTS) to measure one difference to RecBole at a time. With
+`--seeds N` / `--recbole-seeds M` (seeds 2020, 2021, ...) it prints every seed's test metrics on both sides and the
+difference of the means with its standard error. `check_stamp_recbole.py` compares the two pipelines step by step.
 
 Targets (issue 14): our CPU time per epoch <= 0.25x RecBole's; our test Recall@20 and MRR@20 >= RecBole's - 0.005.
 CPU time (process time of the training epochs, all threads) rather than wall time, since the machine is shared.
@@ -317,6 +319,15 @@ def combine(runs: list[dict]) -> dict:
     return out
 
 
+def diff_se(ours: dict, theirs: dict, key: str) -> float:
+    """Standard error of the difference of the two means (Welch: each side's variance over its own seeds);
+    nan unless both sides ran at least 2 seeds."""
+    a, b = ours[key + " runs"], theirs[key + " runs"]
+    if min(len(a), len(b)) < 2:
+        return float("nan")
+    return (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -333,6 +344,10 @@ def report(name: str, ours: dict[str, dict], theirs: dict, p: dict) -> None:
     for key in ("recall@20", "mrr@20"):
         print(f"{'test ' + key:30}" + "".join(f"{r[key]:14.4f}" for r in ours.values()) + f"{theirs[key]:12.4f}")
         print(f"{'  sd over seeds':30}" + "".join(f"{r[key + ' sd']:14.4f}" for r in ours.values()) + f"{theirs[key + ' sd']:12.4f}")
+    for variant, result in ours.items():
+        for key in ("recall@20", "mrr@20"):
+            print(f"per seed {key:9}  [{variant}] " + " ".join(f"{v:.4f}" for v in result[key + " runs"])
+                  + "   RecBole " + " ".join(f"{v:.4f}" for v in theirs[key + " runs"]))  # fmt: skip
     print(f"{'seeds':30}" + "".join(f"{r['seeds']:14d}" for r in ours.values()) + f"{theirs['seeds']:12d}")
     if reused:
         print(f"* RecBole{reused}")
@@ -341,7 +356,9 @@ def report(name: str, ours: dict[str, dict], theirs: dict, p: dict) -> None:
         verdicts = [f"CPU/epoch {cpu_ratio:.3f}x ({'PASS' if cpu_ratio <= 0.25 else 'FAIL'} <= 0.25)"]
         for key in ("recall@20", "mrr@20"):
             delta = result[key] - theirs[key]
-            verdicts.append(f"{key} {delta:+.4f} ({'PASS' if delta >= -0.005 else 'FAIL'} >= -0.005)")
+            se = diff_se(result, theirs, key)
+            noise = f", SE {se:.4f}, {delta / se:+.1f} SE" if se > 0 else ""
+            verdicts.append(f"{key} {delta:+.4f}{noise} ({'PASS' if delta >= -0.005 else 'FAIL'} >= -0.005)")
         print(f"[{variant}] " + "; ".join(verdicts))
 
 
@@ -353,12 +370,14 @@ def summary(rows: list[tuple[str, str, str, dict, dict]]) -> None:
         a, b = med(ours["epoch_cpu_s"]), med(theirs["epoch_cpu_s"])
         cells = [f"{a:.2f} / {b:.2f} ({a / b:.2f}x)"]
         for key in ("recall@20", "mrr@20"):
-            cells.append(f"{ours[key]:.4f} / {theirs[key]:.4f} ({ours[key] - theirs[key]:+.4f})")
+            se = diff_se(ours, theirs, key)
+            se_note = f" ± {se:.4f}" if se > 0 else ""
+            cells.append(f"{ours[key]:.4f} / {theirs[key]:.4f} ({ours[key] - theirs[key]:+.4f}{se_note})")
         seeds_note = f" ({ours['seeds']} vs {theirs['seeds']} seeds)" if max(ours["seeds"], theirs["seeds"]) > 1 else ""
         print(f"| {name} | {stats} | {variant}{seeds_note} | " + " | ".join(cells) + " |")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STAMP: workbench vs RecBole 1.2.1")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
@@ -389,7 +408,16 @@ def main() -> None:
     parser.add_argument("--inter", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--protocol", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def base_spec(args: argparse.Namespace) -> dict:
+    """The generator knobs given as flags (or their defaults: issue 14's shape), as SyntheticSessions fields."""
+    return {field: getattr(args, flag) for flag, field in KNOBS.items()}
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     sys.path.insert(0, str(ROOT))  # children run this file from benchmarks/; the workbench package is at ROOT
 
     if args.side:  # child process: train one side and write its numbers
@@ -400,7 +428,7 @@ def main() -> None:
 
     WORK.mkdir(parents=True, exist_ok=True)
     p = protocol(args)
-    base = {field: getattr(args, flag) for flag, field in KNOBS.items()}
+    base = base_spec(args)
     sets = [(path.stem, path.resolve()) for path in args.data]
     sets += [generated_set(*parse_set(text, base)) for text in args.set]
     if not sets:
