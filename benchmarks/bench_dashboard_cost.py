@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_dashboard_cost.py [--pairs 2] [--tabs 1 2] [--set epochs=12]
 
 One UI server (`workbench ui`) serves a fresh store the whole time; `train/loss` is pinned (drawn first), as a user
-watching it would (`--pin`). Conditions alternate within each round (no browser, 1 tab, 2 tabs, then the reverse
+watching it would (`--pin`). Each tab has shown the workbench's Runs page before the run (the browser's caches hold
+the app, as a user's do; `--cold` for a browser that never saw it) and loads the run's Dashboard when it starts. Conditions alternate within each round (no browser, 1 tab, 2 tabs, then the reverse
 order in the next round), so drifting machine load hits every condition alike. Every run is the quick recommendation preset (STAMP, fixed seed, 12 epochs, early stopping off) launched
 through the CLI, with the worker's default torch threads (WORKBENCH_CPU_THREADS is removed from the environment).
 
@@ -135,7 +136,7 @@ def latencies(run_id: str, seen: list[list[float]]) -> list[float]:
     return out
 
 
-def one_run(tabs: int, url: str, server: psutil.Process, env: dict[str, str], playwright) -> Result:  # type: ignore[no-untyped-def]
+def one_run(tabs: int, url: str, server: psutil.Process, env: dict[str, str], playwright, cold: bool) -> Result:  # type: ignore[no-untyped-def]
     from workbench import api
 
     browser = pages = None
@@ -144,7 +145,12 @@ def one_run(tabs: int, url: str, server: psutil.Process, env: dict[str, str], pl
         pages = [browser.new_page(viewport={"width": 1400, "height": 1000}) for _ in range(tabs)]
         for page in pages:
             page.set_default_timeout(180_000)  # a loaded 2-core machine can take a while to serve a page
-            page.goto(f"{url}/_stcore/health")  # renderer up before the run, so its start-up is not counted
+            # The renderer is up before the run, so its start-up is not counted. Warm (the default): the tab has
+            # shown the workbench before, as a user's has, so the app's scripts come from the browser's caches;
+            # the Dashboard is still loaded afresh when the run starts. Cold: a browser that never saw the app.
+            page.goto(f"{url}/_stcore/health" if cold else f"{url}/runs")
+            if not cold:
+                page.get_by_role("heading", name="Runs").wait_for()
     load0 = os.getloadavg()[0]
     server0, browser0 = cpu_s([server]), cpu_s(chromium_procs())
     run_id = launch(env)
@@ -208,6 +214,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], dest="sets", help="extra config overrides (key=value)")
     ap.add_argument("--threads", type=int, default=None, help="fix the worker's torch threads (WORKBENCH_CPU_THREADS; "
                     "turns the thread cap off) instead of letting it follow the load")
+    ap.add_argument("--cold", action="store_true", help="open the Dashboard in a browser that never loaded the app "
+                    "(empty caches) instead of one that has shown the Runs page")
     ap.add_argument("--pin", action="append", default=None, help=f"pinned charts, drawn first on the Dashboard (default: "
                     f"{PROBE_KEY}, the chart the latency is read from, as a user watching it would pin it; --pin none: none)")
     args = ap.parse_args()
@@ -247,7 +255,7 @@ def main() -> None:
         with sync_playwright() as pw:
             for i in range(args.pairs):
                 for tabs in conditions if i % 2 == 0 else reversed(conditions):
-                    r = one_run(tabs, url, server, env, pw)
+                    r = one_run(tabs, url, server, env, pw, args.cold)
                     print(f"round {i + 1}: {tabs} tab(s): {r.duration_s:.2f} s, server {r.server_cpu_s:.1f} CPU s, browser {r.browser_cpu_s:.1f} CPU s, load {r.load}", flush=True)
                     results.append(r)
         report(results, args.tabs)
