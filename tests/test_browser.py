@@ -112,6 +112,9 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
         # dashboard: status, then a chart whose point count grows while the run trains
         expect(page.get_by_role("heading", name="Dashboard")).to_be_visible(timeout=30_000)
         expect(_live(page).locator(".chart-box canvas").first).to_be_visible(timeout=90_000)
+        loss = _live(page).locator(".chart-box").filter(has=_live(page).get_by_text("train/loss", exact=True))
+        loss.scroll_into_view_if_needed()  # charts are built and drawn when on screen
+        expect(loss.locator(".caption")).to_have_text(re.compile(r"^[\d,]+ of [\d,]+ points"), timeout=30_000)
         first = _points_caption(page)
         deadline = time.time() + 120
         while _points_caption(page) == first and time.time() < deadline:
@@ -190,21 +193,23 @@ def test_compare_two_runs_and_download_a_bundle(server, tmp_path):
     assert any(n.endswith(".pt") for n in names)
 
 
-# Per chart of the live view: [title, on screen, last step it holds, last step Vega has drawn].
-_DRAWN_JS = """() => [...charts.values()].filter((c) => c.view).map((c) => [c.def.id, c.visible,
-  Math.max(...[...c.series.values()].map((s) => s.lastStep)), Math.max(...c.view.data("points").map((r) => r.step))])"""
+# Per chart of the live view, in page order: [title, on screen, built, last step it holds, last step Vega has drawn].
+_DRAWN_JS = """() => [...charts.values()].map((c) => [c.def.id, c.visible, c.view !== null,
+  Math.max(...[...c.series.values()].map((s) => s.lastStep)),
+  c.view ? Math.max(...c.view.data("points").map((r) => r.step)) : -Infinity])"""
 
 
 def _off_screen_charts_catch_up(page) -> None:  # type: ignore[no-untyped-def]
-    """Charts on screen are drawn up to their last point; one off screen is drawn up to it once scrolled into view."""
+    """Charts on screen are built and drawn up to their last point; the last chart, built and drawn once scrolled into
+    view (charts off screen are neither built nor redrawn)."""
     frame = next(f for f in page.frames if "workbench_live" in f.url or "/live/" in f.url)
     charts = frame.evaluate(_DRAWN_JS)
     shown = [c for c in charts if c[1]]
     assert shown, charts
 
-    def behind() -> list:  # on-screen charts not drawn up to their last point (a poll's redraw may be under way)
+    def behind() -> list:  # on-screen charts not built, or not drawn up to their last point (a poll may be under way)
         for _ in range(20):
-            late = [c for c in frame.evaluate(_DRAWN_JS) if c[1] and c[3] < c[2]]
+            late = [c for c in frame.evaluate(_DRAWN_JS) if c[1] and (not c[2] or c[4] < c[3])]
             if not late:
                 return []
             page.wait_for_timeout(250)
@@ -213,8 +218,9 @@ def _off_screen_charts_catch_up(page) -> None:  # type: ignore[no-untyped-def]
     assert not behind()
     title = charts[-1][0]
     frame.locator(".chart-box").filter(has_text=title).first.scroll_into_view_if_needed()
-    assert not behind(), f"{title} was not drawn up to its last point once on screen"
-    assert next(c for c in frame.evaluate(_DRAWN_JS) if c[0] == title)[1], f"{title} is not on screen"
+    assert not behind(), f"{title} was not built and drawn up to its last point once on screen"
+    row = next(c for c in frame.evaluate(_DRAWN_JS) if c[0] == title)
+    assert row[1] and row[2], f"{title} is not on screen and built: {row}"
     page.mouse.wheel(0, -100_000)  # back to the top
 
 

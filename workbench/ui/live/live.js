@@ -18,19 +18,50 @@ let generation = 0; // a render or a run change makes older polls' answers stale
 let inflight = false;
 let again = false;
 
-// Charts off screen are not redrawn: each redraw is a Vega run that repaints a canvas, and with a chart per key
-// (13 for a quick STAMP run) the redraws of charts nobody was looking at were most of the browser's cost of
-// watching. Their points and captions are kept current; the chart is drawn when it scrolls into view.
+// Charts off screen are neither built nor redrawn: each redraw is a Vega run that repaints a canvas, and with a
+// chart per key (13 for a quick STAMP run) the redraws of charts nobody was looking at were most of the browser's
+// cost of watching; building them (compile, parse, first draw) was part of every page load. A chart is built when
+// it first comes into view; once built, its points and caption are kept current and it is redrawn when on screen.
+const toBuild = new Set();
+let buildTimer = null;
 const onScreen = new IntersectionObserver(
   (entries) => {
     for (const entry of entries) {
       const chart = entry.target.chart;
       chart.visible = entry.isIntersecting;
-      if (chart.visible && chart.stale) chart.redraw();
+      if (!chart.visible) continue;
+      if (chart.view === null && !chart.building) {
+        toBuild.add(chart);
+        if (buildTimer === null) buildTimer = setTimeout(() => buildVisible().catch(showError), 0);
+      } else if (chart.stale) chart.redraw();
     }
   },
   { rootMargin: "200px" },
 );
+
+function current(chart) {
+  return charts.get(chart.def.id) === chart && chart.view === null;
+}
+
+// Build the charts that came into view, with one request for their points.
+async function buildVisible() {
+  buildTimer = null;
+  const list = [...toBuild].filter(current);
+  toBuild.clear();
+  if (!list.length) return;
+  for (const c of list) c.building = true;
+  try {
+    const keys = [...new Set(list.flatMap((c) => c.def.keys))];
+    const data = (await getJson("series.json", seriesParams(keys))).series;
+    const fresh = list.filter(current); // a newer render may have replaced some while they loaded
+    await Promise.all(fresh.map((c) => c.load(data)));
+    refreshDomain(fresh);
+  } finally {
+    for (const c of list) c.building = false;
+  }
+  setHeight();
+  kick();
+}
 
 function post(type, data) {
   window.parent.postMessage(Object.assign({ isStreamlitMessage: true, type }, data), "*");
@@ -69,7 +100,8 @@ class Chart {
     this.signature = signature;
     this.view = null;
     this.pending = [];
-    this.visible = true; // until the observer says otherwise
+    this.visible = false; // until the observer says otherwise
+    this.building = false;
     this.stale = false; // points or the x range changed while off screen
     this.el = element("div", "chart-box");
     this.el.chart = this;
@@ -159,11 +191,10 @@ function applyTheme(theme) {
   vegaConfig = { background: null, font: theme.font, axis, legend: { labelColor: text }, view: { stroke: null } };
 }
 
-async function render() {
-  const gen = ++generation;
+function render() {
+  ++generation;
   const container = document.getElementById("charts");
   const next = new Map();
-  const fresh = [];
   const nodes = [];
   for (const section of args.sections) {
     nodes.push(element("h3", null, section.title));
@@ -172,8 +203,7 @@ async function render() {
     for (const def of section.charts) {
       const signature = JSON.stringify([def.keys, def.spec, def.caption, args.smoothing, args.x]);
       let chart = charts.get(def.id);
-      if (!chart || chart.signature !== signature) chart = new Chart(def, signature);
-      if (chart.view === null) fresh.push(chart); // new, or an earlier render was replaced before loading it
+      if (!chart || chart.signature !== signature) chart = new Chart(def, signature); // built once in view
       next.set(def.id, chart);
       grid.append(chart.el);
     }
@@ -182,13 +212,7 @@ async function render() {
   for (const [id, chart] of charts) if (next.get(id) !== chart) chart.destroy();
   charts = next;
   container.replaceChildren(...nodes);
-  if (fresh.length) {
-    const keys = [...new Set(fresh.flatMap((c) => c.def.keys))];
-    const data = (await getJson("series.json", seriesParams(keys))).series;
-    if (gen !== generation) return; // a newer render replaced these charts while they loaded
-    await Promise.all(fresh.map((c) => c.load(data)));
-  }
-  refreshDomain(fresh);
+  refreshDomain([]);
   setHeight();
   kick();
 }
@@ -322,7 +346,7 @@ window.addEventListener("message", (event) => {
   }
   argsJson = json;
   args = message.args;
-  render().catch(showError);
+  render();
 });
 new ResizeObserver(setHeight).observe(document.body);
 post("streamlit:componentReady", { apiVersion: 1 });
