@@ -51,10 +51,7 @@ async function buildVisible() {
   if (!list.length) return;
   for (const c of list) c.building = true;
   try {
-    const keys = [...new Set(list.flatMap((c) => c.def.keys))];
-    const data = (await getJson("series.json", seriesParams(keys))).series;
-    const fresh = list.filter(current); // a newer render may have replaced some while they loaded
-    await Promise.all(fresh.map((c) => c.load(data)));
+    const fresh = await reload(list, current); // a newer render may have replaced some while they loaded
     refreshDomain(fresh);
   } finally {
     for (const c of list) c.building = false;
@@ -130,14 +127,14 @@ class Chart {
     this.pending = [];
     this.stale = false;
     this.update();
-    await this.view.runAsync(); // drawn once even off screen: the page keeps its height
+    await this.view.runAsync();
   }
 
   // New points or a new x range: the caption now; Vega (which keeps one pending change per data set, so points
   // wait here in `pending`) when the chart is on screen.
   redraw() {
-    if (this.def.caption) this.caption.textContent = this.captionText();
     if (!this.visible) {
+      if (this.def.caption) this.caption.textContent = this.captionText();
       this.stale = true;
       return;
     }
@@ -240,10 +237,13 @@ function refreshDomain(dirty) {
   for (const c of moved ? ready : dirty) c.redraw();
 }
 
-async function reload(list) {
+// Load the charts' points with one request; `keep` says which charts still want them once it answers.
+async function reload(list, keep = () => true) {
   const keys = [...new Set(list.flatMap((c) => c.def.keys))];
   const data = (await getJson("series.json", seriesParams(keys))).series;
-  await Promise.all(list.map((c) => c.load(data)));
+  const loading = list.filter(keep);
+  await Promise.all(loading.map((c) => c.load(data)));
+  return loading;
 }
 
 function schedule(ms) {
