@@ -101,6 +101,11 @@ def test_dashboard_shows_status_charts_log_and_events(home):
     charts = {c["title"]: c for section in args["sections"] for c in section["charts"]}
     assert {"train/loss", "train/lr", "valid/loss"} <= set(charts)
     assert charts["train/loss"]["spec"]["data"] == {"name": "points"}
+    assert not at.code  # the config is highlighted only when its expander is opened (it cost the browser ~0.7 CPU s)
+    at.session_state[f"config_{run.id}"] = True  # what opening it does
+    at.run()
+    assert not at.exception, at.exception
+    assert "task: linreg" in at.code[0].value
 
 
 def test_checkpoints_page_offers_a_download(home):
