@@ -85,25 +85,54 @@ def test_the_watcher_interrupts_the_main_thread_to_apply_a_change(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_core_reserve_leaves_a_core_to_busy_neighbours_with_hysteresis(monkeypatch):
+def test_core_reserve_leaves_a_core_at_once_in_a_burst_and_takes_it_back_after_a_quiet_while(monkeypatch):
     clock = {"t": 0.0, "machine": 0.0, "own": 0.0}
     monkeypatch.setattr(cpu_load, "_machine_busy_s", lambda: clock["machine"])
     monkeypatch.setattr(cpu_load, "_own_busy_s", lambda: clock["own"])
     monkeypatch.setattr(cpu_load.time, "monotonic", lambda: clock["t"])
-    reserve = cpu_load.CoreReserve(cores=2)
+    reserve = cpu_load.CoreReserve(cores=2)  # enter 0.5 core over the last 0.5 s, release under 0.3 over 2 s
 
-    def cap_after(seconds: float, own_cores: float, others_cores: float) -> int | None:
-        clock["t"] += seconds
-        clock["own"] += own_cores * seconds
-        clock["machine"] += (own_cores + others_cores) * seconds
-        return reserve.threads_cap()
+    def caps(seconds: float, own_cores: float, others_cores: float, tick: float = 0.25) -> list[int | None]:
+        out = []
+        for _ in range(round(seconds / tick)):
+            clock["t"] += tick
+            clock["own"] += own_cores * tick
+            clock["machine"] += (own_cores + others_cores) * tick
+            out.append(reserve.threads_cap())
+        return out
 
-    assert cap_after(0, 0, 0) is None  # the first look has nothing to compare with
-    assert cap_after(2, 2.0, 0.05) == 2  # the worker alone uses both cores
-    assert cap_after(2, 1.6, 0.4) == 1  # a live dashboard appears: leave it a core
-    assert cap_after(2, 1.0, 0.15) == 1  # a quiet second: not enough to take the core back (no flapping)
-    assert cap_after(2, 1.0, 0.02) == 2  # the dashboard was closed
-    assert cap_after(2, 0.5, 1.5) == 1  # never fewer than one thread, even on a machine others saturate
+    assert reserve.threads_cap() is None  # the first look has nothing to compare with
+    assert caps(2, 2.0, 0.05) == [2] * 8  # the worker alone uses both cores
+    assert caps(4, 1.8, 0.2) == [2] * 16  # a live dashboard between updates: 2 threads do as well as 1 beside it
+    assert caps(0.5, 1.0, 1.0) == [1, 1]  # a page load: a core is left at the first look
+    assert caps(1, 1.0, 0.1) == [1] * 4  # a quiet second is not enough to take it back (no flapping)
+    assert caps(1, 1.0, 0.1)[-1] == 2  # quiet over the last 2 s: taken back
+    assert caps(1, 1.8, 0.4) == [2] * 4  # steady at 0.4: not a burst
+    assert caps(1, 1.0, 0.7)[-1] == 1  # steady at 0.7 is
+    assert caps(2, 1.5, 0.4)[-1] == 1  # ... and 0.4 is not quiet enough to take the core back
+    assert caps(2, 0.5, 1.5)[-1] == 1  # never fewer than one thread, even on a machine others saturate
+
+
+def test_core_reserve_on_four_cores_leaves_what_the_neighbours_use(monkeypatch):
+    clock = {"t": 0.0, "machine": 0.0, "own": 0.0}
+    monkeypatch.setattr(cpu_load, "_machine_busy_s", lambda: clock["machine"])
+    monkeypatch.setattr(cpu_load, "_own_busy_s", lambda: clock["own"])
+    monkeypatch.setattr(cpu_load.time, "monotonic", lambda: clock["t"])
+    reserve = cpu_load.CoreReserve(cores=4)
+    reserve.threads_cap()
+
+    def cap_after(seconds: float, others_cores: float) -> int | None:
+        for _ in range(round(seconds / 0.25)):
+            clock["t"] += 0.25
+            clock["own"] += 0.25
+            clock["machine"] += (1 + others_cores) * 0.25
+            cap = reserve.threads_cap()
+        return cap
+
+    assert cap_after(1, 0.1) == 4
+    assert cap_after(1, 1.8) == 2  # two cores' worth of neighbours
+    assert cap_after(3, 1.1) == 3  # one of them went away
+    assert cap_after(3, 0.0) == 4
 
 
 def test_thread_share_caps_the_threads_at_what_the_neighbours_leave(monkeypatch):

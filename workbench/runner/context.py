@@ -162,8 +162,9 @@ class ThreadShare:
     the handler there between two ops), and ctx.log / ctx.progress apply it too. Off when WORKBENCH_CPU_THREADS
     fixes the count.
 
-    The watcher also caps the threads at the cores that other busy processes leave free (runner/cpu_load.py): a
-    live Dashboard's UI server and browser took one of 2 cores, and 2 threads then made a quick STAMP run ~4x slower.
+    The watcher also caps the threads at the cores that other busy processes leave free (runner/cpu_load.py),
+    looking every `tick` seconds: a page load of a live Dashboard keeps one of 2 cores busy for a second or two, and
+    2 threads beside it stall (a quick STAMP run beside a process spinning on a core: 276-314 s against 7.5 s).
     """
 
     def __init__(
@@ -172,9 +173,11 @@ class ThreadShare:
         interval: float = 2.0,
         logger: logging.Logger | None = None,
         reserve: CoreReserve | None = None,
+        tick: float = 0.25,
     ):
         self._sharing = processes_sharing
-        self._interval = interval
+        self._interval = interval  # how often the processes sharing the cores are counted (a database read)
+        self._tick = min(tick, interval)  # how often the neighbours' CPU use is looked at (/proc/stat)
         self._logger = logger
         self._seen: int | None = None  # the count the watcher saw last
         self._applied: int | None = None  # the count the training thread applied last
@@ -199,15 +202,22 @@ class ThreadShare:
 
     def _watch(self) -> None:
         self._reserve.threads_cap()  # a first sample, so that the first look already knows the neighbours' load
-        while not self._stop.wait(self._interval):
-            if self.poll() and self._interrupt:
+        count_at = time.monotonic() + self._interval
+        while not self._stop.wait(self._tick):
+            count = time.monotonic() >= count_at
+            if count:
+                count_at += self._interval
+            if self.poll(count) and self._interrupt:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # type: ignore[arg-type]
 
-    def poll(self) -> bool:
-        """Count the processes sharing the cores (a database read). True if the count changed."""
+    def poll(self, count: bool = True) -> bool:
+        """Look at the neighbours' CPU use and, if `count`, count the processes sharing the cores (a database
+        read). True if the cap or the count changed."""
         if os.environ.get("WORKBENCH_CPU_THREADS"):
             return False
         cap, self._cap = self._cap, self._reserve.threads_cap()
+        if not count:
+            return cap != self._cap
         try:
             sharing = max(1, self._sharing())
         except Exception:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -31,34 +32,54 @@ def _own_busy_s() -> float:
 
 
 class CoreReserve:
-    """Cores to leave to other processes, from what they used between two calls of `threads_cap`.
+    """Cores to leave to other processes, from what they used lately; `threads_cap` is called every few hundred ms.
 
-    A core is left as soon as the others use more than `threshold` of one (a live Dashboard: ~0.2-0.4 core), and
-    given back only when they use less than half that (hysteresis, so the thread count does not flap).
+    Two windows, because the two ways of being wrong cost very differently (quick STAMP, 12 epochs, 2 cores;
+    docs/dashboard.md): 2 threads beside a process that keeps a core busy took 276-314 s against 7.5 s with 1
+    thread, while beside one that is busy a fifth of the time (a live Dashboard between page loads: ~0.1-0.2 core)
+    2 threads did as well as 1, and without neighbours 2 threads are ~1.3x faster.
+    - A core is left as soon as the others used more than `enter` of one over the last `fast` seconds: a page load
+      or a Streamlit rerun is a burst of a whole core for a second or two, and every moment of it at 2 threads is lost.
+    - It is taken back only when they used less than `release` over the last `slow` seconds.
     """
 
-    def __init__(self, cores: int, threshold: float = 0.2):
+    def __init__(self, cores: int, enter: float = 0.5, release: float = 0.3, fast: float = 0.5, slow: float = 2.0):
         self.cores = cores
-        self.threshold = threshold
+        self.enter, self.release = enter, release
+        self.fast, self.slow = fast, slow
         self.leave = 0
-        self._last: tuple[float, float, float] | None = None
+        self._samples: deque[tuple[float, float, float]] = deque()  # (monotonic time, machine busy s, own busy s)
 
-    def others_cores(self) -> float | None:
+    def _sample(self) -> bool:
         busy = _machine_busy_s()
         if busy is None:
+            return False
+        now = time.monotonic()
+        self._samples.append((now, busy, _own_busy_s()))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.slow:
+            self._samples.popleft()  # keep one sample at least `slow` old
+        return True
+
+    def others_cores(self, window: float) -> float | None:
+        """Cores the other processes kept busy over (about) the last `window` seconds, from the samples taken."""
+        if len(self._samples) < 2:
             return None
-        now, own = time.monotonic(), _own_busy_s()
-        last, self._last = self._last, (now, busy, own)
-        if last is None or now - last[0] <= 0:
+        now, busy, own = self._samples[-1]
+        start = next((s for s in reversed(self._samples) if now - s[0] >= window), self._samples[0])
+        if now - start[0] <= 0:
             return None
-        return max(0.0, (busy - last[1]) - (own - last[2])) / (now - last[0])
+        return max(0.0, (busy - start[1]) - (own - start[2])) / (now - start[0])
 
     def threads_cap(self) -> int | None:
         """At most this many threads for this process now (None: not known yet, or not measurable here)."""
-        others = self.others_cores()
-        if others is None or self.cores < 2:
+        if not self._sample() or self.cores < 2:
             return None
-        want = min(self.cores - 1, max(0, math.ceil(others - self.threshold)))
-        if want > self.leave or others < self.leave - 1 + self.threshold / 2:
-            self.leave = want
+        fast, slow = self.others_cores(self.fast), self.others_cores(self.slow)
+        if fast is None or slow is None:
+            return None
+        burst = min(self.cores - 1, max(0, math.ceil(fast - self.enter)))
+        if burst > self.leave:
+            self.leave = burst
+        elif slow < self.leave - 1 + self.release:
+            self.leave = min(self.cores - 1, max(0, math.ceil(slow - self.enter)))
         return self.cores - self.leave
