@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -17,6 +19,7 @@ from tests.support.waiting import wait_status
 from workbench import api
 from workbench.ui.dashboard import matches, plan_signature
 from workbench.ui.live_charts import ChartView, Shape, overlay_spec, series_spec
+from workbench.ui import live_data
 from workbench.ui.live_data import routes
 
 
@@ -85,8 +88,8 @@ def test_pinned_charts_are_kept_per_task(home):
 
 
 class _Answer:
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status_code, self.text = status, body.decode()
+    def __init__(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.status_code, self.text, self.headers = status, body.decode(), headers or {}
 
     def json(self):  # type: ignore[no-untyped-def]
         return json.loads(self.text)
@@ -97,15 +100,22 @@ def _get(path: str, params: list[tuple[str, str]] | None = None) -> _Answer:
     scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "root_path": "", "headers": [],
              "query_string": urlencode(params or []).encode()}  # fmt: skip
     sent: list[dict] = []
+    received: list[bool] = []
 
     async def receive() -> dict:
-        return {"type": "http.request", "body": b""}
+        if not received:
+            received.append(True)
+            return {"type": "http.request", "body": b""}
+        while not (sent and sent[-1]["type"] == "http.response.body" and not sent[-1].get("more_body")):
+            await asyncio.sleep(0.001)  # a streamed answer (a file) listens for the client leaving meanwhile
+        return {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
         sent.append(message)
 
     asyncio.run(Router(routes=routes())(scope, receive, send))
-    return _Answer(sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]))
+    headers = {k.decode(): v.decode() for k, v in sent[0].get("headers", [])}
+    return _Answer(sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]), headers)
 
 
 @pytest.fixture()
@@ -139,3 +149,15 @@ def test_poll_route_says_what_is_wrong(finished_run):
     bad = _get(f"/live/runs/{finished_run.id}/poll.json", [("key", "train/loss"), ("after", "x")])
     assert bad.status_code == 400 and "integers" in bad.text
     assert _get("/live/runs/no-such-run/series.json", [("key", "a")]).status_code == 404
+
+
+def test_the_live_view_loads_vega_from_a_route_the_browser_caches():
+    html = (Path(live_data.__file__).parent / "live" / "index.html").read_text()
+    scripts = re.findall(r'<script src="(/live/static/[^"]+)"', html)
+    assert len(scripts) == 2  # vega and vega-lite
+    for path in scripts:
+        answer = _get(path)
+        assert answer.status_code == 200 and "immutable" in answer.headers["cache-control"]
+        assert answer.text.startswith("!function") and len(answer.text) > 100_000
+    assert _get("/live/static/..%2Fdashboard.py").status_code == 404
+    assert _get("/live/static/index.html").status_code == 404

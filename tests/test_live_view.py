@@ -32,7 +32,7 @@ def page():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
         page = browser.new_page()
         page.set_content('<div id="c" style="width: 480px"></div>')
-        for name in ("vendor/vega.min.js", "vendor/vega-lite.min.js", "logic.js"):
+        for name in ("vendor/vega-5.33.1.min.js", "vendor/vega-lite-5.23.0.min.js", "logic.js"):
             page.add_script_tag(path=str(LIVE / name))
         yield page
         browser.close()

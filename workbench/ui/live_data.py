@@ -3,6 +3,8 @@
     GET /live/runs/{run_id}/series.json?key=K&key=...          each key's series (bucketed past 2,000 points)
     GET /live/runs/{run_id}/poll.json?key=K&after=STEP&...     what arrived since: points after each key's step,
         &log=BYTES&events=LAST_ID                              the log tail if the log grew, new events, status
+    GET /live/static/{name}                                    the vendored vega and vega-lite (versioned names),
+                                                               cached by the browser for a year
 
 The live view asks poll.json about once a second while the run is active. An answer is a handful of index seeks
 and a stat of the log file: no DataFrame, no chart spec, no Streamlit rerun. What this replaced and what it saves is
@@ -13,16 +15,19 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from workbench import api
 
 PREFIX = "/live/runs"
+STATIC = "/live/static"
+VENDOR = Path(__file__).parent / "live" / "vendor"  # file names carry the version, so a year's caching is safe
 MAX_POINTS = 2000  # per series on first load: the browser redraws this many smoothly every second
 POLL_LIMIT = 5000  # new points per key per poll; past it the view loads the key's series again (bucketed)
 LOG_BYTES = 6000
@@ -87,10 +92,20 @@ def _poll(request: Request) -> Response:
     return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
 
+def _static(request: Request) -> Response:
+    """vega and vega-lite for the live view. Streamlit's component route sends them with `Cache-Control: public`
+    and no lifetime or validator, so every Dashboard load downloaded (767 kB) and compiled them again."""
+    name = request.path_params["name"]
+    if not name.endswith(".min.js") or name not in {p.name for p in VENDOR.iterdir()}:
+        return PlainTextResponse(f"Not found: {name}\n", status_code=404)
+    return FileResponse(VENDOR / name, media_type="text/javascript", headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
 def routes() -> list[Route]:
     return [
         Route(PREFIX + "/{run_id}/series.json", _series, methods=["GET"]),
         Route(PREFIX + "/{run_id}/poll.json", _poll, methods=["GET"]),
+        Route(STATIC + "/{name}", _static, methods=["GET"]),
     ]
 
 

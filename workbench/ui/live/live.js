@@ -64,8 +64,12 @@ function post(type, data) {
   window.parent.postMessage(Object.assign({ isStreamlitMessage: true, type }, data), "*");
 }
 
+let frameHeight = -1;
 function setHeight() {
-  post("streamlit:setFrameHeight", { height: Math.ceil(document.body.getBoundingClientRect().height) + 8 });
+  const height = Math.ceil(document.body.getBoundingClientRect().height) + 8;
+  if (height === frameHeight) return; // each message has Streamlit lay out its page again
+  frameHeight = height;
+  post("streamlit:setFrameHeight", { height });
 }
 
 function showError(error) {
