@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_dashboard_cost.py [--pairs 2] [--tabs 1 2] [--set epochs=12]
 
 One UI server (`workbench ui`) serves a fresh store the whole time; `train/loss` is pinned (drawn first), as a user
-watching it would (`--pin`). Each tab has shown the workbench's Runs page before the run (the browser's caches hold
-the app, as a user's do; `--cold` for a browser that never saw it) and loads the run's Dashboard when it starts. Conditions alternate within each round (no browser, 1 tab, 2 tabs, then the reverse
+watching it would (`--pin`). Each tab has shown the Dashboard of the run before (the browser's caches hold the app's
+scripts and the live view's vega, as those of a user who has watched a run do; `--cold` for a browser that never saw
+the app) and loads the new run's Dashboard afresh when it starts. Conditions alternate within each round (no browser, 1 tab, 2 tabs, then the reverse
 order in the next round), so drifting machine load hits every condition alike. Every run is the quick recommendation preset (STAMP, fixed seed, 12 epochs, early stopping off) launched
 through the CLI, with the worker's default torch threads (WORKBENCH_CPU_THREADS is removed from the environment).
 
@@ -146,11 +147,13 @@ def one_run(tabs: int, url: str, server: psutil.Process, env: dict[str, str], pl
         for page in pages:
             page.set_default_timeout(180_000)  # a loaded 2-core machine can take a while to serve a page
             # The renderer is up before the run, so its start-up is not counted. Warm (the default): the tab has
-            # shown the workbench before, as a user's has, so the app's scripts come from the browser's caches;
-            # the Dashboard is still loaded afresh when the run starts. Cold: a browser that never saw the app.
-            page.goto(f"{url}/_stcore/health" if cold else f"{url}/runs")
+            # shown a Dashboard before (the newest run's; every round starts with or after a run), as a user's has,
+            # so the scripts come from the browser's caches; the new run's Dashboard is still loaded afresh when it
+            # starts. Cold: a browser that never saw the app.
+            page.goto(f"{url}/_stcore/health" if cold else f"{url}/dashboard")
             if not cold:
-                page.get_by_role("heading", name="Runs").wait_for()
+                page.get_by_role("heading", name="Dashboard").wait_for()
+                page.locator('iframe[title*="workbench_live"]').wait_for()
     load0 = os.getloadavg()[0]
     server0, browser0 = cpu_s([server]), cpu_s(chromium_procs())
     run_id = launch(env)

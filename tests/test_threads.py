@@ -90,7 +90,7 @@ def test_core_reserve_leaves_a_core_at_once_in_a_burst_and_takes_it_back_after_a
     monkeypatch.setattr(cpu_load, "_machine_busy_s", lambda: clock["machine"])
     monkeypatch.setattr(cpu_load, "_own_busy_s", lambda: clock["own"])
     monkeypatch.setattr(cpu_load.time, "monotonic", lambda: clock["t"])
-    reserve = cpu_load.CoreReserve(cores=2)  # enter 0.5 core over the last 0.5 s, release under 0.3 over 2 s
+    reserve = cpu_load.CoreReserve(cores=2)  # enter over 0.6 core in the last 1 s, release under 0.3 over 2 s
 
     def caps(seconds: float, own_cores: float, others_cores: float, tick: float = 0.25) -> list[int | None]:
         out = []
@@ -104,11 +104,13 @@ def test_core_reserve_leaves_a_core_at_once_in_a_burst_and_takes_it_back_after_a
     assert reserve.threads_cap() is None  # the first look has nothing to compare with
     assert caps(2, 2.0, 0.05) == [2] * 8  # the worker alone uses both cores
     assert caps(4, 1.8, 0.2) == [2] * 16  # a live dashboard between updates: 2 threads do as well as 1 beside it
-    assert caps(0.5, 1.0, 1.0) == [1, 1]  # a page load: a core is left at the first look
+    assert caps(0.5, 1.4, 0.6) + caps(4.5, 1.8, 0.2) == [2] * 20  # the status redraw: half a second at 0.6 core
+    assert caps(0.25, 1.0, 1.0) == [2]  # a page load: not yet at the first look...
+    assert caps(0.5, 1.0, 1.0)[-1] == 1  # ... but a core is left within the second
     assert caps(1, 1.0, 0.1) == [1] * 4  # a quiet second is not enough to take it back (no flapping)
     assert caps(1, 1.0, 0.1)[-1] == 2  # quiet over the last 2 s: taken back
-    assert caps(1, 1.8, 0.4) == [2] * 4  # steady at 0.4: not a burst
-    assert caps(1, 1.0, 0.7)[-1] == 1  # steady at 0.7 is
+    assert caps(1, 1.8, 0.5) == [2] * 4  # steady at 0.5: not a burst
+    assert caps(1, 1.0, 0.8)[-1] == 1  # steady at 0.8 is
     assert caps(2, 1.5, 0.4)[-1] == 1  # ... and 0.4 is not quiet enough to take the core back
     assert caps(2, 0.5, 1.5)[-1] == 1  # never fewer than one thread, even on a machine others saturate
 
