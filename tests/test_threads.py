@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+import pytest
 import torch
 
 from workbench.runner import cpu_load
@@ -85,21 +86,31 @@ def test_the_watcher_interrupts_the_main_thread_to_apply_a_change(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_core_reserve_leaves_a_core_at_once_in_a_burst_and_takes_it_back_after_a_quiet_while(monkeypatch):
+@pytest.fixture()
+def cpu_clock(monkeypatch):
+    """A fake /proc/stat and clock: run(reserve, seconds, own, others) looks every 0.25 s and returns the caps seen."""
     clock = {"t": 0.0, "machine": 0.0, "own": 0.0}
     monkeypatch.setattr(cpu_load, "_machine_busy_s", lambda: clock["machine"])
     monkeypatch.setattr(cpu_load, "_own_busy_s", lambda: clock["own"])
     monkeypatch.setattr(cpu_load.time, "monotonic", lambda: clock["t"])
-    reserve = cpu_load.CoreReserve(cores=2)  # enter over 0.6 core in the last 1 s, release under 0.3 over 2 s
 
-    def caps(seconds: float, own_cores: float, others_cores: float, tick: float = 0.25) -> list[int | None]:
+    def run(reserve: cpu_load.CoreReserve, seconds: float, own_cores: float, others_cores: float) -> list[int | None]:
         out = []
-        for _ in range(round(seconds / tick)):
-            clock["t"] += tick
-            clock["own"] += own_cores * tick
-            clock["machine"] += (own_cores + others_cores) * tick
+        for _ in range(round(seconds / 0.25)):
+            clock["t"] += 0.25
+            clock["own"] += own_cores * 0.25
+            clock["machine"] += (own_cores + others_cores) * 0.25
             out.append(reserve.threads_cap())
         return out
+
+    return run
+
+
+def test_core_reserve_leaves_a_core_at_once_in_a_burst_and_takes_it_back_after_a_quiet_while(cpu_clock):
+    reserve = cpu_load.CoreReserve(cores=2)  # enter over 0.6 core in the last 1 s, release under 0.3 over 2 s
+
+    def caps(seconds: float, own_cores: float, others_cores: float) -> list[int | None]:
+        return cpu_clock(reserve, seconds, own_cores, others_cores)
 
     assert reserve.threads_cap() is None  # the first look has nothing to compare with
     assert caps(2, 2.0, 0.05) == [2] * 8  # the worker alone uses both cores
@@ -115,21 +126,12 @@ def test_core_reserve_leaves_a_core_at_once_in_a_burst_and_takes_it_back_after_a
     assert caps(2, 0.5, 1.5)[-1] == 1  # never fewer than one thread, even on a machine others saturate
 
 
-def test_core_reserve_on_four_cores_leaves_what_the_neighbours_use(monkeypatch):
-    clock = {"t": 0.0, "machine": 0.0, "own": 0.0}
-    monkeypatch.setattr(cpu_load, "_machine_busy_s", lambda: clock["machine"])
-    monkeypatch.setattr(cpu_load, "_own_busy_s", lambda: clock["own"])
-    monkeypatch.setattr(cpu_load.time, "monotonic", lambda: clock["t"])
+def test_core_reserve_on_four_cores_leaves_what_the_neighbours_use(cpu_clock):
     reserve = cpu_load.CoreReserve(cores=4)
     reserve.threads_cap()
 
     def cap_after(seconds: float, others_cores: float) -> int | None:
-        for _ in range(round(seconds / 0.25)):
-            clock["t"] += 0.25
-            clock["own"] += 0.25
-            clock["machine"] += (1 + others_cores) * 0.25
-            cap = reserve.threads_cap()
-        return cap
+        return cpu_clock(reserve, seconds, 1.0, others_cores)[-1]
 
     assert cap_after(1, 0.1) == 4
     assert cap_after(1, 1.8) == 2  # two cores' worth of neighbours

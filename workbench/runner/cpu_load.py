@@ -74,7 +74,7 @@ class CoreReserve:
 
     def threads_cap(self) -> int | None:
         """At most this many threads for this process now (None: not known yet, or not measurable here)."""
-        if not self._sample() or self.cores < 2:
+        if self.cores < 2 or not self._sample():
             return None
         fast, slow = self.others_cores(self.fast), self.others_cores(self.slow)
         if fast is None or slow is None:
@@ -83,5 +83,5 @@ class CoreReserve:
         if burst > self.leave:
             self.leave = burst
         elif slow < self.leave - 1 + self.release:
-            self.leave = min(self.cores - 1, max(0, math.ceil(slow - self.enter)))
+            self.leave = max(0, math.ceil(slow - self.enter))  # below `leave`: release < enter
         return self.cores - self.leave

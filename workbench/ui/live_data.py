@@ -27,7 +27,8 @@ from workbench import api
 
 PREFIX = "/live/runs"
 STATIC = "/live/static"
-VENDOR = Path(__file__).parent / "live" / "vendor"  # file names carry the version, so a year's caching is safe
+VENDOR = Path(__file__).parent / "live" / "vendor"
+VENDORED = {p.name for p in VENDOR.glob("*.min.js")}  # the names carry the version, so a year's caching is safe
 MAX_POINTS = 2000  # per series on first load: the browser redraws this many smoothly every second
 POLL_LIMIT = 5000  # new points per key per poll; past it the view loads the key's series again (bucketed)
 LOG_BYTES = 6000
@@ -96,7 +97,7 @@ def _static(request: Request) -> Response:
     """vega and vega-lite for the live view. Streamlit's component route sends them with `Cache-Control: public`
     and no lifetime or validator, so every Dashboard load downloaded (767 kB) and compiled them again."""
     name = request.path_params["name"]
-    if not name.endswith(".min.js") or name not in {p.name for p in VENDOR.iterdir()}:
+    if name not in VENDORED:
         return PlainTextResponse(f"Not found: {name}\n", status_code=404)
     return FileResponse(VENDOR / name, media_type="text/javascript", headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
