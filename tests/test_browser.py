@@ -251,6 +251,8 @@ def test_dashboard_deep_link_follows_a_live_run(server, tmp_path):
             page.wait_for_timeout(300)
         assert loss_caption.inner_text() != first, "the chart did not follow the run"
         assert api.get_run(run.id).status == "running", "the update must be seen while the run trains"
+        expect(live.locator(".metric-value").first).to_have_text("running")  # the status line follows the poll
+        expect(live.locator(".progress-text")).to_contain_text("steps")
         _off_screen_charts_catch_up(page)
 
         page.get_by_label("Search metrics").fill("loss")

@@ -17,7 +17,8 @@ from starlette.routing import Router
 
 from tests.support.waiting import wait_status
 from workbench import api
-from workbench.ui.dashboard import matches, plan_signature
+from workbench.ui.dashboard import matches
+from workbench.ui.live_data import plan_signature
 from workbench.ui.live_charts import ChartView, Shape, overlay_spec, series_spec
 from workbench.ui import live_data
 from workbench.ui.live_data import routes
@@ -52,7 +53,7 @@ def test_wall_axis_is_local_clock_time_and_overlays_name_their_series():
 
 
 def test_the_page_is_redrawn_only_when_its_chart_plan_changes():
-    """The status fragment reruns the page when plan_signature changes: new keys, a one-value result getting a second
+    """The live view reruns the page when plan_signature changes: new keys, a one-value result getting a second
     point, a series passing the few-points mark; not for points that change nothing but the data."""
     import types
 
@@ -141,6 +142,14 @@ def test_series_and_poll_routes_answer_what_the_view_lacks(finished_run):
     seen = [("key", "train/loss"), ("after", str(steps[-1])), ("log", str(first["log"]["size"])), ("events", str(first["events"]["last"]))]
     again = _get(f"{base}/poll.json", seen).json()
     assert again["points"] == {} and "log" not in again and "events" not in again  # nothing new: a small answer
+
+    # the status line the view draws, and the token of the chart plan the page would draw now (a differing one
+    # from the page's makes the view ask for a rerun)
+    labels = [label for label, _ in again["run"]["metrics"]]
+    assert labels == ["Status", "Duration", "Best valid/loss", "ETA"] and again["run"]["metrics"][0][1] == "completed"
+    assert again["run"]["progress"]["fraction"] == 1.0 and again["run"]["started_ms"] > 1e12
+    run = api.get_run(finished_run.id)
+    assert again["plan"] == live_data.plan_token(run, api.metric_summaries([run.id]))
 
 
 def test_poll_route_says_what_is_wrong(finished_run):

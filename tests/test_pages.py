@@ -88,6 +88,8 @@ def test_runs_page_lists_and_filters(home):
 
 
 def test_dashboard_shows_status_charts_log_and_events(home):
+    from workbench.ui.live_data import plan_token
+
     run = _finished_run()
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state["selected_run"] = run.id
@@ -98,6 +100,8 @@ def test_dashboard_shows_status_charts_log_and_events(home):
     (live,) = at.get("component_instance")  # the live view: charts, log tail and events (its routes: test_dashboard_charts)
     args = json.loads(live.proto.json_args)
     assert args["run"] == run.id and args["live"] is False  # an ended run: drawn once, no polling
+    assert args["status"] is None  # Streamlit's metrics above draw an ended run's status line
+    assert args["plan"] == plan_token(run, api.metric_summaries([run.id]))  # the token the poll compares with
     charts = {c["title"]: c for section in args["sections"] for c in section["charts"]}
     assert {"train/loss", "train/lr", "valid/loss"} <= set(charts)
     assert charts["train/loss"]["spec"]["data"] == {"name": "points"}
@@ -106,6 +110,27 @@ def test_dashboard_shows_status_charts_log_and_events(home):
     at.run()
     assert not at.exception, at.exception
     assert "task: linreg" in at.code[0].value
+
+
+def test_an_active_runs_status_line_is_the_live_views(home):
+    """While a run is active the live view draws its status line from its poll (no Streamlit fragment redrawing the
+    page), and holds the token of the chart plan the page drew, to ask for a rerun when it changes."""
+    cfg = api.validate_dict({"task": "linreg", "epochs": 3, "steps_per_epoch": 200, "step_sleep_s": 0.05, "train_batch_size": 8})
+    run = wait_status(api.launch_run(cfg, name="live-page").id, ("running",))
+    try:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.session_state["selected_run"] = run.id
+        at.run()
+        at.switch_page("pages/dashboard.py").run()
+        assert not at.exception, at.exception
+        assert not at.metric  # no Streamlit status line while the run is active
+        (live,) = at.get("component_instance")
+        args = json.loads(live.proto.json_args)
+        assert args["live"] is True and args["status"]["metrics"][0] == ["Status", "running"]
+        assert len(args["plan"]) == 16 and isinstance(args["results"], list)
+    finally:
+        api.cancel_run(run.id)
+        wait_status(run.id, ("cancelled", "completed"))
 
 
 def test_checkpoints_page_offers_a_download(home):

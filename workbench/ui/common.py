@@ -7,6 +7,7 @@ import time
 import streamlit as st
 
 from workbench import api
+from workbench.ui.status import status_fields
 
 # Material Symbols ship with Streamlit's frontend (no network, no emoji font needed on the viewing machine)
 STATUS_ICON = {
@@ -19,15 +20,6 @@ STATUS_ICON = {
     "lost": ":material/help:",
 }
 SELECTED_RUN = "selected_run"  # session-state key: the run the dashboard/checkpoints pages show
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def fmt_time(ts: float | None) -> str:
@@ -138,22 +130,15 @@ def _find_run(run_id: str) -> api.RunRead | None:
 
 
 def status_line(run: api.RunRead) -> None:
-    p = api.progress(run)
+    """An ended run's status line (an active run's is drawn by the Dashboard's live view, from its poll)."""
+    fields = status_fields(run)
     cols = st.columns(4)
-    cols[0].metric(f"Status {STATUS_ICON.get(run.status, '')}", run.status)
-    cols[1].metric("Duration", fmt_duration(run.duration_s))
-    best = "-" if run.best_value is None else f"{run.best_value:.4f}"
-    cols[2].metric(f"Best {run.monitor_key or ''}", best)
-    cols[3].metric("ETA", fmt_duration(p.eta_s) if p.eta_s is not None else "-")
-    if p.fraction is not None:
-        text = f"{p.done:g} / {p.total:g} {p.unit}"
-        if p.rate:
-            text += f" · {p.rate:.2f} {p.unit}/s"
-        if run.phase:
-            text += f" · {run.phase}"
-        st.progress(p.fraction, text=text)
-    elif run.phase:
-        st.caption(run.phase)
+    for i, (col, (label, value)) in enumerate(zip(cols, fields["metrics"], strict=True)):
+        col.metric(f"{label} {STATUS_ICON.get(run.status, '')}" if i == 0 else label, value)
+    if fields["progress"]:
+        st.progress(fields["progress"]["fraction"], text=fields["progress"]["text"])
+    elif fields["phase"]:
+        st.caption(fields["phase"])
     if run.error:
         st.error(f"{run.error}")
         if run.traceback:

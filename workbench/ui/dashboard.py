@@ -1,10 +1,11 @@
-"""The Dashboard: what a run is doing, drawn by a slow fragment (status) and the live view (charts, log, events).
+"""The Dashboard: what a run is doing, drawn by the live view (status line, results, charts, log, events).
 
 The page works out which charts to draw (the pinned ones, the task's overview, the first few of each group, or those
 matching the search) and hands them to the live view (live_view.py), which follows the run by itself with a small
-poll a second. While the run is active, a fragment redraws the status line every few seconds and reruns the page
-only when the chart plan would change (a new metric key, a series passing the few-points mark, the run's end), so
-an unchanged plan is not rebuilt and re-sent every few seconds; docs/dashboard.md has what watching costs.
+poll a second: new points, the status line, and a token of the chart plan. The view asks the page to rerun only when
+that token differs from the one it was drawn with (a new metric key, a series passing the few-points mark) or the
+run ended, so a watched run has no Streamlit fragment redrawing the page every few seconds; docs/dashboard.md has
+what watching costs.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from workbench.ui.charts import group_keys
 from workbench.ui.common import cancel_with_confirmation, fmt_time, status_line
 from workbench.ui.downloads import export_button
 from workbench.ui.live_charts import ChartView, Shape, overlay_spec, series_spec
+from workbench.ui.live_data import plan_token
 from workbench.ui.live_view import live_view
 from workbench.ui.profile import profile_section
+from workbench.ui.status import status_fields
 
-STATUS_S = 5.0  # the status line; the points come through the live view's own poll (2 s cost the browser 3 CPU s a minute more)
-PLAN_SEEN = "dashboard_plan_seen"  # session state: (run id, plan_signature) the page was last drawn with
 FIRST_CHARTS = 6  # per group; the rest are drawn on request (the CTR dashboard had 48 charts on a 9,600 px page)
 
 
@@ -70,35 +71,48 @@ def chart_controls(run: api.RunRead) -> DashboardView:
 
 
 def live_panel(run: api.RunRead, view: DashboardView, live: bool) -> None:
+    """The status line (Streamlit's for an ended run, the live view's while it is active), the "Show all" toggles
+    of long groups, then the live view with the plan it draws."""
     summaries = api.metric_summaries([run.id])
-    st.session_state[PLAN_SEEN] = (run.id, plan_signature(run, summaries))
-    status_panel(run.id, live)
-    sections = chart_sections(run, summaries, view)
-    live_view(run, sections, view, live=live, key=f"live_{run.id}")
+    if not live:
+        status_line(run)
+    shown = summaries[summaries["key"].map(lambda k: matches(k, view.search)).astype(bool)].set_index("key", drop=False)
+    plotted = shown[shown["count"] > 1]
+    pinned = [k for k in view.pinned if k in plotted.index]
+    groups = group_keys([k for k in plotted.index if k not in pinned])
+    sections = chart_sections(run, plotted, pinned, groups, show_all_toggles(groups, view), view)
+    live_view(
+        run, sections, view, live=live, key=f"live_{run.id}",
+        results=results_rows(shown[shown["count"] == 1]),
+        message=empty_message(summaries, shown, view),
+        status=status_fields(run) if live else None,
+        plan=plan_token(run, summaries),
+    )  # fmt: skip
     profile_section(run)
 
 
-def status_panel(run_id: str, live: bool) -> None:
-    @st.fragment(run_every=STATUS_S if live else None)
-    def panel() -> None:
-        run = api.get_run(run_id)
-        status_line(run)
-        if not live:
-            return
-        if run.status in api.ENDED or st.session_state.get(PLAN_SEEN) != (run.id, plan_signature(run, api.metric_summaries([run.id]))):
-            st.rerun(scope="app")  # the run ended (redraw without the timer), or the charts to draw changed
-
-    panel()
+def empty_message(summaries: pd.DataFrame, shown: pd.DataFrame, view: DashboardView) -> str | None:
+    if summaries.empty:
+        return "No metrics yet: the first ones appear a few seconds after the run starts."
+    if shown.empty:
+        return f"No metric of this run matches “{view.search}”."
+    return None
 
 
-def plan_signature(run: api.RunRead, summaries: pd.DataFrame) -> tuple:
-    """What the chart plan depends on besides the user's controls: the keys, which are one-value results, each
-    series' Shape (its spec), and whether a profile summary is there to show."""
-    shapes = tuple(
-        (key, count == 1, Shape.of(int(count), float(lo), float(hi)))
-        for key, count, lo, hi in summaries[["key", "count", "min", "max"]].itertuples(index=False)
-    )
-    return shapes, bool(run.config.get("profiling")) and api.profile_summary(run.id) is not None
+def results_rows(results: pd.DataFrame) -> list[list]:
+    """Metrics with a single value so far (test metrics, evaluations): a table in the live view, not one-point charts."""
+    return [[key, f"{value:.6g}", int(step)] for key, value, step in results[["key", "last", "last_step"]].itertuples(index=False)]
+
+
+def show_all_toggles(groups: dict[str, list[str]], view: DashboardView) -> set[str]:
+    """A toggle per group with more than FIRST_CHARTS charts (not while searching); the groups drawn in full."""
+    more = {phase: group for phase, group in groups.items() if len(group) > FIRST_CHARTS and not view.search}
+    if not more:
+        return set(groups)
+    cols = st.columns(min(4, len(more)))
+    return {phase for phase in groups if phase not in more} | {
+        phase for i, (phase, g) in enumerate(more.items()) if cols[i % len(cols)].toggle(f"Show all {len(g)} {phase} charts", key=f"all_{phase}")
+    }
 
 
 def matches(key: str, search: str) -> bool:
@@ -106,22 +120,10 @@ def matches(key: str, search: str) -> bool:
     return all(word in key.lower() for word in search.lower().split())
 
 
-def chart_sections(run: api.RunRead, summaries: pd.DataFrame, view: DashboardView) -> list[dict]:
-    """What the live view draws: the one-value results as a table, then sections of charts with their specs."""
-    if summaries.empty:
-        st.info("No metrics yet: the first ones appear a few seconds after the run starts.")
-        return []
-    summaries = summaries[[matches(k, view.search) for k in summaries["key"]]].set_index("key", drop=False)
-    if summaries.empty:
-        st.info(f"No metric of this run matches “{view.search}”.")
-        return []
-    results = summaries[summaries["count"] == 1]
-    plotted = summaries[summaries["count"] > 1]
-    if not results.empty:
-        st.markdown("**results**")
-        st.caption("Metrics with a single value so far (test metrics, evaluations): a table, not one-point charts.")
-        table = results[["key", "last", "last_step"]].rename(columns={"last": "value", "last_step": "step"})
-        st.table(table.set_index("key"))
+def chart_sections(
+    run: api.RunRead, plotted: pd.DataFrame, pinned: list[str], groups: dict[str, list[str]], shown_all: set[str], view: DashboardView
+) -> list[dict]:
+    """What the live view draws: sections of charts (pinned, the task's overview, each group) with their specs."""
 
     def chart(key: str) -> dict:
         row = plotted.loc[key]
@@ -129,20 +131,13 @@ def chart_sections(run: api.RunRead, summaries: pd.DataFrame, view: DashboardVie
         return {"id": key, "title": key, "keys": [key], "spec": series_spec(shape, view), "caption": True}
 
     sections = []
-    pinned = [k for k in view.pinned if k in plotted.index]
     if pinned:
         sections.append({"title": "pinned", "charts": [chart(k) for k in pinned]})
     if not view.search:
         sections += overview(run, plotted, view)
-    rest = [k for k in plotted.index if k not in pinned]
-    groups = group_keys(rest)
-    more = {phase: group for phase, group in groups.items() if len(group) > FIRST_CHARTS and not view.search}
-    if more:
-        cols = st.columns(min(4, len(more)))
-        shown_all = {phase: cols[i % len(cols)].toggle(f"Show all {len(g)} {phase} charts", key=f"all_{phase}") for i, (phase, g) in enumerate(more.items())}
     for phase, group in groups.items():
         note = None
-        if phase in more and not shown_all[phase]:
+        if phase not in shown_all:
             note = f"{len(group) - FIRST_CHARTS} more not drawn (“Show all {len(group)} {phase} charts” above): " + ", ".join(group[FIRST_CHARTS:])
             group = group[:FIRST_CHARTS]
         sections.append({"title": phase, "note": note, "charts": [chart(k) for k in group]})

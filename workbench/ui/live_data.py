@@ -2,17 +2,20 @@
 
     GET /live/runs/{run_id}/series.json?key=K&key=...          each key's series (bucketed past 2,000 points)
     GET /live/runs/{run_id}/poll.json?key=K&after=STEP&...     what arrived since: points after each key's step,
-        &log=BYTES&events=LAST_ID                              the log tail if the log grew, new events, status
+        &log=BYTES&events=LAST_ID                              the log tail if the log grew, new events, the
+                                                               status line and the chart plan's token
     GET /live/static/{name}                                    the vendored vega and vega-lite (versioned names),
                                                                cached by the browser for a year
 
-The live view asks poll.json about once a second while the run is active. An answer is a handful of index seeks
-and a stat of the log file: no DataFrame, no chart spec, no Streamlit rerun. What this replaced and what it saves is
-in docs/dashboard.md.
+The live view asks poll.json about once a second while the run is active. An answer is a handful of index seeks,
+the run's row and summaries, and a stat of the log file: no chart spec, no Streamlit rerun. The view asks the page
+to rerun only when the plan token differs from the one it was drawn with (a new key, a series passing the
+few-points mark) or the run ended. What this replaced and what it saves is in docs/dashboard.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from pathlib import Path
@@ -23,7 +26,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+import pandas as pd
+
 from workbench import api
+from workbench.ui.live_charts import Shape
+from workbench.ui.status import status_fields
 
 PREFIX = "/live/runs"
 STATIC = "/live/static"
@@ -37,6 +44,20 @@ LOG_BYTES = 6000
 def _number(x: float | None) -> float | None:
     """JSON has no NaN or infinity: a gap in the line."""
     return x if x is not None and math.isfinite(x) else None
+
+
+def plan_signature(run: api.RunRead, summaries: pd.DataFrame) -> tuple:
+    """What the Dashboard's chart plan depends on besides the user's controls: the keys, which are one-value
+    results, each series' Shape (its spec), and whether a profile summary is there to show."""
+    shapes = tuple(
+        (key, count == 1, Shape.of(int(count), float(lo), float(hi)))
+        for key, count, lo, hi in summaries[["key", "count", "min", "max"]].itertuples(index=False)
+    )
+    return shapes, bool(run.config.get("profiling")) and api.profile_summary(run.id) is not None
+
+
+def plan_token(run: api.RunRead, summaries: pd.DataFrame) -> str:
+    return hashlib.sha1(repr(plan_signature(run, summaries)).encode()).hexdigest()[:16]
 
 
 def _args(request: Request, name: str) -> list[str]:
@@ -78,6 +99,8 @@ def _poll(request: Request) -> Response:
     answer: dict[str, Any] = {
         "status": run.status,
         "ended": run.status in api.ENDED,
+        "run": status_fields(run),
+        "plan": plan_token(run, api.metric_summaries([run_id])),
         "points": points,
         "more": [k for k, rows in new.items() if len(rows) >= POLL_LIMIT],
     }

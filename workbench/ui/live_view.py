@@ -5,7 +5,8 @@ Streamlit tells it what to draw: the sections of charts (pinned, overview, group
 how the user wants them drawn. The component loads each chart's points once, then asks live_data.py's poll route
 about once a second for what arrived since and inserts those points into the Vega views it has. So watching a run
 costs a small JSON answer a second, not a Streamlit rerun that re-sends and re-styles every element of the page
-(docs/dashboard.md has the profile that showed where the time went). A hidden tab does not poll.
+(docs/dashboard.md has the profile that showed where the time went). A hidden tab does not poll. The page reruns
+when the view asks it to: the chart plan changed (new keys) or the run ended.
 """
 
 from __future__ import annotations
@@ -24,8 +25,22 @@ POLL_S = 1.0  # while points arrive; 2 s after ten quiet polls
 _component = components.declare_component("workbench_live", path=str(Path(__file__).parent / "live"))
 
 
-def live_view(run: api.RunRead, sections: list[dict[str, Any]], view: ChartView, *, live: bool, key: str) -> None:
-    """sections: [{"title", "note", "charts": [{"id", "title", "keys", "spec", "caption"}]}]."""
+def live_view(
+    run: api.RunRead,
+    sections: list[dict[str, Any]],
+    view: ChartView,
+    *,
+    live: bool,
+    key: str,
+    results: list[list] | None = None,
+    message: str | None = None,
+    status: dict[str, Any] | None = None,
+    plan: str = "",
+) -> None:
+    """sections: [{"title", "note", "charts": [{"id", "title", "keys", "spec", "caption"}]}]; results: [[key, value,
+    step]] of the one-value metrics; message: why there is nothing to draw; status: status.status_fields() while the
+    run is active (the poll keeps it current); plan: live_data.plan_token() of what the page drew. The view sets the
+    component's value (which reruns the page) when the poll's token differs or the run ended."""
     _component(
         run=run.id,
         base=base_url(run.id),
@@ -37,6 +52,10 @@ def live_view(run: api.RunRead, sections: list[dict[str, Any]], view: ChartView,
         max_points=MAX_POINTS,
         few=FEW_POINTS,
         sections=sections,
+        results=results or [],
+        message=message,
+        status=status,
+        plan=plan,
         key=key,
         default=None,
     )

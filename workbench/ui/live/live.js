@@ -17,6 +17,8 @@ let quiet = 0;
 let generation = 0; // a render or a run change makes older polls' answers stale
 let inflight = false;
 let again = false;
+let statusJson = "";
+let asked = null; // the plan token (or "ended") the view last asked the page to rerun for
 
 // Charts off screen are neither built nor redrawn: each redraw is a Vega run that repaints a canvas, and with a
 // chart per key (13 for a quick STAMP run) the redraws of charts nobody was looking at were most of the browser's
@@ -192,8 +194,61 @@ function applyTheme(theme) {
   vegaConfig = { background: null, font: theme.font, axis, legend: { labelColor: text }, view: { stroke: null } };
 }
 
+// The status line: from the page's arguments, then from each poll (the page has no fragment redrawing it).
+function drawStatus(status) {
+  const json = JSON.stringify(status);
+  if (json === statusJson) return;
+  statusJson = json;
+  const box = document.getElementById("run-status");
+  if (!status) return box.replaceChildren();
+  const row = element("div", "metrics");
+  for (const [label, value] of status.metrics) {
+    const metric = element("div", "metric");
+    metric.append(element("div", "metric-label", label), element("div", "metric-value", value));
+    row.append(metric);
+  }
+  const nodes = [row];
+  if (status.progress) {
+    const track = element("div", "track");
+    const fill = element("div", "fill");
+    fill.style.width = `${(100 * status.progress.fraction).toFixed(1)}%`;
+    track.append(fill);
+    nodes.push(element("div", "progress-text", status.progress.text), track);
+  } else if (status.phase) nodes.push(element("div", "caption", status.phase));
+  box.replaceChildren(...nodes);
+}
+
+// The one-value metrics (test metrics, evaluations) as a table, and why there is nothing to draw, if so.
+function drawResults() {
+  document.getElementById("message").textContent = args.message || "";
+  const box = document.getElementById("results");
+  if (!args.results.length) return box.replaceChildren();
+  const table = element("table");
+  const head = element("tr");
+  for (const name of ["key", "value", "step"]) head.append(element("th", null, name));
+  table.append(element("thead"), element("tbody"));
+  table.tHead.append(head);
+  for (const row of args.results) {
+    const tr = element("tr");
+    for (const cell of row) tr.append(element("td", null, String(cell)));
+    table.tBodies[0].append(tr);
+  }
+  const note = "Metrics with a single value so far (test metrics, evaluations): a table, not one-point charts.";
+  box.replaceChildren(element("h3", null, "results"), element("div", "note", note), table);
+}
+
+// Ask the page to rerun (by setting the component's value): the chart plan changed, or the run ended.
+function askRerun(reason) {
+  if (asked === reason) return;
+  asked = reason;
+  post("streamlit:setComponentValue", { value: { rerun: reason, at: Date.now() }, dataType: "json" });
+}
+
 function render() {
   ++generation;
+  asked = null; // the page drew this plan; if the poll still says otherwise, ask again
+  drawStatus(args.status);
+  drawResults();
   const container = document.getElementById("charts");
   const next = new Map();
   const nodes = [];
@@ -323,8 +378,17 @@ async function poll() {
       }),
     );
   }
-  if (changed) setHeight();
-  if (!args.live || answer.ended) return; // the page's fragment sees the end and redraws the page
+  if (args.status && answer.run) {
+    drawStatus(answer.run); // the duration moves every poll: that alone is not news for the polling pace
+    if (answer.run.started_ms !== args.started_ms) {
+      args.started_ms = answer.run.started_ms; // a queued run started: the wall-time axis begins there
+      refreshDomain([]);
+    }
+  }
+  setHeight();
+  if (!args.live) return;
+  if (answer.ended) return askRerun("ended"); // the page draws the ended run: its status, results and actions
+  if (answer.plan !== args.plan) askRerun(answer.plan); // new keys or shapes: the page plans the charts again
   quiet = changed ? 0 : quiet + 1;
   schedule(quiet > QUIET_POLLS ? 2 * args.poll_ms : args.poll_ms);
 }
@@ -340,7 +404,7 @@ window.addEventListener("message", (event) => {
   if (!message || message.type !== "streamlit:render") return;
   applyTheme(message.theme);
   const json = JSON.stringify(message.args);
-  if (json === argsJson) return; // the status fragment re-sends the same plan every few seconds
+  if (json === argsJson) return; // a rerun for another reason (a control above) re-sends the same plan
   if (args && args.run !== message.args.run) {
     for (const chart of charts.values()) chart.destroy();
     charts = new Map();
