@@ -70,6 +70,23 @@ def chart_controls(run: api.RunRead) -> DashboardView:
     return DashboardView(smoothing=smoothing, x=x_axis, log_y=log_y, search=search.strip(), pinned=tuple(pinned))
 
 
+def live_section(run: api.RunRead) -> None:
+    """The chart controls and the live panel, in a fragment: a change of a control, or the live view asking for a
+    rerun because the chart plan changed, redraws this part of the page only (the run picker, actions and info above
+    are not rebuilt and re-sent). When the run ended, the whole page is drawn again: its actions change too."""
+    was_live = run.status not in api.ENDED
+
+    @st.fragment
+    def section() -> None:
+        now = api.get_run(run.id)  # a fragment's rerun keeps the arguments of the page's run
+        live = now.status not in api.ENDED
+        if was_live and not live:
+            st.rerun(scope="app")
+        live_panel(now, chart_controls(now), live)
+
+    section()
+
+
 def live_panel(run: api.RunRead, view: DashboardView, live: bool) -> None:
     """The status line (Streamlit's for an ended run, the live view's while it is active), the "Show all" toggles
     of long groups, then the live view with the plan it draws."""

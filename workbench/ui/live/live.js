@@ -3,6 +3,10 @@
 "use strict";
 
 const QUIET_POLLS = 10; // after this many polls with nothing new, poll half as often
+// A changed chart plan reruns the page at most this often once something is drawn: a quick STAMP run's plan changes
+// three times in its first 1.1 s of training (the first points, the first epoch's keys, their second points), and
+// each rerun cost the UI server and the browser ~0.45 CPU s, taken from the run (docs/dashboard.md).
+const REPLAN_MS = 5000;
 const NO_STEP = -Number.MAX_SAFE_INTEGER;
 
 let args = null;
@@ -19,6 +23,7 @@ let inflight = false;
 let again = false;
 let statusJson = "";
 let asked = null; // the plan token (or "ended") the view last asked the page to rerun for
+let drawnAt = 0; // when the page last sent a plan
 
 // Charts off screen are neither built nor redrawn: each redraw is a Vega run that repaints a canvas, and with a
 // chart per key (13 for a quick STAMP run) the redraws of charts nobody was looking at were most of the browser's
@@ -188,6 +193,7 @@ function applyTheme(theme) {
   root.setProperty("--faint", theme.textColor + "99");
   root.setProperty("--line", theme.textColor + "26");
   root.setProperty("--code", theme.secondaryBackgroundColor);
+  if (theme.primaryColor) root.setProperty("--primary", theme.primaryColor);
   if (theme.font) document.body.style.fontFamily = theme.font;
   const text = theme.textColor;
   const axis = { labelColor: text, titleColor: text, gridColor: text + "1f", domainColor: text + "66", tickColor: text + "66" };
@@ -247,6 +253,7 @@ function askRerun(reason) {
 function render() {
   ++generation;
   asked = null; // the page drew this plan; if the poll still says otherwise, ask again
+  drawnAt = Date.now();
   drawStatus(args.status);
   drawResults();
   const container = document.getElementById("charts");
@@ -388,7 +395,8 @@ async function poll() {
   setHeight();
   if (!args.live) return;
   if (answer.ended) return askRerun("ended"); // the page draws the ended run: its status, results and actions
-  if (answer.plan !== args.plan) askRerun(answer.plan); // new keys or shapes: the page plans the charts again
+  const noCharts = !args.sections.length; // the first metrics, or first series past one point: draw them at once
+  if (answer.plan !== args.plan && (noCharts || Date.now() - drawnAt >= REPLAN_MS)) askRerun(answer.plan);
   quiet = changed ? 0 : quiet + 1;
   schedule(quiet > QUIET_POLLS ? 2 * args.poll_ms : args.poll_ms);
 }
