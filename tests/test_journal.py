@@ -257,6 +257,22 @@ def test_a_store_that_never_comes_back_leaves_the_records_in_the_journal_for_syn
     assert _stored_points(engine, run.id) == [("train/loss", s, float(s)) for s in range(1, 31)]
 
 
+def test_a_journal_file_deleted_under_a_run_ends_it_unstored_instead_of_spinning(engine, tmp_path):
+    """The run's folder deleted while it trains (the journal with it): closing applies what it can, backs off, and
+    reports the records it could not store (a loop that retried at once spun a core for as long as it lived)."""
+    run = _run(engine)
+    ctx, _ = _context(engine, run.id, tmp_path / run.id, end_wait_s=1.0)
+    ctx.log({"train/loss": 1.0}, 1)
+    (tmp_path / run.id / journal_mod.JOURNAL_NAME).unlink()
+    for step in range(2, 6):
+        ctx.log({"train/loss": float(step)}, step)
+    result: list[int] = []
+    closer = threading.Thread(target=lambda: result.append(ctx.close()), daemon=True)
+    closer.start()
+    closer.join(120)  # a liveness guard, not a timing assertion: the old loop never returned
+    assert not closer.is_alive() and result and result[0] >= 1
+
+
 def test_a_failed_metric_flush_keeps_its_points():
     class Flaky(MemoryBackend):
         fail = True

@@ -281,10 +281,14 @@ class JournalSync:
         deadline = time.monotonic() + wait_s
         delay = self.interval
         while True:
+            before = self.replayer.applied_seq
             if self.sync_once():
                 if self.unapplied() == 0:
                     return 0
-                continue  # records appended while applying (the outage event): apply them too
+                if self.replayer.applied_seq != before:
+                    continue  # records appended while applying (the outage event): apply them too
+                # the store took everything the file holds, yet records are missing: the journal file lost them
+                # (deleted or cut with the run's folder). Retrying at once spun a core; back off, then say so.
             if time.monotonic() + delay > deadline:
                 return self.unapplied()
             time.sleep(delay)
