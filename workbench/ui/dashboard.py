@@ -88,16 +88,16 @@ def live_section(run: api.RunRead) -> None:
 
 
 def live_panel(run: api.RunRead, view: DashboardView, live: bool) -> None:
-    """The status line (Streamlit's for an ended run, the live view's while it is active), the "Show all" toggles
-    of long groups, then the live view with the plan it draws."""
+    """The "Show all" toggles of long groups (with the controls above), the status line (Streamlit's for an ended
+    run, the live view's while it is active), then the live view with the plan it draws."""
     summaries = api.metric_summaries([run.id])
-    if not live:
-        status_line(run)
     shown = summaries[summaries["key"].map(lambda k: matches(k, view.search)).astype(bool)].set_index("key", drop=False)
     plotted = shown[shown["count"] > 1]
     pinned = [k for k in view.pinned if k in plotted.index]
     groups = group_keys([k for k in plotted.index if k not in pinned])
     sections = chart_sections(run, plotted, pinned, groups, show_all_toggles(groups, view), view)
+    if not live:
+        status_line(run)
     live_view(
         run, sections, view, live=live, key=f"live_{run.id}",
         results=results_rows(shown[shown["count"] == 1]),
