@@ -2,10 +2,10 @@
 
 The page works out which charts to draw (the pinned ones, the task's overview, the first few of each group, or those
 matching the search) and hands them to the live view (live_view.py), which follows the run by itself with a small
-poll a second: new points, the status line, and a token of the chart plan. The view asks the page to rerun only when
-that token differs from the one it was drawn with (a new metric key, a series passing the few-points mark) or the
-run ended, so a watched run has no Streamlit fragment redrawing the page every few seconds; docs/dashboard.md has
-what watching costs.
+poll a second: new points, the status line, and a token of the chart plan. The view asks the controls-and-charts
+fragment to rerun only when that token differs from the one it was drawn with (a new metric key, a series passing
+the few-points mark; at most every 5 s once charts are drawn), and the page when the run ended: nothing on the page
+redraws on a timer while a run is watched; docs/dashboard.md has what watching costs.
 """
 
 from __future__ import annotations

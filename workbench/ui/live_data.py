@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pandas as pd
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-
-import pandas as pd
 
 from workbench import api
 from workbench.ui.live_charts import Shape
