@@ -123,6 +123,7 @@ def test_form_launch_live_chart_and_checkpoint_download(server, tmp_path):
         expect(_live(page).locator("#log")).to_contain_text("epoch", timeout=30_000)  # the log tail follows too
         try:
             expect(page.get_by_test_id("stMetricValue").filter(has_text="completed").first).to_be_visible(timeout=180_000)  # a rerun briefly shows the old and the new status
+            expect(_live(page).locator("#results td").filter(has_text="test/recall@20")).to_have_count(1)  # the test metrics' table
         finally:
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)

@@ -105,6 +105,7 @@ def test_dashboard_shows_status_charts_log_and_events(home):
     charts = {c["title"]: c for section in args["sections"] for c in section["charts"]}
     assert {"train/loss", "train/lr", "valid/loss"} <= set(charts)
     assert charts["train/loss"]["spec"]["data"] == {"name": "points"}
+    assert args["results"] == []  # every key of this run has several points
     assert not at.code  # the config is highlighted only when its expander is opened (it cost the browser ~0.7 CPU s)
     at.session_state[f"config_{run.id}"] = True  # what opening it does
     at.run()
@@ -131,6 +132,23 @@ def test_an_active_runs_status_line_is_the_live_views(home):
     finally:
         api.cancel_run(run.id)
         wait_status(run.id, ("cancelled", "completed"))
+
+
+def test_one_value_metrics_are_a_table_in_the_live_view(home):
+    from workbench.settings import get_settings
+    from workbench.store import get_engine
+    from workbench.store import metrics as metric_store
+
+    run = _finished_run()
+    metric_store.write_metrics(get_engine(get_settings().database_url), run_id=run.id, points=[("test/loss", 99, 0.123456789, 1.0)])
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["selected_run"] = run.id
+    at.run()
+    at.switch_page("pages/dashboard.py").run()
+    assert not at.exception, at.exception
+    args = json.loads(at.get("component_instance")[0].proto.json_args)
+    assert args["results"] == [["test/loss", "0.123457", 99]]
+    assert "test/loss" not in {c["title"] for section in args["sections"] for c in section["charts"]}
 
 
 def test_checkpoints_page_offers_a_download(home):
