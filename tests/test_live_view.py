@@ -109,3 +109,11 @@ def test_specs_compile_and_follow_inserted_points(page):
     y, x, n, log_type = result
     assert y[0] <= 0.2 and y[1] >= 0.93 and x == [0, 50] and n == 4 and log_type == "log"
     assert json.dumps(over) == json.dumps(overlay_spec(["valid/recall@20", "valid/mrr@20"], Shape.of(5, 0.2, 0.9), ChartView()))
+
+
+def test_a_changed_plan_reruns_the_page_at_once_only_while_no_chart_is_drawn(page):
+    due = "(a) => replanDue(...a)"
+    assert page.evaluate(due, ["b", "a", False, 0])  # the first charts: at once
+    assert not page.evaluate(due, ["b", "a", True, 4999])  # charts drawn: not within 5 s of the last draw
+    assert page.evaluate(due, ["b", "a", True, 5000])
+    assert not page.evaluate(due, ["a", "a", False, 60_000])  # the same plan: never

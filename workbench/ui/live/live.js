@@ -3,10 +3,6 @@
 "use strict";
 
 const QUIET_POLLS = 10; // after this many polls with nothing new, poll half as often
-// A changed chart plan reruns the page at most this often once something is drawn: a quick STAMP run's plan changes
-// three times in its first 1.1 s of training (the first points, the first epoch's keys, their second points), and
-// each rerun cost the UI server and the browser ~0.45 CPU s, taken from the run (docs/dashboard.md).
-const REPLAN_MS = 5000;
 const NO_STEP = -Number.MAX_SAFE_INTEGER;
 
 let args = null;
@@ -395,8 +391,7 @@ async function poll() {
   setHeight();
   if (!args.live) return;
   if (answer.ended) return askRerun("ended"); // the page draws the ended run: its status, results and actions
-  const noCharts = !args.sections.length; // the first metrics, or first series past one point: draw them at once
-  if (answer.plan !== args.plan && (noCharts || Date.now() - drawnAt >= REPLAN_MS)) askRerun(answer.plan);
+  if (replanDue(answer.plan, args.plan, args.sections.length > 0, Date.now() - drawnAt)) askRerun(answer.plan);
   quiet = changed ? 0 : quiet + 1;
   schedule(quiet > QUIET_POLLS ? 2 * args.poll_ms : args.poll_ms);
 }

@@ -100,4 +100,15 @@ function xDomain(seriesList, axis, startedMs) {
   return [startedMs, startedMs + niceCeiling(Math.max(1000, lastWall - startedMs) / 1000) * 1000];
 }
 
-if (typeof module !== "undefined") module.exports = { Series, niceCeiling, xDomain, phaseOf };
+// A changed chart plan reruns the page at most this often once something is drawn: a quick STAMP run's plan changed
+// three times in its first 1.1 s of training (the first points, the first epoch's keys, their second points), and
+// each rerun cost the UI server and the browser ~0.45 CPU s, taken from the run (docs/dashboard.md).
+const REPLAN_MS = 5000;
+
+// Whether the poll's plan token asks for a rerun of the page: at once while no chart is drawn (the first metrics,
+// or the first series past one point), else once REPLAN_MS have passed since the page drew its plan.
+function replanDue(token, drawnToken, chartsDrawn, sinceDrawnMs) {
+  return token !== drawnToken && (!chartsDrawn || sinceDrawnMs >= REPLAN_MS);
+}
+
+if (typeof module !== "undefined") module.exports = { Series, niceCeiling, xDomain, phaseOf, replanDue };
