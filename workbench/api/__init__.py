@@ -59,6 +59,7 @@ from workbench.api.runs import (
     run_dir,
     log_tail,
     profile_summary,
+    has_profile_summary,
     housekeeping,
     start_housekeeping,
     SyncResult,

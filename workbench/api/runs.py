@@ -260,6 +260,12 @@ def profile_summary(run_id: str) -> dict[str, Any] | None:
     return summary
 
 
+def has_profile_summary(run_id: str) -> bool:
+    """Whether profile_summary() of this (full) run id has something to show, without reading it: the Dashboard's
+    poll asks every second."""
+    return (run_dir(run_id) / PROFILE_SUMMARY).is_file()
+
+
 def housekeeping() -> Housekeeping:
     """One housekeeping pass now: mark runs whose supervisor vanished `lost`, then start queued runs of this host
     that have a free slot. Waits for a pass another process is running."""

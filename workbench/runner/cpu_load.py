@@ -40,8 +40,8 @@ class CoreReserve:
     2 threads did as well as 1, and without neighbours 2 threads are ~1.3x faster.
     - A core is left as soon as the others used more than `enter` of one over the last `fast` seconds: a page load
       or a Streamlit rerun is a burst of a whole core for a second or two, and every moment of it at 2 threads is lost.
-      The Dashboard's status fragment (every 5 s: 0.25-0.65 CPU s of server and browser in ~0.5 s) stays under it:
-      with a 0.5 s window it took the worker to 1 thread for 2-3 s of every 5.
+      A short redraw stays under it (session 7's status fragment, every 5 s: 0.25-0.65 CPU s of server and browser
+      in ~0.5 s): with a 0.5 s window it took the worker to 1 thread for 2-3 s of every 5.
     - It is taken back only when they used less than `release` over the last `slow` seconds.
     """
 

@@ -52,7 +52,7 @@ def plan_signature(run: api.RunRead, summaries: pd.DataFrame) -> tuple:
         (key, count == 1, Shape.of(int(count), float(lo), float(hi)))
         for key, count, lo, hi in summaries[["key", "count", "min", "max"]].itertuples(index=False)
     )
-    return shapes, bool(run.config.get("profiling")) and api.profile_summary(run.id) is not None
+    return shapes, bool(run.config.get("profiling")) and api.has_profile_summary(run.id)
 
 
 def plan_token(run: api.RunRead, summaries: pd.DataFrame) -> str:
